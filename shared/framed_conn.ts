@@ -1,0 +1,182 @@
+/**
+ * A framed connection: reads frames and messages, writes them one at a time.
+ *
+ * It wraps anything shaped like a `Deno.Conn` (`read`, `write`, `close`), so tests can
+ * use an in-memory pair. One loop owns reading; writes may come from several tasks and
+ * are serialised so frames never interleave. The first I/O error kills the connection:
+ * it is kept and rethrown to every later caller.
+ *
+ * @module
+ */
+
+import { ConnectionClosedError } from "./errors.ts";
+import { type Frame, FrameDecoder } from "./protocol/frame.ts";
+import { decodeMessage, encodeMessage, type Message } from "./protocol/messages.ts";
+
+/** The byte-stream surface a framed connection needs; `Deno.Conn` satisfies it. */
+export interface ByteConn {
+  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; resolves to the byte count written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Closes both directions. */
+  close(): void;
+}
+
+/** Options for {@link FramedConn}. */
+export interface FramedConnOptions {
+  /** Bytes requested per read in control mode (default 4096). */
+  readSize?: number;
+}
+
+/** Writes every byte of `bytes` to `conn`. */
+export async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(off === 0 ? bytes : bytes.subarray(off));
+}
+
+/** True for the errors a socket raises when it was closed under a pending operation. */
+export function isClosedError(e: unknown): boolean {
+  return e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted ||
+    e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe ||
+    e instanceof Deno.errors.NotConnected || e instanceof Deno.errors.ConnectionAborted ||
+    e instanceof ConnectionClosedError;
+}
+
+/** A connection that speaks tsunagi frames. See the module doc for ownership rules. */
+export class FramedConn {
+  /** The underlying byte connection. */
+  readonly conn: ByteConn;
+  readonly #decoder = new FrameDecoder();
+  readonly #readSize: number;
+  /** Tail of the write chain; each write waits for the previous one. */
+  #writeTail: Promise<void> = Promise.resolve();
+  #error: unknown = null;
+  #closed = false;
+  #eof = false;
+
+  /** Wraps `conn`. */
+  constructor(conn: ByteConn, options: FramedConnOptions = {}) {
+    this.conn = conn;
+    this.#readSize = options.readSize ?? 4096;
+  }
+
+  /** True once {@link close} ran or an I/O error occurred. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Reads the next frame; null at a clean end of stream (on a frame boundary). */
+  async readFrame(): Promise<Frame | null> {
+    for (;;) {
+      const frame = this.#decoder.next();
+      if (frame !== null) return frame;
+      if (this.#eof) {
+        this.#decoder.finish();
+        return null;
+      }
+      const buf = new Uint8Array(this.#readSize);
+      const n = await this.#read(buf);
+      if (n === null) {
+        this.#eof = true;
+        continue;
+      }
+      this.#decoder.append(buf.subarray(0, n));
+    }
+  }
+
+  /** Reads and decodes the next message; null at a clean end of stream. */
+  async readMessage(): Promise<Message | null> {
+    const frame = await this.readFrame();
+    return frame === null ? null : decodeMessage(frame);
+  }
+
+  /**
+   * Raw read for pass-through: first returns bytes already buffered by the decoder, then
+   * reads from the socket into `buf`. Null at end of stream.
+   */
+  async readRaw(buf: Uint8Array): Promise<Uint8Array | null> {
+    if (this.#decoder.pendingBytes > 0) return this.#decoder.takeRest();
+    if (this.#eof) return null;
+    const n = await this.#read(buf);
+    if (n === null) {
+      this.#eof = true;
+      return null;
+    }
+    return buf.subarray(0, n);
+  }
+
+  /** Gives bytes back to the decoder (what followed END in a pass-through chunk). */
+  unread(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    const rest = this.#decoder.takeRest();
+    if (rest.length === 0) {
+      this.#decoder.append(bytes.slice());
+    } else {
+      this.#decoder.append(bytes.slice());
+      this.#decoder.append(rest);
+    }
+  }
+
+  async #read(buf: Uint8Array): Promise<number | null> {
+    if (this.#error !== null) throw this.#error;
+    try {
+      return await this.conn.read(buf);
+    } catch (e) {
+      if (this.#closed || isClosedError(e)) return null;
+      this.#fail(e);
+      throw e;
+    }
+  }
+
+  /** Writes raw bytes (a whole frame or frames), after any writes already queued. */
+  write(bytes: Uint8Array): Promise<void> {
+    const run = this.#writeTail.then(async () => {
+      if (this.#error !== null) throw this.#error;
+      if (this.#closed) throw new ConnectionClosedError();
+      try {
+        await writeAll(this.conn, bytes);
+      } catch (e) {
+        this.#fail(e);
+        throw isClosedError(e) ? new ConnectionClosedError(undefined, { cause: e }) : e;
+      }
+    });
+    this.#writeTail = run.catch(() => {});
+    return run;
+  }
+
+  /** Encodes and writes a message. */
+  send(message: Message): Promise<void> {
+    return this.write(encodeMessage(message));
+  }
+
+  /** Sends a message and swallows failure: for best-effort notices before a close. */
+  async trySend(message: Message): Promise<void> {
+    try {
+      await this.send(message);
+    } catch {
+      // The connection is already gone; nothing left to tell.
+    }
+  }
+
+  /** Waits until every queued write has finished (or failed). */
+  flush(): Promise<void> {
+    return this.#writeTail;
+  }
+
+  #fail(e: unknown) {
+    if (this.#error === null) this.#error = e;
+    this.close();
+  }
+
+  /** Closes the connection; idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+  }
+}

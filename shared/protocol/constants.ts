@@ -1,0 +1,149 @@
+/**
+ * tsunagi wire protocol constants.
+ *
+ * Every tsunagi link (device to relay, relay to relay) carries frames:
+ *
+ *     +--------+----------------+---------------------+
+ *     | type   | length         | payload             |
+ *     | 1 byte | 4 bytes, BE    | `length` bytes      |
+ *     +--------+----------------+---------------------+
+ *
+ * `length` is checked against {@link MAX_PAYLOAD} before any of the body is buffered.
+ * Strings are `u16 length (BE) + UTF-8 bytes`. Integers are big-endian.
+ *
+ * Flow (device side; see docs/protocol.md for the byte layouts):
+ *
+ *   1. Device opens TCP and sends HELLO then LOGIN (pipelined, one round trip).
+ *      Relay answers LOGIN_RESULT (code 0 = logged in) or an ERROR and closes.
+ *   2. Idle: device sends PING every `keepaliveMs`, relay answers PONG. Device may send
+ *      LIST / STATUS (answered by LIST_RESULT / STATUS_RESULT), CONNECT, or LOGOUT.
+ *   3. CONNECT(target, service) on connection 1. Relay sends NOTICE(session, requester)
+ *      on an idle connection 2 of the target. Target answers ACCEPT or REJECT on
+ *      connection 2; the relay passes ACCEPT or REJECT back on connection 1.
+ *   4. After ACCEPT both connections are dedicated to the session: DATA frames pass
+ *      through the relay untouched, in both directions.
+ *   5. END(reason) says "I send no more data" (a half-close); the relay forwards it.
+ *      Once a device has sent and received END it sends RELEASE: the connection is
+ *      idle again. A connection that drops mid-session makes the relay send
+ *      END(aborted) to the other side.
+ *
+ * Relay-to-relay links use the same frames; see docs/mesh.md.
+ *
+ * Version history:
+ *   1 — first version (2026-11).
+ *
+ * @module
+ */
+
+/** Current protocol version, sent in HELLO. */
+export const PROTOCOL_VERSION = 1;
+
+/** Magic bytes at the start of every HELLO payload: ASCII "TSNG". */
+export const HELLO_MAGIC = 0x54534e47;
+
+/** Bytes in a frame header: 1 type byte + 4 length bytes. */
+export const HEADER_SIZE = 5;
+
+/** Largest payload a frame may declare (64 KiB). */
+export const MAX_PAYLOAD = 64 * 1024;
+
+/** Frame type codes. */
+export const FrameType = {
+  Hello: 0x01,
+  Login: 0x02,
+  LoginResult: 0x03,
+  Ping: 0x04,
+  Pong: 0x05,
+  Logout: 0x06,
+  List: 0x07,
+  ListResult: 0x08,
+  Status: 0x09,
+  StatusResult: 0x0a,
+  Connect: 0x0b,
+  Notice: 0x0c,
+  Accept: 0x0d,
+  Reject: 0x0e,
+  Data: 0x0f,
+  End: 0x10,
+  Release: 0x11,
+  Error: 0x12,
+} as const;
+
+/** A frame type code. */
+export type FrameType = typeof FrameType[keyof typeof FrameType];
+
+/** Role announced in HELLO. */
+export const Role = {
+  Device: 1,
+  Relay: 2,
+} as const;
+
+/** A role code. */
+export type Role = typeof Role[keyof typeof Role];
+
+/** Reason carried by END. */
+export const EndReason = {
+  /** The sender has finished sending. */
+  Normal: 0,
+  /** The session failed: the other side vanished or broke the protocol. */
+  Aborted: 1,
+} as const;
+
+/** An END reason code. */
+export type EndReason = typeof EndReason[keyof typeof EndReason];
+
+/**
+ * Stable error codes, used in ERROR, LOGIN_RESULT and REJECT. Never renumber; add new
+ * codes at the end of their group.
+ */
+export const ErrorCode = {
+  Ok: 0,
+  // 1-9: framing and protocol
+  BadFrame: 1,
+  UnsupportedVersion: 2,
+  UnexpectedMessage: 3,
+  LoginTimeout: 4,
+  KeepaliveTimeout: 5,
+  // 10-19: login
+  AuthFailed: 10,
+  Throttled: 11,
+  // 20-39: connection requests
+  UnknownTarget: 20,
+  TargetOffline: 21,
+  TargetBusy: 22,
+  TargetRejected: 23,
+  TargetTimeout: 24,
+  ServiceUnsupported: 25,
+  TargetUnreachable: 26,
+  // 40-49: relay state
+  ShuttingDown: 40,
+  Internal: 41,
+  DirectoryUnavailable: 42,
+} as const;
+
+/** An error code. */
+export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
+
+/** Human names for error codes, for logs and CLI messages. */
+export const ERROR_CODE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(ErrorCode).map(([name, code]) => [code, name]),
+);
+
+/** Device state as shown in the directory. */
+export const DeviceState = {
+  /** Registered, no connection anywhere. */
+  Offline: 0,
+  /** Logged in on some relay. */
+  Online: 1,
+  /** Logged in on a relay that this relay cannot currently reach. */
+  Unreachable: 2,
+} as const;
+
+/** A device state code. */
+export type DeviceState = typeof DeviceState[keyof typeof DeviceState];
+
+/** Service name for tsunagi's file transfer; needs the `FILE TX/RX` attribute. */
+export const FILE_SERVICE = "file";
+
+/** Device attribute that marks a file-receiving endpoint (patent Fig. 2: FILE TX/RX). */
+export const FILE_ATTRIBUTE = "FILE TX/RX";
