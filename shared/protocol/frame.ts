@@ -77,7 +77,10 @@ export class FrameDecoder {
     if (length > this.#maxPayload) throw new FrameTooLargeError(length, this.#maxPayload);
     if (available < HEADER_SIZE + length) return null;
     const start = this.#off + HEADER_SIZE;
-    const frame = { type: this.#buf[this.#off], payload: this.#buf.subarray(start, start + length) };
+    const frame = {
+      type: this.#buf[this.#off],
+      payload: this.#buf.subarray(start, start + length),
+    };
     this.#off = start + length;
     return frame;
   }

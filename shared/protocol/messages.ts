@@ -97,7 +97,8 @@ export type Message =
 export type MessageKind = Message["kind"];
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// `ignoreBOM: true` keeps a leading U+FEFF: strings must come back exactly as sent.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Grows a byte buffer while a message is written; checks the frame maximum at the end. */
 class Writer {
@@ -222,10 +223,20 @@ class Reader {
   }
 }
 
+/** Writes a u8 list count; a longer list would wrap on the wire and corrupt the frame. */
+function writeCount8(w: Writer, count: number, what: string) {
+  if (count > 0xff) {
+    throw new RangeError(`Cannot encode directory entry: ${count} ${what} exceeds 255`);
+  }
+  w.u8(count);
+}
+
 function writeEntry(w: Writer, e: DirectoryEntry) {
-  w.str(e.id).str(e.type).u8(e.attributes.length);
+  w.str(e.id).str(e.type);
+  writeCount8(w, e.attributes.length, "attributes");
   for (const a of e.attributes) w.str(a);
-  w.u8(e.state).str(e.relay).u16(e.idle).u16(e.sessions).u8(e.peers.length);
+  w.u8(e.state).str(e.relay).u16(e.idle).u16(e.sessions);
+  writeCount8(w, e.peers.length, "peers");
   for (const p of e.peers) w.str(p);
   w.f64(e.lastUpdate);
 }

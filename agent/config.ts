@@ -1,0 +1,121 @@
+/**
+ * Agent settings from flags, environment variables and a config file, in that order
+ * of precedence.
+ *
+ * Environment: TSUNAGI_RELAY (comma-separated), TSUNAGI_ID, TSUNAGI_PASSWORD_FILE,
+ * TSUNAGI_TLS_CA, TSUNAGI_INBOX, TSUNAGI_CONFIG. Config file (JSON):
+ * `{ "relay": ["HOST:PORT"], "id": "...", "passwordFile": "...", "tlsCa": "...",
+ *    "inbox": "...", "idle": 2, "acceptFrom": ["ID"], "logFormat": "json" }`.
+ *
+ * @module
+ */
+
+import { type HostPort, parseHostPort } from "../shared/address.ts";
+import { readPasswordFile } from "../shared/cli.ts";
+import { UsageError } from "../shared/errors.ts";
+
+/** Settings common to every agent command. */
+export interface CommonSettings {
+  /** Relay addresses, preferred first. */
+  relays: HostPort[];
+  /** Device ID. */
+  id: string;
+  /** Device password. */
+  password: string;
+  /** PEM CA text when TLS is used. */
+  tlsCa?: string;
+}
+
+/** The raw values a command collected from its flags. */
+export interface CommonFlags {
+  relay?: string[];
+  id?: string;
+  "password-file"?: string;
+  "tls-ca"?: string;
+  config?: string;
+}
+
+/** A parsed config file. */
+export type ConfigFile = Record<string, unknown>;
+
+/** Loads the config file named by `--config` or TSUNAGI_CONFIG ({} if none). */
+export async function loadConfig(path: string | undefined): Promise<ConfigFile> {
+  const file = path ?? Deno.env.get("TSUNAGI_CONFIG");
+  if (!file) return {};
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new UsageError(
+      `Cannot read config file "${file}": ${e instanceof Error ? e.message : e}`,
+      "check --config or TSUNAGI_CONFIG",
+    );
+  }
+  try {
+    const v = JSON.parse(text);
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) return v;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(`Config file "${file}" is not a JSON object`, 'e.g. {"id": "fax1"}');
+}
+
+/** Picks the first defined value: flag, environment variable, config key. */
+export function pick(
+  flag: string | undefined,
+  env: string,
+  config: ConfigFile,
+  key: string,
+): string | undefined {
+  if (flag !== undefined) return flag;
+  const fromEnv = Deno.env.get(env);
+  if (fromEnv) return fromEnv;
+  const v = config[key];
+  if (v === undefined || v === null) return undefined;
+  return Array.isArray(v) ? v.join(",") : String(v);
+}
+
+/** Resolves relay, ID, password and TLS settings; throws {@link UsageError} if missing. */
+export async function resolveCommon(
+  flags: CommonFlags,
+  config: ConfigFile,
+): Promise<CommonSettings> {
+  const relayText = flags.relay && flags.relay.length > 0
+    ? flags.relay.join(",")
+    : pick(undefined, "TSUNAGI_RELAY", config, "relay") ?? "127.0.0.1:7800";
+  const relays = relayText.split(",").map((s) => s.trim()).filter((s) => s !== "").map((s) => {
+    try {
+      return parseHostPort(s);
+    } catch (e) {
+      throw new UsageError((e as Error).message, "use --relay HOST:PORT");
+    }
+  });
+  const id = pick(flags.id, "TSUNAGI_ID", config, "id");
+  if (!id) throw new UsageError("No device ID given", "use --id ID (or TSUNAGI_ID)");
+  const passwordFile = pick(
+    flags["password-file"],
+    "TSUNAGI_PASSWORD_FILE",
+    config,
+    "passwordFile",
+  );
+  if (!passwordFile) {
+    throw new UsageError(
+      "No password given",
+      "use --password-file FILE (or TSUNAGI_PASSWORD_FILE)",
+    );
+  }
+  const password = await readPasswordFile(passwordFile);
+  const caFile = pick(flags["tls-ca"], "TSUNAGI_TLS_CA", config, "tlsCa");
+  let tlsCa: string | undefined;
+  if (caFile) {
+    try {
+      tlsCa = await Deno.readTextFile(caFile);
+    } catch (e) {
+      throw new UsageError(
+        `Cannot read --tls-ca file "${caFile}": ${e instanceof Error ? e.message : e}`,
+        "give the PEM certificate of the CA that signed the relay's certificate",
+      );
+    }
+  }
+  return { relays, id, password, tlsCa };
+}

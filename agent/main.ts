@@ -1,0 +1,339 @@
+/**
+ * `tsunagi`: the device agent's command line (`deno task agent ...`, or the bundled
+ * `dist/tsunagi.js`).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { formatHostPort } from "../shared/address.ts";
+import { ExitCode, parseCount, printError } from "../shared/cli.ts";
+import {
+  ConnectionClosedError,
+  LoginRefusedError,
+  PeerUnavailableError,
+  RelayError,
+  TransferAbortedError,
+  UsageError,
+} from "../shared/errors.ts";
+import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
+import { DeviceState, ERROR_CODE_NAMES, FILE_SERVICE } from "../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../shared/protocol/messages.ts";
+import { loadConfig, pick, resolveCommon } from "./config.ts";
+import { formatBytes, ProgressBar } from "./progress.ts";
+import { connectRelay, type RelayConnection } from "./relay_client.ts";
+import { SessionAbortedError } from "./session.ts";
+import { FatalLoginError, runAgent } from "./supervisor.ts";
+import { sendFiles } from "./transfer.ts";
+
+const PROGRAM = "tsunagi";
+
+const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FILE):
+  --relay HOST:PORT       relay address; repeat for fail-over (env TSUNAGI_RELAY,
+                          default 127.0.0.1:7800)
+  --id ID                 this device's ID (env TSUNAGI_ID)
+  --password-file FILE    file holding this device's password, - for stdin
+                          (env TSUNAGI_PASSWORD_FILE)
+  --tls-ca FILE           connect with TLS, trusting this PEM CA (env TSUNAGI_TLS_CA)
+  --config FILE           JSON config file (env TSUNAGI_CONFIG)
+  --log-format text|json  log format on stderr (default text)
+  --log-level LEVEL       debug, info, warn or error (default info)
+  -h, --help              show help`;
+
+const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused, 4 relay unreachable,
+            5 target unavailable (unknown, offline, busy, refused, timed out).`;
+
+const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
+
+Usage: tsunagi <command> [options]
+
+Commands:
+  run       stay logged in, keep idle connections, receive files into an inbox
+  send      send files to a FAX-type device (one with the FILE TX/RX attribute)
+  list      list the devices the relay knows
+  status    show one device
+
+Run "tsunagi <command> --help" for a command's options.
+${EXIT_HELP}`;
+
+const HELPS: Record<string, string> = {
+  run: `Usage: tsunagi run [options]
+
+Logs in, keeps idle connections open with keep-alives, answers connection requests,
+and receives files into the inbox. Reconnects with backoff when the relay goes away.
+
+  --idle N                idle connections to keep (default 2)
+  --inbox DIR             where received files go (env TSUNAGI_INBOX, default ./inbox)
+  --accept-from ID,...    accept sessions only from these devices (default: all)
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  send: `Usage: tsunagi send --to ID [options] FILE...
+
+Sends files to a device with the FILE TX/RX attribute. Success is reported only after
+the receiver confirmed each file's length and SHA-256. Shows progress on a terminal.
+
+  --to ID                 receiving device
+  --json                  print the receipts as JSON on stdout
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  list: `Usage: tsunagi list [options]
+
+Lists the devices the relay knows (online ones; --all adds offline ones).
+
+  --all                   include devices that are not logged in
+  --json                  print JSON on stdout
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  status: `Usage: tsunagi status ID [options]
+
+Shows one device's entry: type, attributes, state, relay, connections.
+
+  --json                  print JSON on stdout
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+};
+
+const COMMON_OPTIONS = {
+  relay: { type: "string", multiple: true },
+  id: { type: "string" },
+  "password-file": { type: "string" },
+  "tls-ca": { type: "string" },
+  config: { type: "string" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  json: { type: "boolean" },
+} as const;
+
+/** Runs the CLI with `args`; returns the exit code. */
+export async function agentMain(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+    console.log(HELP);
+    return command === undefined ? ExitCode.Usage : ExitCode.Ok;
+  }
+  if (!(command in HELPS)) {
+    printError(PROGRAM, `Unknown command "${command}"`, "run tsunagi --help");
+    return ExitCode.Usage;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: {
+        ...COMMON_OPTIONS,
+        idle: { type: "string" },
+        inbox: { type: "string" },
+        "accept-from": { type: "string" },
+        to: { type: "string" },
+        all: { type: "boolean" },
+      },
+      strict: true,
+      allowPositionals: true,
+    });
+    if (values.help) {
+      console.log(HELPS[command]);
+      return ExitCode.Ok;
+    }
+    const config = await loadConfig(values.config);
+    const logger = new Logger({
+      component: PROGRAM,
+      format: parseLogFormat(
+        pick(values["log-format"], "TSUNAGI_LOG_FORMAT", config, "logFormat") ?? "text",
+      ),
+      level: parseLogLevel(values["log-level"] ?? "info"),
+    });
+    const common = await resolveCommon(values, config);
+    switch (command) {
+      case "run": {
+        if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+        const idleText = pick(values.idle, "TSUNAGI_IDLE", config, "idle");
+        const acceptText = pick(values["accept-from"], "TSUNAGI_ACCEPT_FROM", config, "acceptFrom");
+        const inbox = pick(values.inbox, "TSUNAGI_INBOX", config, "inbox") ?? "./inbox";
+        await Deno.mkdir(inbox, { recursive: true });
+        const controller = new AbortController();
+        const stop = () => controller.abort(new Error("stopped by signal"));
+        Deno.addSignalListener("SIGINT", stop);
+        Deno.addSignalListener("SIGTERM", stop);
+        try {
+          await runAgent({
+            ...common,
+            idle: idleText ? parseCount(idleText, "idle", 1, 64) : 2,
+            inbox,
+            acceptFrom: acceptText
+              ? new Set(acceptText.split(",").map((s) => s.trim()).filter(Boolean))
+              : undefined,
+            logger,
+            signal: controller.signal,
+          });
+        } finally {
+          Deno.removeSignalListener("SIGINT", stop);
+          Deno.removeSignalListener("SIGTERM", stop);
+        }
+        return ExitCode.Ok;
+      }
+      case "send": {
+        if (!values.to) throw new UsageError("No receiver given", "use --to ID");
+        if (positionals.length === 0) {
+          throw new UsageError("No files given", "tsunagi send --to ID FILE...");
+        }
+        for (const path of positionals) {
+          let info: Deno.FileInfo;
+          try {
+            info = await Deno.stat(path);
+          } catch {
+            throw new UsageError(`Cannot read "${path}"`, "check the file path");
+          }
+          if (!info.isFile) throw new UsageError(`"${path}" is not a regular file`);
+        }
+        const conn = await open(common);
+        try {
+          const session = await conn.connect(values.to, FILE_SERVICE);
+          const bar = new ProgressBar();
+          const receipts = await sendFiles(session, positionals.map((path) => ({ path })), {
+            onProgress: (done, total, name) => bar.update(done, total, name),
+          });
+          await session.release();
+          if (values.json) console.log(JSON.stringify(receipts));
+          else {
+            for (const r of receipts) {
+              console.log(
+                `sent ${r.name} (${formatBytes(r.size)}) to ${values.to}: sha256 ${r.sha256}`,
+              );
+            }
+          }
+        } finally {
+          conn.close();
+        }
+        return ExitCode.Ok;
+      }
+      case "list": {
+        const conn = await open(common);
+        try {
+          const entries = await conn.list(values.all ?? false);
+          if (values.json) console.log(JSON.stringify(entries));
+          else printTable(entries);
+        } finally {
+          conn.close();
+        }
+        return ExitCode.Ok;
+      }
+      case "status": {
+        const id = positionals[0];
+        if (!id) throw new UsageError("No device ID given", "tsunagi status ID");
+        const conn = await open(common);
+        try {
+          const entry = await conn.status(id);
+          if (values.json) console.log(JSON.stringify(entry));
+          else if (entry === null) console.log(`${id}: not registered`);
+          else printTable([entry]);
+          return entry === null ? ExitCode.PeerUnavailable : ExitCode.Ok;
+        } finally {
+          conn.close();
+        }
+      }
+    }
+    return ExitCode.Usage;
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+async function open(common: Awaited<ReturnType<typeof resolveCommon>>): Promise<RelayConnection> {
+  let lastError: unknown;
+  for (const address of common.relays) {
+    try {
+      return await connectRelay({
+        address,
+        id: common.id,
+        password: common.password,
+        tlsCa: common.tlsCa,
+      });
+    } catch (e) {
+      if (e instanceof LoginRefusedError) throw e;
+      lastError = e;
+      if (common.relays.length > 1) {
+        console.error(`${PROGRAM}: ${formatHostPort(address)} failed, trying next relay`);
+      }
+    }
+  }
+  throw lastError;
+}
+
+const STATE_NAMES: Record<number, string> = {
+  [DeviceState.Offline]: "offline",
+  [DeviceState.Online]: "online",
+  [DeviceState.Unreachable]: "unreachable",
+};
+
+function printTable(entries: DirectoryEntry[]) {
+  const rows = entries.map((e) => [
+    e.id,
+    e.type,
+    e.attributes.join(",") || "-",
+    STATE_NAMES[e.state] ?? String(e.state),
+    e.relay || "-",
+    String(e.idle),
+    String(e.sessions),
+    e.peers.join(",") || "-",
+  ]);
+  const header = ["ID", "TYPE", "ATTRIBUTES", "STATE", "RELAY", "IDLE", "SESSIONS", "PEERS"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  console.log(line(header));
+  for (const r of rows) console.log(line(r));
+}
+
+function reportError(e: unknown): number {
+  if (e instanceof UsageError) {
+    printError(PROGRAM, e.message, e.hint || "run tsunagi --help");
+    return ExitCode.Usage;
+  }
+  if (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS")) {
+    printError(PROGRAM, e.message, "run tsunagi <command> --help");
+    return ExitCode.Usage;
+  }
+  if (e instanceof RangeError) {
+    printError(PROGRAM, e.message, "run tsunagi <command> --help");
+    return ExitCode.Usage;
+  }
+  if (e instanceof LoginRefusedError || e instanceof FatalLoginError) {
+    printError(
+      PROGRAM,
+      `Login refused: ${e.message}`,
+      "check --id and --password-file, and that the device is registered on the relay",
+    );
+    return ExitCode.AuthFailed;
+  }
+  if (e instanceof PeerUnavailableError) {
+    printError(
+      PROGRAM,
+      `${e.message} (${ERROR_CODE_NAMES[e.code] ?? e.code})`,
+      "check the target with: tsunagi status ID",
+    );
+    return ExitCode.PeerUnavailable;
+  }
+  if (e instanceof TransferAbortedError || e instanceof SessionAbortedError) {
+    printError(
+      PROGRAM,
+      `Transfer failed: ${e.message}`,
+      "nothing partial was kept by the receiver; send again",
+    );
+    return ExitCode.Failure;
+  }
+  if (e instanceof ConnectionClosedError) {
+    printError(PROGRAM, e.message, "is the relay running? check --relay");
+    return ExitCode.Unreachable;
+  }
+  if (e instanceof RelayError) {
+    printError(PROGRAM, `Relay error: ${e.message} (${ERROR_CODE_NAMES[e.code] ?? e.code})`);
+    return ExitCode.Failure;
+  }
+  printError(PROGRAM, e instanceof Error ? e.message : String(e));
+  return ExitCode.Failure;
+}
+
+if (import.meta.main) Deno.exit(await agentMain(Deno.args));

@@ -1,0 +1,229 @@
+/**
+ * One logged-in connection from a device to its relay.
+ *
+ * The owner of a {@link RelayConnection} is the only reader of it: it calls either the
+ * request methods (`list`, `status`, `connect`) or `nextControl` (idle connections
+ * waiting for notices), never both at once.
+ *
+ * @module
+ */
+
+import { formatHostPort, type HostPort } from "../shared/address.ts";
+import {
+  ConnectionClosedError,
+  LoginRefusedError,
+  PeerUnavailableError,
+  ProtocolError,
+  RelayError,
+} from "../shared/errors.ts";
+import { FramedConn } from "../shared/framed_conn.ts";
+import { type DirectoryEntry, encodeMessage, type Message } from "../shared/protocol/messages.ts";
+import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
+import { Session } from "./session.ts";
+
+/** Software name announced in HELLO. */
+export const SOFTWARE = "tsunagi-agent/0.1";
+
+/** How to reach and log in to a relay. */
+export interface RelayLogin {
+  /** Relay address. */
+  address: HostPort;
+  /** Device ID. */
+  id: string;
+  /** Device password. */
+  password: string;
+  /** PEM CA certificate: connect with TLS and trust this CA. */
+  tlsCa?: string;
+  /** Read size per socket read (default 64 KiB + header). */
+  readSize?: number;
+}
+
+/** Options for {@link connectRelay}. */
+export interface ConnectRelayOptions {
+  /** Aborts dialing and login. */
+  signal?: AbortSignal;
+  /** Gives up on dial + login after this, ms (default 10000). */
+  timeoutMs?: number;
+}
+
+/** A NOTICE received on an idle connection. */
+export type Notice = Extract<Message, { kind: "notice" }>;
+
+/** Dials the relay, sends HELLO + LOGIN in one write, waits for the result. */
+export async function connectRelay(
+  login: RelayLogin,
+  options: ConnectRelayOptions = {},
+): Promise<RelayConnection> {
+  const signal = AbortSignal.any([
+    ...(options.signal ? [options.signal] : []),
+    AbortSignal.timeout(options.timeoutMs ?? 10_000),
+  ]);
+  signal.throwIfAborted();
+  const { hostname, port } = login.address;
+  let socket: Deno.Conn;
+  try {
+    socket = login.tlsCa
+      ? await Deno.connectTls({ hostname, port, caCerts: [login.tlsCa] })
+      : await Deno.connect({ hostname, port });
+  } catch (e) {
+    throw new ConnectionClosedError(
+      `Cannot reach relay ${formatHostPort(login.address)}: ${e instanceof Error ? e.message : e}`,
+      { cause: e },
+    );
+  }
+  try {
+    if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
+  } catch {
+    // TLS connections may not expose it.
+  }
+  const framed = new FramedConn(socket, { readSize: login.readSize ?? 64 * 1024 + 5 });
+  const onAbort = () => framed.close();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const hello = encodeMessage({
+      kind: "hello",
+      version: PROTOCOL_VERSION,
+      role: Role.Device,
+      software: SOFTWARE,
+    });
+    const request = encodeMessage({ kind: "login", id: login.id, password: login.password });
+    const both = new Uint8Array(hello.length + request.length);
+    both.set(hello);
+    both.set(request, hello.length);
+    await framed.write(both);
+    const answer = await framed.readMessage();
+    if (answer === null) {
+      throw new ConnectionClosedError(
+        `Relay ${formatHostPort(login.address)} closed the connection during login`,
+      );
+    }
+    if (answer.kind === "error") throw new RelayError(answer.code, answer.message);
+    if (answer.kind !== "loginResult") {
+      throw new ProtocolError(`Expected LOGIN_RESULT, got ${answer.kind}`);
+    }
+    if (answer.code !== ErrorCode.Ok) {
+      throw new LoginRefusedError(answer.code, answer.message, answer.retryAfterMs);
+    }
+    return new RelayConnection(framed, login, answer.relay, answer.keepaliveMs);
+  } catch (e) {
+    framed.close();
+    if (signal.aborted && !(e instanceof RelayError)) {
+      throw new ConnectionClosedError(
+        `Cannot log in to relay ${formatHostPort(login.address)}: ${
+          signal.reason instanceof Error ? signal.reason.message : "aborted"
+        }`,
+        { cause: signal.reason },
+      );
+    }
+    throw e;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** A logged-in connection. See the module doc for who may read it. */
+export class RelayConnection {
+  /** Framed socket. */
+  readonly framed: FramedConn;
+  /** How this connection was made (to open siblings). */
+  readonly login: RelayLogin;
+  /** The relay's name, from LOGIN_RESULT. */
+  readonly relayName: string;
+  /** Keep-alive interval the relay asked for, ms. */
+  readonly keepaliveMs: number;
+  #nonce = 0;
+
+  /** Wraps a logged-in socket; use {@link connectRelay}. */
+  constructor(framed: FramedConn, login: RelayLogin, relayName: string, keepaliveMs: number) {
+    this.framed = framed;
+    this.login = login;
+    this.relayName = relayName;
+    this.keepaliveMs = keepaliveMs;
+  }
+
+  /** Sends a PING (the PONG is read by whoever reads the connection). */
+  ping(): Promise<void> {
+    this.#nonce = (this.#nonce + 1) >>> 0;
+    return this.framed.send({ kind: "ping", nonce: this.#nonce });
+  }
+
+  /** The devices the relay knows (online only unless `includeOffline`). */
+  async list(includeOffline = false): Promise<DirectoryEntry[]> {
+    await this.framed.send({ kind: "list", includeOffline });
+    const m = await this.#answer("listResult");
+    return m.entries;
+  }
+
+  /** One device's entry, or null if it is not registered. */
+  async status(id: string): Promise<DirectoryEntry | null> {
+    await this.framed.send({ kind: "status", id });
+    const m = await this.#answer("statusResult");
+    return m.entry;
+  }
+
+  /**
+   * Asks for a session with `target`. Resolves with the session once the target
+   * accepted; throws {@link PeerUnavailableError} with the relay's reason otherwise.
+   */
+  async connect(target: string, service: string): Promise<Session> {
+    await this.framed.send({ kind: "connect", target, service });
+    for (;;) {
+      const m = await this.#next();
+      if (m.kind === "pong") continue;
+      if (m.kind === "accept") return new Session(this, m.session, m.peer);
+      if (m.kind === "reject") throw new PeerUnavailableError(m.code, m.message);
+      throw new ProtocolError(`Expected ACCEPT or REJECT, got ${m.kind}`);
+    }
+  }
+
+  /** Waits for the next message that is not a PONG (idle connections: a NOTICE). */
+  async nextControl(): Promise<Message> {
+    for (;;) {
+      const m = await this.#next();
+      if (m.kind !== "pong") return m;
+    }
+  }
+
+  /** Answers a notice with ACCEPT; the connection now carries the session. */
+  async accept(notice: Notice): Promise<Session> {
+    await this.framed.send({ kind: "accept", session: notice.session, peer: "" });
+    return new Session(this, notice.session, notice.requester);
+  }
+
+  /** Answers a notice with REJECT; the connection stays idle. */
+  reject(notice: Notice, message: string): Promise<void> {
+    return this.framed.send({
+      kind: "reject",
+      session: notice.session,
+      code: ErrorCode.TargetRejected,
+      message,
+    });
+  }
+
+  /** Closes the connection (not a logout: the device's other connections stay). */
+  close(): void {
+    this.framed.close();
+  }
+
+  /** Sends LOGOUT: the relay logs the device out and closes all its connections. */
+  async logout(): Promise<void> {
+    await this.framed.trySend({ kind: "logout" });
+    this.close();
+  }
+
+  async #next(): Promise<Message> {
+    const m = await this.framed.readMessage();
+    if (m === null) throw new ConnectionClosedError("Relay closed the connection");
+    if (m.kind === "error") throw new RelayError(m.code, m.message);
+    return m;
+  }
+
+  async #answer<K extends Message["kind"]>(kind: K): Promise<Extract<Message, { kind: K }>> {
+    for (;;) {
+      const m = await this.#next();
+      if (m.kind === "pong") continue;
+      if (m.kind === kind) return m as Extract<Message, { kind: K }>;
+      throw new ProtocolError(`Expected ${kind}, got ${m.kind}`);
+    }
+  }
+}

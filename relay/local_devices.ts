@@ -1,0 +1,139 @@
+/**
+ * The devices logged in on this relay and their connections (patent Fig. 2A: the
+ * relay's own table). Pure bookkeeping: no I/O; each change is reported through
+ * `onChange` so the directory (and later the mesh) can announce it.
+ *
+ * @module
+ */
+
+import { DeviceState } from "../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../shared/protocol/messages.ts";
+
+/** What the table needs to know of one connection. */
+export interface TrackedConn {
+  /** Device this connection belongs to. */
+  readonly deviceId: string;
+  /** True while the connection is idle (can take a connection-request notice). */
+  readonly isIdle: boolean;
+  /** The peer device ID while in a session, else null. */
+  readonly peerId: string | null;
+}
+
+/** One logged-in device. */
+export interface LocalDevice<C extends TrackedConn> {
+  /** User ID. */
+  id: string;
+  /** Device type. */
+  type: string;
+  /** Device attributes. */
+  attributes: string[];
+  /** Its connections to this relay (insertion order = oldest first). */
+  conns: Set<C>;
+  /** Wall-clock time of the last change, ms. */
+  lastUpdate: number;
+}
+
+/** The local table. `C` is the relay's connection class. */
+export class LocalDevices<C extends TrackedConn> {
+  readonly #devices = new Map<string, LocalDevice<C>>();
+  readonly #relayName: string;
+  readonly #onChange: (entry: DirectoryEntry) => void;
+  readonly #now: () => number;
+
+  /** Creates the table for relay `relayName`. */
+  constructor(
+    relayName: string,
+    onChange: (entry: DirectoryEntry) => void,
+    now: () => number = Date.now,
+  ) {
+    this.#relayName = relayName;
+    this.#onChange = onChange;
+    this.#now = now;
+  }
+
+  /** Number of devices logged in here. */
+  get size(): number {
+    return this.#devices.size;
+  }
+
+  /** The device, if logged in here. */
+  get(id: string): LocalDevice<C> | undefined {
+    return this.#devices.get(id);
+  }
+
+  /** All logged-in devices. */
+  devices(): IterableIterator<LocalDevice<C>> {
+    return this.#devices.values();
+  }
+
+  /** Adds a freshly logged-in connection (logging the device in if it is new). */
+  attach(conn: C, type: string, attributes: string[]): void {
+    let device = this.#devices.get(conn.deviceId);
+    if (device === undefined) {
+      device = { id: conn.deviceId, type, attributes, conns: new Set(), lastUpdate: 0 };
+      this.#devices.set(conn.deviceId, device);
+    }
+    device.conns.add(conn);
+    this.changed(conn.deviceId);
+  }
+
+  /** Removes a connection; the device is logged out when it has none left. */
+  detach(conn: C): void {
+    const device = this.#devices.get(conn.deviceId);
+    if (device === undefined || !device.conns.delete(conn)) return;
+    if (device.conns.size === 0) {
+      this.#devices.delete(conn.deviceId);
+      this.#onChange({ ...this.#entryOf(device), state: DeviceState.Offline, relay: "" });
+      return;
+    }
+    this.changed(conn.deviceId);
+  }
+
+  /** Recomputes and announces a device's entry after a connection changed state. */
+  changed(id: string): void {
+    const device = this.#devices.get(id);
+    if (device === undefined) return;
+    device.lastUpdate = Math.max(this.#now(), device.lastUpdate + 1);
+    this.#onChange(this.#entryOf(device));
+  }
+
+  /** An idle connection of `id` other than `exclude`, or undefined (the target is busy). */
+  pickIdle(id: string, exclude?: C): C | undefined {
+    const device = this.#devices.get(id);
+    if (device === undefined) return undefined;
+    // Newest idle first: the oldest connections are the likeliest to have gone stale.
+    let found: C | undefined;
+    for (const conn of device.conns) if (conn.isIdle && conn !== exclude) found = conn;
+    return found;
+  }
+
+  /** The directory entry of a logged-in device. */
+  entry(id: string): DirectoryEntry | undefined {
+    const device = this.#devices.get(id);
+    return device === undefined ? undefined : this.#entryOf(device);
+  }
+
+  #entryOf(device: LocalDevice<C>): DirectoryEntry {
+    let idle = 0;
+    let sessions = 0;
+    const peers = new Set<string>();
+    for (const conn of device.conns) {
+      if (conn.isIdle) idle++;
+      if (conn.peerId !== null) {
+        sessions++;
+        peers.add(conn.peerId);
+      }
+    }
+    return {
+      id: device.id,
+      type: device.type,
+      attributes: device.attributes,
+      state: DeviceState.Online,
+      relay: this.#relayName,
+      idle: Math.min(idle, 0xffff),
+      sessions: Math.min(sessions, 0xffff),
+      peers: [...peers].slice(0, 255),
+      lastUpdate: device.lastUpdate,
+    };
+  }
+}

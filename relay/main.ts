@@ -1,0 +1,136 @@
+/**
+ * `deno task relay`: the relay server's command line.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { parseHostPort } from "../shared/address.ts";
+import { parseDuration, printError } from "../shared/cli.ts";
+import { UsageError } from "../shared/errors.ts";
+import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
+import { EmbeddedDirectory } from "./directory.ts";
+import { FileRegistry } from "./registry.ts";
+import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
+
+const HELP = `tsunagi relay: lets devices behind NAT reach each other by ID.
+
+Usage: deno task relay [options]
+
+Options:
+  --listen HOST:PORT        address to listen on (default 127.0.0.1:${DEFAULT_PORT})
+  --name NAME               relay name shown in the directory (default relay-<port>)
+  --data DIR                folder for the device registry (default $TSUNAGI_DATA
+                            or ./tsunagi-data)
+  --tls-cert FILE           serve TLS with this PEM certificate chain (needs --tls-key)
+  --tls-key FILE            PEM private key for --tls-cert
+  --keepalive DURATION      keep-alive interval asked of devices (default 15s);
+                            idle connections silent for 3 intervals are closed
+  --login-timeout DURATION  a new connection must log in within this (default 10s)
+  --answer-timeout DURATION a target must accept or reject within this (default 10s)
+  --log-format text|json    log format on stderr (default text)
+  --log-level LEVEL         debug, info, warn or error (default info)
+  -h, --help                show this help
+
+Register devices first: deno task registry add ID --type FAX --password-file F
+Exit codes: 0 stopped cleanly, 1 failed at run time, 2 bad options.`;
+
+/** Parses relay options and runs until SIGINT/SIGTERM. Returns the exit code. */
+export async function relayMain(args: string[]): Promise<number> {
+  let relay: RelayHandle;
+  try {
+    const { values } = parseArgs({
+      args,
+      options: {
+        listen: { type: "string" },
+        name: { type: "string" },
+        data: { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        keepalive: { type: "string" },
+        "login-timeout": { type: "string" },
+        "answer-timeout": { type: "string" },
+        "log-format": { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const { hostname, port } = parseHostPort(values.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
+    const logger = new Logger({
+      component: "relay",
+      format: parseLogFormat(values["log-format"] ?? "text"),
+      level: parseLogLevel(values["log-level"] ?? "info"),
+    });
+    if (!!values["tls-cert"] !== !!values["tls-key"]) {
+      throw new UsageError("--tls-cert and --tls-key go together", "give both, or neither");
+    }
+    const tls = values["tls-cert"]
+      ? {
+        cert: await readText(values["tls-cert"], "--tls-cert"),
+        key: await readText(values["tls-key"]!, "--tls-key"),
+      }
+      : undefined;
+    const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
+    const registry = await FileRegistry.open(dataDir);
+    relay = await startRelay({
+      hostname,
+      port,
+      name: values.name,
+      directory: new EmbeddedDirectory(registry),
+      tls,
+      keepaliveMs: values.keepalive ? parseDuration(values.keepalive, "keepalive") : undefined,
+      loginTimeoutMs: values["login-timeout"]
+        ? parseDuration(values["login-timeout"], "login-timeout")
+        : undefined,
+      answerTimeoutMs: values["answer-timeout"]
+        ? parseDuration(values["answer-timeout"], "answer-timeout")
+        : undefined,
+      logger,
+    });
+  } catch (e) {
+    if (e instanceof UsageError) {
+      printError("tsunagi-relay", e.message, e.hint);
+      return 2;
+    }
+    if (e instanceof TypeError && /parseArgs|option|argument/i.test(e.message)) {
+      printError("tsunagi-relay", e.message, "see deno task relay --help");
+      return 2;
+    }
+    if (e instanceof RangeError) {
+      printError("tsunagi-relay", e.message, "see deno task relay --help");
+      return 2;
+    }
+    if (e instanceof Deno.errors.AddrInUse) {
+      printError("tsunagi-relay", `Cannot listen: ${e.message}`, "pick another --listen port");
+      return 1;
+    }
+    printError("tsunagi-relay", e instanceof Error ? e.message : String(e));
+    return 1;
+  }
+  const stop = () => void relay.shutdown();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await relay.finished;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  return 0;
+}
+
+async function readText(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(
+      `Cannot read ${flag} file "${path}": ${e instanceof Error ? e.message : e}`,
+      `check the path given to ${flag}`,
+    );
+  }
+}
+
+if (import.meta.main) Deno.exit(await relayMain(Deno.args));

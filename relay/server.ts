@@ -1,0 +1,203 @@
+/**
+ * The relay server: listener, connection registry, keep-alive sweeper, shutdown.
+ *
+ * @module
+ */
+
+import { FramedConn } from "../shared/framed_conn.ts";
+import { formatHostPort } from "../shared/address.ts";
+import { Logger } from "../shared/log.ts";
+import { ErrorCode } from "../shared/protocol/constants.ts";
+import { RelayConn, type RelayContext, serveConnection } from "./connection.ts";
+import { CredentialCache } from "./credentials.ts";
+import type { Directory } from "./directory.ts";
+import { LocalDevices } from "./local_devices.ts";
+import { LoginThrottle } from "./throttle.ts";
+
+/** TLS material for the listener, as PEM text. */
+export interface TlsMaterial {
+  /** Certificate chain, PEM. */
+  cert: string;
+  /** Private key, PEM. */
+  key: string;
+}
+
+/** Options for {@link startRelay}. */
+export interface RelayOptions {
+  /** Address to listen on (default 127.0.0.1). */
+  hostname?: string;
+  /** Port (default 7800; 0 picks a free one). */
+  port?: number;
+  /** Relay name, shown in the directory (default `relay-<port>`). */
+  name?: string;
+  /** Directory (registry and presence). */
+  directory: Directory;
+  /** Serve TLS instead of plain TCP. */
+  tls?: TlsMaterial;
+  /** Keep-alive interval asked of devices, ms (default 15000). */
+  keepaliveMs?: number;
+  /** Idle connection silent this long is closed, ms (default 3 × keepaliveMs). */
+  keepaliveTimeoutMs?: number;
+  /** A new connection must log in within this, ms (default 10000). */
+  loginTimeoutMs?: number;
+  /** A target must answer a notice within this, ms (default 10000). */
+  answerTimeoutMs?: number;
+  /** Logger (default: silent). */
+  logger?: Logger;
+  /** Clock, ms (default Date.now). */
+  now?: () => number;
+  /** Login throttle (default: a fresh one on the same clock). */
+  throttle?: LoginThrottle;
+}
+
+/** A running relay, shaped like `Deno.serve`'s handle. */
+export interface RelayHandle extends AsyncDisposable {
+  /** The address actually bound. */
+  readonly addr: Deno.NetAddr;
+  /** The relay's name. */
+  readonly name: string;
+  /** Resolves when the relay has stopped. */
+  readonly finished: Promise<void>;
+  /** Number of devices logged in here. */
+  readonly deviceCount: number;
+  /** Stops accepting, closes every connection, waits for their loops. */
+  shutdown(): Promise<void>;
+}
+
+/** Default TCP port of a relay. */
+export const DEFAULT_PORT = 7800;
+
+/** Starts a relay and returns once it listens. */
+export function startRelay(options: RelayOptions): Promise<RelayHandle> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? DEFAULT_PORT;
+  const listener: Deno.Listener = options.tls
+    ? Deno.listenTls({ hostname, port, cert: options.tls.cert, key: options.tls.key })
+    : Deno.listen({ hostname, port });
+  const addr = listener.addr as Deno.NetAddr;
+  const name = options.name ?? `relay-${addr.port}`;
+  const logger = options.logger ?? Logger.silent();
+  const now = options.now ?? Date.now;
+  const keepaliveMs = options.keepaliveMs ?? 15_000;
+  const keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? 3 * keepaliveMs;
+  const loginTimeoutMs = options.loginTimeoutMs ?? 10_000;
+  const directory = options.directory;
+  const conns = new Set<RelayConn>();
+  const loops = new Set<Promise<void>>();
+  let shuttingDown = false;
+
+  const ctx: RelayContext = {
+    name,
+    directory,
+    devices: new LocalDevices<RelayConn>(name, (entry) => directory.publish(entry), now),
+    throttle: options.throttle ?? new LoginThrottle({ now }),
+    credentials: new CredentialCache(),
+    logger,
+    now,
+    keepaliveMs,
+    answerTimeoutMs: options.answerTimeoutMs ?? 10_000,
+    get shuttingDown() {
+      return shuttingDown;
+    },
+  };
+
+  // One sweeper for all connections instead of a timer per connection.
+  const sweepMs = Math.max(20, Math.min(1000, Math.floor(keepaliveTimeoutMs / 4)));
+  const sweeper = setInterval(() => {
+    const t = now();
+    for (const conn of conns) {
+      if (conn.state === "hello" && t - conn.openedAt > loginTimeoutMs) {
+        logger.info("login timeout", { remote: conn.remote });
+        closeWithError(conn, ErrorCode.LoginTimeout, "No login in time");
+      } else if (conn.state === "idle" && t - conn.lastSeen > keepaliveTimeoutMs) {
+        logger.info("keep-alive missed", { device: conn.deviceId, remote: conn.remote });
+        closeWithError(conn, ErrorCode.KeepaliveTimeout, "No keep-alive in time");
+      }
+    }
+  }, sweepMs);
+
+  // Connections already told why they are closed; the next sweep closes them outright
+  // in case a peer that never reads keeps the error frame from draining.
+  const told = new WeakSet<RelayConn>();
+  function closeWithError(conn: RelayConn, code: ErrorCode, message: string) {
+    if (told.has(conn)) return conn.framed.close();
+    told.add(conn);
+    void conn.framed.trySend({ kind: "error", code, message }).finally(() => conn.framed.close());
+  }
+
+  const accepting = (async () => {
+    for (;;) {
+      let socket: Deno.Conn;
+      try {
+        socket = await listener.accept();
+      } catch (e) {
+        if (shuttingDown) return;
+        if (e instanceof Deno.errors.BadResource) return;
+        logger.warn("accept failed", { error: String(e) });
+        continue;
+      }
+      try {
+        if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // TLS connections may not expose it; not fatal.
+      }
+      const remoteAddr = socket.remoteAddr as Deno.NetAddr;
+      const conn = new RelayConn(
+        new FramedConn(socket, { readSize: 2048 }),
+        formatHostPort(remoteAddr),
+        now,
+      );
+      conns.add(conn);
+      const loop = serveConnection(conn, ctx).finally(() => {
+        conns.delete(conn);
+        loops.delete(loop);
+      });
+      loops.add(loop);
+    }
+  })();
+
+  logger.info("listening", { name, address: formatHostPort(addr), tls: !!options.tls });
+  const finished = Promise.withResolvers<void>();
+  let stopping: Promise<void> | null = null;
+
+  const shutdown = () => {
+    stopping ??= (async () => {
+      shuttingDown = true;
+      clearInterval(sweeper);
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+      await accepting;
+      const notices = [...conns].map((conn) =>
+        conn.framed.trySend({
+          kind: "error",
+          code: ErrorCode.ShuttingDown,
+          message: "Relay is shutting down",
+        })
+      );
+      const grace = Promise.withResolvers<void>();
+      const graceTimer = setTimeout(grace.resolve, 200);
+      await Promise.race([Promise.allSettled(notices), grace.promise]);
+      clearTimeout(graceTimer);
+      for (const conn of conns) conn.framed.close();
+      await Promise.allSettled([...loops]);
+      await directory.close();
+      logger.info("stopped", { name });
+      finished.resolve();
+    })();
+    return stopping;
+  };
+
+  return Promise.resolve({
+    addr,
+    name,
+    finished: finished.promise,
+    get deviceCount() {
+      return ctx.devices.size;
+    },
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  });
+}

@@ -1,0 +1,81 @@
+/**
+ * Helpers shared by the command lines: duration flags, exit codes, one-line errors.
+ *
+ * @module
+ */
+
+import { UsageError } from "./errors.ts";
+
+/** Documented exit codes of every tsunagi command. */
+export const ExitCode = {
+  /** Success. */
+  Ok: 0,
+  /** The operation failed (refused, unreachable, transfer aborted...). */
+  Failure: 1,
+  /** Bad command line or configuration. */
+  Usage: 2,
+  /** Login refused (unknown device, wrong password, throttled). */
+  AuthFailed: 3,
+  /** The relay could not be reached. */
+  Unreachable: 4,
+  /** The target device refused or could not take the session. */
+  PeerUnavailable: 5,
+} as const;
+
+/** An exit code. */
+export type ExitCode = typeof ExitCode[keyof typeof ExitCode];
+
+/**
+ * Parses a duration: a number of seconds (`30`, `0.5`) or with a unit (`250ms`, `2s`,
+ * `5m`). Returns milliseconds; throws {@link UsageError} naming the flag.
+ */
+export function parseDuration(value: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) {
+    throw new UsageError(
+      `Invalid duration for --${flag}: "${value}"`,
+      `use seconds (30), or a unit: 250ms, 2s, 5m`,
+    );
+  }
+  const n = Number(m[1]);
+  const unit = m[2] ?? "s";
+  return Math.round(unit === "ms" ? n : unit === "s" ? n * 1000 : n * 60_000);
+}
+
+/** Parses a positive integer flag; throws {@link UsageError}. */
+export function parseCount(value: string, flag: string, min = 1, max = 1000): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `Invalid value for --${flag}: "${value}"`,
+      `use a whole number ${min}-${max}`,
+    );
+  }
+  return n;
+}
+
+/** Reads a password file (`-` = stdin), strips one trailing newline. */
+export async function readPasswordFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = path === "-"
+      ? await new Response(Deno.stdin.readable).text()
+      : await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(
+      `Cannot read password file "${path}": ${e instanceof Error ? e.message : e}`,
+      "check the path given to --password-file",
+    );
+  }
+  const password = text.replace(/\r?\n$/, "");
+  if (password === "") {
+    throw new UsageError(`Password file "${path}" is empty`, "put the password on its first line");
+  }
+  return password;
+}
+
+/** Writes `<program>: <message>` and an optional `hint:` line to stderr. */
+export function printError(program: string, message: string, hint = ""): void {
+  console.error(`${program}: ${message}`);
+  if (hint) console.error(`hint: ${hint}`);
+}
