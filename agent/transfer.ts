@@ -250,6 +250,7 @@ export async function receiveFiles(
 
 /** Reduces an announced name to a safe base name inside the inbox. */
 export function safeFileName(announced: string): string {
+  // deno-lint-ignore no-control-regex -- stripping control characters is the point
   let name = announced.replace(/[\u0000-\u001f\u007f]/g, "").split(/[\\/]/).pop() ?? "";
   name = name.trim();
   if (name === "" || name === "." || name === "..") name = "file";

@@ -1,0 +1,303 @@
+/**
+ * Test harness: real relay and agent processes on loopback, their JSON log lines, and
+ * waits with deadlines (never sleeps).
+ *
+ * @module
+ */
+
+import { registryMain } from "../relay/registry_main.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** One parsed JSON log line. */
+export type LogLine = Record<string, unknown> & { event?: string };
+
+/** A spawned process whose stderr JSON log lines (and stdout) are collected. */
+export class Proc implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly lines: LogLine[] = [];
+  readonly rawStderr: string[] = [];
+  stdout = "";
+  readonly #waiters = new Set<() => void>();
+  readonly #pumps: Promise<void>[];
+  readonly status: Promise<Deno.CommandStatus>;
+
+  constructor(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: options.cwd ?? ROOT,
+      env: { NO_COLOR: "1", ...options.env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#pumps = [
+      this.#pump(this.child.stderr, (line) => {
+        this.rawStderr.push(line);
+        try {
+          const v = JSON.parse(line);
+          if (typeof v === "object" && v !== null) this.lines.push(v);
+        } catch {
+          // not a log line
+        }
+      }),
+      this.#pump(this.child.stdout, (line) => {
+        this.stdout += line + "\n";
+      }),
+    ];
+    this.status = this.child.status;
+    this.status.finally(() => this.#notify());
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
+    let buf = "";
+    for await (const chunk of stream) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+      this.#notify();
+    }
+    if (buf) onLine(buf);
+    this.#notify();
+  }
+
+  #notify() {
+    for (const w of this.#waiters) w();
+  }
+
+  /** Waits until `predicate` matches a log line (past or future); returns it. */
+  async waitFor(
+    predicate: (line: LogLine) => boolean,
+    what: string,
+    timeoutMs = 15_000,
+  ): Promise<LogLine> {
+    let seen = 0;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (; seen < this.lines.length; seen++) {
+        if (predicate(this.lines[seen])) return this.lines[seen];
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `Timed out after ${timeoutMs} ms waiting for ${what}; stderr:\n${this.rawStderr.slice(-30).join("\n")}`,
+        );
+      }
+      const { promise, resolve } = Promise.withResolvers<void>();
+      const timer = setTimeout(resolve, left);
+      this.#waiters.add(resolve);
+      await promise;
+      clearTimeout(timer);
+      this.#waiters.delete(resolve);
+    }
+  }
+
+  /** Waits for the `n`-th (1-based) line matching `predicate`. */
+  async waitForCount(
+    predicate: (line: LogLine) => boolean,
+    n: number,
+    what: string,
+    timeoutMs = 30_000,
+  ): Promise<void> {
+    let count = 0;
+    let seen = 0;
+    await this.waitFor(() => {
+      for (; seen < this.lines.length; seen++) if (predicate(this.lines[seen])) count++;
+      return count >= n;
+    }, `${n} × ${what}`, timeoutMs);
+  }
+
+  /** Counts log lines matching `predicate` so far. */
+  count(predicate: (line: LogLine) => boolean): number {
+    return this.lines.filter(predicate).length;
+  }
+
+  /** Sends a signal if still running. */
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** Waits for exit; returns the status. */
+  async wait(timeoutMs = 30_000): Promise<Deno.CommandStatus> {
+    const timer = setTimeout(() => this.kill("SIGKILL"), timeoutMs);
+    try {
+      const s = await this.status;
+      await Promise.all(this.#pumps);
+      return s;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill("SIGKILL");
+    await this.wait();
+  }
+}
+
+/** Matches a log line by event name (and optional fields). */
+export function event(name: string, fields: Record<string, unknown> = {}) {
+  return (line: LogLine) =>
+    line.event === name && Object.entries(fields).every(([k, v]) => line[k] === v);
+}
+
+/** A temporary folder removed on dispose. */
+export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "tsunagi-test-" });
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Registers a device in `dataDir` with a cheap hash; returns the password file path. */
+export async function register(
+  dataDir: string,
+  id: string,
+  type: string,
+  attrs: string[] = [],
+  password = `pw-${id}`,
+): Promise<string> {
+  const file = `${dataDir}/${id}.pw`;
+  await Deno.mkdir(dataDir, { recursive: true });
+  await Deno.writeTextFile(file, password + "\n");
+  const args = ["add", id, "--type", type, "--password-file", file, "--data", dataDir, "--hash-cost", "1024"];
+  for (const a of attrs) args.push("--attr", a);
+  const code = await registryMain(args, { stdout: () => {}, stderr: () => {} });
+  if (code !== 0) throw new Error(`registry add ${id} failed with ${code}`);
+  return file;
+}
+
+/** A relay process listening on a free port. */
+export interface RelayProc extends AsyncDisposable {
+  proc: Proc;
+  address: string;
+  port: number;
+  name: string;
+}
+
+/** Starts `deno run relay/main.ts` on 127.0.0.1:0 (or `listen`) and waits until it listens. */
+export async function startRelay(
+  dataDir: string,
+  extra: string[] = [],
+  listen = "127.0.0.1:0",
+): Promise<RelayProc> {
+  const proc = new Proc([
+    "run",
+    "-A",
+    "relay/main.ts",
+    "--listen",
+    listen,
+    "--data",
+    dataDir,
+    "--log-format",
+    "json",
+    "--log-level",
+    "debug",
+    ...extra,
+  ]);
+  const line = await proc.waitFor(event("listening"), "relay to listen");
+  const address = String(line.address);
+  return {
+    proc,
+    address,
+    port: Number(address.split(":").pop()),
+    name: String(line.name),
+    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
+  };
+}
+
+/** Common agent flags for a device. */
+export function deviceFlags(relay: string | string[], id: string, passwordFile: string): string[] {
+  const relays = Array.isArray(relay) ? relay : [relay];
+  return [...relays.flatMap((r) => ["--relay", r]), "--id", id, "--password-file", passwordFile, "--log-format", "json"];
+}
+
+/** Starts `tsunagi run` and waits until it logged in. */
+export async function startAgent(
+  relay: string | string[],
+  id: string,
+  passwordFile: string,
+  extra: string[] = [],
+  entry = "agent/main.ts",
+): Promise<Proc> {
+  const proc = new Proc(["run", "-A", entry, "run", ...deviceFlags(relay, id, passwordFile), ...extra]);
+  await proc.waitFor(event("logged in"), `agent ${id} to log in`);
+  return proc;
+}
+
+/** Runs a one-shot agent command to completion. */
+export async function agentCommand(
+  args: string[],
+  entry = "agent/main.ts",
+  timeoutMs = 120_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = new Proc(["run", "-A", entry, ...args]);
+  const status = await proc.wait(timeoutMs);
+  return { code: status.code, stdout: proc.stdout, stderr: proc.rawStderr.join("\n") };
+}
+
+/** Writes `size` pseudo-random bytes to `path` (fast, deterministic per seed). */
+export async function writeRandomFile(path: string, size: number, seed = 1): Promise<void> {
+  using file = await Deno.open(path, { write: true, create: true, truncate: true });
+  const chunk = new Uint8Array(1 << 20);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < chunk.length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    chunk[i] = x & 0xff;
+    chunk[i + 1] = (x >>> 8) & 0xff;
+    chunk[i + 2] = (x >>> 16) & 0xff;
+    chunk[i + 3] = (x >>> 24) & 0xff;
+  }
+  let left = size;
+  let round = 0;
+  while (left > 0) {
+    const n = Math.min(left, chunk.length);
+    chunk[0] = round++ & 0xff; // vary each MiB a little
+    chunk[1] = (round >>> 8) & 0xff;
+    let off = 0;
+    while (off < n) off += await file.write(chunk.subarray(off, n));
+    left -= n;
+  }
+}
+
+/** SHA-256 of a file, hex. */
+export async function sha256File(path: string): Promise<string> {
+  const { createHash } = await import("node:crypto");
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buf = new Uint8Array(1 << 20);
+  for (;;) {
+    const n = await file.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+/** Names of the regular files in `dir` (not hidden folders' contents). */
+export async function listFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.isFile) names.push(e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return names.sort();
+}
