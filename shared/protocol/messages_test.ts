@@ -169,6 +169,56 @@ for (const [what, message, bytes] of FIXTURES) {
 }
 
 Deno.test({
+  name: "encodeMessage() writes the login exchange shown in docs/protocol.md",
+  permissions: "none",
+  fn() {
+    // Section 9 of docs/protocol.md: keep the two in step.
+    const hello = encodeMessage({
+      kind: "hello",
+      version: 1,
+      role: 1,
+      software: "tsunagi-agent/0.1",
+    });
+    const login = encodeMessage({ kind: "login", id: "alice", password: "s3cret" });
+    assert.deepEqual(
+      new Uint8Array([...hello, ...login]),
+      hex(`01 00 00 00 1a  54 53 4e 47  00 01  01
+           00 11 74 73 75 6e 61 67 69 2d 61 67 65 6e 74 2f 30 2e 31
+           02 00 00 00 0f  00 05 61 6c 69 63 65  00 06 73 33 63 72 65 74`),
+    );
+    const relay = "relay-tokyo";
+    assert.deepEqual(
+      encodeMessage({
+        kind: "loginResult",
+        code: ErrorCode.Ok,
+        keepaliveMs: 15_000,
+        retryAfterMs: 0,
+        relay,
+        message: "",
+      }),
+      hex(`03 00 00 00 19  00 00  00 00 3a 98  00 00 00 00
+           00 0b 72 65 6c 61 79 2d 74 6f 6b 79 6f  00 00`),
+    );
+    assert.deepEqual(
+      encodeMessage({
+        kind: "loginResult",
+        code: ErrorCode.AuthFailed,
+        keepaliveMs: 0,
+        retryAfterMs: 0,
+        relay,
+        message: "Unknown device or wrong password",
+      }),
+      hex(`03 00 00 00 39  00 0a  00 00 00 00  00 00 00 00
+           00 0b 72 65 6c 61 79 2d 74 6f 6b 79 6f
+           00 20 55 6e 6b 6e 6f 77 6e 20 64 65 76 69 63 65 20 6f 72 20 77 72 6f 6e 67 20
+           70 61 73 73 77 6f 72 64`),
+    );
+    assert.deepEqual(encodeMessage({ kind: "ping", nonce: 1 }), hex("04 00 00 00 04 00 00 00 01"));
+    assert.deepEqual(encodeMessage({ kind: "pong", nonce: 1 }), hex("05 00 00 00 04 00 00 00 01"));
+  },
+});
+
+Deno.test({
   name: "encodeMessage() keeps a leading U+FEFF in strings (no BOM stripping on decode)",
   permissions: "none",
   fn() {

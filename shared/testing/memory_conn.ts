@@ -3,8 +3,8 @@
  * connections without sockets.
  *
  * Bytes written on one end are read on the other. Each read and write can be capped to
- * a few bytes so tests exercise short reads and partial writes, and every write yields
- * to the event loop first so concurrent writers get a chance to interleave (which
+ * a few bytes so tests exercise short reads and partial writes, and every write first
+ * awaits a microtask turn so concurrent writers get a chance to interleave (which
  * `FramedConn` must prevent).
  *
  * @example
@@ -94,7 +94,7 @@ export class MemoryConn implements ByteConn {
     return n;
   }
 
-  /** Writes up to `maxWrite` bytes of `p` to the peer, after yielding once. */
+  /** Writes up to `maxWrite` bytes of `p` to the peer, after a microtask turn. */
   async write(p: Uint8Array): Promise<number> {
     await Promise.resolve();
     if (this.#closed) throw new Deno.errors.BadResource("Cannot write: connection closed");
