@@ -65,7 +65,6 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const loops = new Set<Promise<void>>();
   let relayIndex = 0;
   let attempt = 0;
-  let connectedTo = "";
   let wake = Promise.withResolvers<void>();
   const poke = () => wake.resolve();
   signal.addEventListener("abort", poke, { once: true });
@@ -74,6 +73,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     const loop = serveIdle(conn).finally(() => {
       idle.delete(conn);
       loops.delete(loop);
+      if (loops.size === 0 && !signal.aborted) {
+        logger.warn("relay lost", { relay: conn.relayName });
+      }
       poke();
     });
     loops.add(loop);
@@ -184,8 +186,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
           { address, id: options.id, password: options.password, tlsCa: options.tlsCa },
           { signal },
         );
-        if (connectedTo !== conn.relayName) {
-          connectedTo = conn.relayName;
+        if (loops.size === 0) {
           logger.info("logged in", {
             id: options.id,
             relay: conn.relayName,
@@ -204,10 +205,6 @@ export async function runAgent(options: AgentOptions): Promise<void> {
           ? e.retryAfterMs
           : backoffDelay(attempt, { baseMs: options.backoffBaseMs, maxMs: options.backoffMaxMs });
         attempt++;
-        if (idle.size === 0 && connectedTo !== "") {
-          logger.warn("relay lost", { relay: connectedTo });
-          connectedTo = "";
-        }
         logger.info("reconnecting", {
           address: formatHostPort(address),
           inMs: wait,

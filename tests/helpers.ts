@@ -73,22 +73,16 @@ export class Proc implements AsyncDisposable {
     for (const w of this.#waiters) w();
   }
 
-  /** Waits until `predicate` matches a log line (past or future); returns it. */
-  async waitFor(
-    predicate: (line: LogLine) => boolean,
-    what: string,
-    timeoutMs = 15_000,
-  ): Promise<LogLine> {
-    let seen = 0;
+  /** Waits until `condition` holds, re-checking on every output or exit; bounded by a deadline. */
+  async waitUntil(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      for (; seen < this.lines.length; seen++) {
-        if (predicate(this.lines[seen])) return this.lines[seen];
-      }
+    while (!condition()) {
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new Error(
-          `Timed out after ${timeoutMs} ms waiting for ${what}; stderr:\n${this.rawStderr.slice(-30).join("\n")}`,
+          `Timed out after ${timeoutMs} ms waiting for ${what}; stderr:\n${
+            this.rawStderr.slice(-30).join("\n")
+          }`,
         );
       }
       const { promise, resolve } = Promise.withResolvers<void>();
@@ -100,6 +94,27 @@ export class Proc implements AsyncDisposable {
     }
   }
 
+  /** Waits until `predicate` matches a log line (past or future); returns it. */
+  async waitFor(
+    predicate: (line: LogLine) => boolean,
+    what: string,
+    timeoutMs = 15_000,
+  ): Promise<LogLine> {
+    let seen = 0;
+    let found: LogLine | undefined;
+    await this.waitUntil(
+      () => {
+        for (; seen < this.lines.length && found === undefined; seen++) {
+          if (predicate(this.lines[seen])) found = this.lines[seen];
+        }
+        return found !== undefined;
+      },
+      what,
+      timeoutMs,
+    );
+    return found!;
+  }
+
   /** Waits for the `n`-th (1-based) line matching `predicate`. */
   async waitForCount(
     predicate: (line: LogLine) => boolean,
@@ -109,10 +124,14 @@ export class Proc implements AsyncDisposable {
   ): Promise<void> {
     let count = 0;
     let seen = 0;
-    await this.waitFor(() => {
-      for (; seen < this.lines.length; seen++) if (predicate(this.lines[seen])) count++;
-      return count >= n;
-    }, `${n} × ${what}`, timeoutMs);
+    await this.waitFor(
+      () => {
+        for (; seen < this.lines.length; seen++) if (predicate(this.lines[seen])) count++;
+        return count >= n;
+      },
+      `${n} × ${what}`,
+      timeoutMs,
+    );
   }
 
   /** Counts log lines matching `predicate` so far. */
@@ -175,7 +194,18 @@ export async function register(
   const file = `${dataDir}/${id}.pw`;
   await Deno.mkdir(dataDir, { recursive: true });
   await Deno.writeTextFile(file, password + "\n");
-  const args = ["add", id, "--type", type, "--password-file", file, "--data", dataDir, "--hash-cost", "1024"];
+  const args = [
+    "add",
+    id,
+    "--type",
+    type,
+    "--password-file",
+    file,
+    "--data",
+    dataDir,
+    "--hash-cost",
+    "1024",
+  ];
   for (const a of attrs) args.push("--attr", a);
   const code = await registryMain(args, { stdout: () => {}, stderr: () => {} });
   if (code !== 0) throw new Error(`registry add ${id} failed with ${code}`);
@@ -224,7 +254,15 @@ export async function startRelay(
 /** Common agent flags for a device. */
 export function deviceFlags(relay: string | string[], id: string, passwordFile: string): string[] {
   const relays = Array.isArray(relay) ? relay : [relay];
-  return [...relays.flatMap((r) => ["--relay", r]), "--id", id, "--password-file", passwordFile, "--log-format", "json"];
+  return [
+    ...relays.flatMap((r) => ["--relay", r]),
+    "--id",
+    id,
+    "--password-file",
+    passwordFile,
+    "--log-format",
+    "json",
+  ];
 }
 
 /** Starts `tsunagi run` and waits until it logged in. */
@@ -235,7 +273,14 @@ export async function startAgent(
   extra: string[] = [],
   entry = "agent/main.ts",
 ): Promise<Proc> {
-  const proc = new Proc(["run", "-A", entry, "run", ...deviceFlags(relay, id, passwordFile), ...extra]);
+  const proc = new Proc([
+    "run",
+    "-A",
+    entry,
+    "run",
+    ...deviceFlags(relay, id, passwordFile),
+    ...extra,
+  ]);
   await proc.waitFor(event("logged in"), `agent ${id} to log in`);
   return proc;
 }

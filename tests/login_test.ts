@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { RelayError } from "../shared/errors.ts";
 import { DeviceState, ErrorCode } from "../shared/protocol/constants.ts";
-import { agentCommand, deviceFlags, event, register, startAgent, startRelay, tempDir } from "./helpers.ts";
+import {
+  agentCommand,
+  deviceFlags,
+  event,
+  register,
+  startAgent,
+  startRelay,
+  tempDir,
+} from "./helpers.ts";
 import { rawLogin } from "./raw_device.ts";
 
 Deno.test("login: a registered device is accepted, unregistered and wrong-password logins are refused", async () => {
@@ -17,10 +25,19 @@ Deno.test("login: a registered device is accepted, unregistered and wrong-passwo
   assert.equal(unregistered.code, 3, unregistered.stderr);
   assert.match(unregistered.stderr, /Login refused: Unknown device or wrong password/);
 
-  const wrong = await agentCommand(["list", ...deviceFlags(relay.address, "pc1", `${dir.path}/wrong.pw`)]);
+  const wrong = await agentCommand([
+    "list",
+    ...deviceFlags(relay.address, "pc1", `${dir.path}/wrong.pw`),
+  ]);
   assert.equal(wrong.code, 3, wrong.stderr);
-  await relay.proc.waitFor(event("login refused", { device: "ghost", reason: "unregistered" }), "refusal log");
-  await relay.proc.waitFor(event("login refused", { device: "pc1", reason: "wrong password" }), "refusal log");
+  await relay.proc.waitFor(
+    event("login refused", { device: "ghost", reason: "unregistered" }),
+    "refusal log",
+  );
+  await relay.proc.waitFor(
+    event("login refused", { device: "pc1", reason: "wrong password" }),
+    "refusal log",
+  );
 });
 
 Deno.test("login: repeated failures for one ID are throttled, even with the right password", async () => {
@@ -29,11 +46,15 @@ Deno.test("login: repeated failures for one ID are throttled, even with the righ
   await Deno.writeTextFile(`${dir.path}/wrong.pw`, "nope\n");
   await using relay = await startRelay(dir.path);
   for (let i = 0; i < 5; i++) {
-    await assert.rejects(rawLogin(relay.address, "pc1", `${dir.path}/wrong.pw`), (e: unknown) =>
-      e instanceof RelayError && e.code === ErrorCode.AuthFailed);
+    await assert.rejects(
+      rawLogin(relay.address, "pc1", `${dir.path}/wrong.pw`),
+      (e: unknown) => e instanceof RelayError && e.code === ErrorCode.AuthFailed,
+    );
   }
-  await assert.rejects(rawLogin(relay.address, "pc1", pw), (e: unknown) =>
-    e instanceof RelayError && e.code === ErrorCode.Throttled);
+  await assert.rejects(
+    rawLogin(relay.address, "pc1", pw),
+    (e: unknown) => e instanceof RelayError && e.code === ErrorCode.Throttled,
+  );
 });
 
 Deno.test("keep-alive: a silent device is logged out and its connection closed", async () => {
@@ -44,13 +65,20 @@ Deno.test("keep-alive: a silent device is logged out and its connection closed",
   const mute = await rawLogin(relay.address, "mute", mutePw);
   try {
     // Never ping: the relay must close us with KeepaliveTimeout, then EOF.
-    await assert.rejects(mute.nextControl(), (e: unknown) =>
-      e instanceof RelayError && e.code === ErrorCode.KeepaliveTimeout);
+    await assert.rejects(
+      mute.nextControl(),
+      (e: unknown) => e instanceof RelayError && e.code === ErrorCode.KeepaliveTimeout,
+    );
   } finally {
     mute.close();
   }
   await relay.proc.waitFor(event("keep-alive missed", { device: "mute" }), "keep-alive timeout");
-  const status = await agentCommand(["status", "mute", "--json", ...deviceFlags(relay.address, "pc1", pcPw)]);
+  const status = await agentCommand([
+    "status",
+    "mute",
+    "--json",
+    ...deviceFlags(relay.address, "pc1", pcPw),
+  ]);
   assert.equal(status.code, 0, status.stderr);
   assert.equal(JSON.parse(status.stdout).state, DeviceState.Offline);
 });
@@ -60,10 +88,16 @@ Deno.test("keep-alive: a pinging agent stays logged in across many timeout perio
   const pcPw = await register(dir.path, "pc1", "USER");
   const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
   await using relay = await startRelay(dir.path, ["--keepalive", "100ms"]);
-  await using fax = await startAgent(relay.address, "fax1", faxPw, ["--inbox", `${dir.path}/inbox`]);
+  await using fax = await startAgent(relay.address, "fax1", faxPw, [
+    "--inbox",
+    `${dir.path}/inbox`,
+  ]);
   const deadline = Date.now() + 1500;
   const status = async () =>
-    JSON.parse((await agentCommand(["status", "fax1", "--json", ...deviceFlags(relay.address, "pc1", pcPw)])).stdout);
+    JSON.parse(
+      (await agentCommand(["status", "fax1", "--json", ...deviceFlags(relay.address, "pc1", pcPw)]))
+        .stdout,
+    );
   // Poll the directory a bounded number of times across ~1.5 s (15 keep-alive periods).
   for (let i = 0; i < 100 && Date.now() < deadline; i++) {
     assert.equal((await status()).state, DeviceState.Online);
@@ -94,7 +128,12 @@ Deno.test("directory: list and status show type, attributes, state and connectio
   const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
   await register(dir.path, "printer1", "PRINTER");
   await using relay = await startRelay(dir.path);
-  await using _fax = await startAgent(relay.address, "fax1", faxPw, ["--idle", "3", "--inbox", `${dir.path}/inbox`]);
+  await using _fax = await startAgent(relay.address, "fax1", faxPw, [
+    "--idle",
+    "3",
+    "--inbox",
+    `${dir.path}/inbox`,
+  ]);
   // Wait until all three idle connections are in.
   const flags = deviceFlags(relay.address, "pc1", pcPw);
   let entry;

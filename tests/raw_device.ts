@@ -9,7 +9,11 @@ import { parseHostPort } from "../shared/address.ts";
 import { connectRelay, type Notice, type RelayConnection } from "../agent/relay_client.ts";
 
 /** Logs in one connection for `id`. */
-export async function rawLogin(relay: string, id: string, passwordFile: string): Promise<RelayConnection> {
+export async function rawLogin(
+  relay: string,
+  id: string,
+  passwordFile: string,
+): Promise<RelayConnection> {
   const password = (await Deno.readTextFile(passwordFile)).trim();
   return await connectRelay({ address: parseHostPort(relay), id, password });
 }

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { buildAgent } from "../scripts/build.ts";
+import {
+  agentCommand,
+  deviceFlags,
+  listFiles,
+  register,
+  sha256File,
+  startAgent,
+  startRelay,
+  tempDir,
+  writeRandomFile,
+} from "./helpers.ts";
+
+async function openssl(cwd: string, ...args: string[]) {
+  const { code, stderr } = await new Deno.Command("openssl", {
+    args,
+    cwd,
+    stdout: "null",
+    stderr: "piped",
+  })
+    .output();
+  if (code !== 0) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
+}
+
+/** Makes a CA and a relay certificate for 127.0.0.1 signed by it. */
+async function makeCertificates(dir: string) {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl(
+    dir,
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=tsunagi test CA",
+  );
+  await openssl(
+    dir,
+    "req",
+    ...ec,
+    "-keyout",
+    "relay.key",
+    "-out",
+    "relay.csr",
+    "-subj",
+    "/CN=127.0.0.1",
+  );
+  await Deno.writeTextFile(`${dir}/ext.cnf`, "subjectAltName=IP:127.0.0.1\n");
+  await openssl(
+    dir,
+    "x509",
+    "-req",
+    "-in",
+    "relay.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "relay.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+  );
+}
+
+Deno.test("TLS: agents reach a TLS relay with --tls-ca and files arrive intact", async () => {
+  await using dir = await tempDir();
+  await makeCertificates(dir.path);
+  const pcPw = await register(dir.path, "pc1", "USER");
+  const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+  await using relay = await startRelay(dir.path, [
+    "--tls-cert",
+    `${dir.path}/relay.pem`,
+    "--tls-key",
+    `${dir.path}/relay.key`,
+  ]);
+  const tls = ["--tls-ca", `${dir.path}/ca.pem`];
+  await using _fax = await startAgent(relay.address, "fax1", faxPw, [
+    "--inbox",
+    `${dir.path}/inbox`,
+    ...tls,
+  ]);
+  await writeRandomFile(`${dir.path}/doc.bin`, 3 << 20, 9);
+  const r = await agentCommand([
+    "send",
+    "--to",
+    "fax1",
+    ...tls,
+    ...deviceFlags(relay.address, "pc1", pcPw),
+    `${dir.path}/doc.bin`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    await sha256File(`${dir.path}/inbox/doc.bin`),
+    await sha256File(`${dir.path}/doc.bin`),
+  );
+  // Without the CA the agent must refuse the relay's certificate.
+  const plain = await agentCommand(["list", ...deviceFlags(relay.address, "pc1", pcPw)]);
+  assert.notEqual(plain.code, 0);
+  const untrusted = await agentCommand([
+    "list",
+    "--tls-ca",
+    pcPw,
+    ...deviceFlags(relay.address, "pc1", pcPw),
+  ]);
+  assert.notEqual(untrusted.code, 0);
+});
+
+Deno.test("bundle: the single-file agent (deno bundle) sends and receives a file", async () => {
+  await using dir = await tempDir();
+  const bundle = `${dir.path}/tsunagi.js`;
+  await buildAgent(bundle);
+  const pcPw = await register(dir.path, "pc1", "USER");
+  const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+  await using relay = await startRelay(dir.path);
+  await using _fax = await startAgent(relay.address, "fax1", faxPw, [
+    "--inbox",
+    `${dir.path}/inbox`,
+  ], bundle);
+  await writeRandomFile(`${dir.path}/scan.pdf`, 1 << 20, 3);
+  const r = await agentCommand([
+    "send",
+    "--to",
+    "fax1",
+    ...deviceFlags(relay.address, "pc1", pcPw),
+    `${dir.path}/scan.pdf`,
+  ], bundle);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await listFiles(`${dir.path}/inbox`), ["scan.pdf"]);
+  assert.equal(
+    await sha256File(`${dir.path}/inbox/scan.pdf`),
+    await sha256File(`${dir.path}/scan.pdf`),
+  );
+  const help = await agentCommand(["--help"], bundle);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: tsunagi <command>/);
+});
