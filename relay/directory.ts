@@ -8,9 +8,28 @@
  * @module
  */
 
+import type { HostPort } from "../shared/address.ts";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import type { Registration, RegistryStore } from "./registry.ts";
+
+/** A relay to hand a session to: its name and the address to dial. */
+export interface Hop {
+  /** Relay name. */
+  name: string;
+  /** Address its listener is reachable at. */
+  address: HostPort;
+}
+
+/** What a directory learns about its own relay when the relay starts. */
+export interface SelfInfo {
+  /** This relay's name. */
+  name: string;
+  /** The address other relays dial to reach it. */
+  address: HostPort;
+  /** Current entries of the devices logged in here (to write back after an outage). */
+  snapshot: () => DirectoryEntry[];
+}
 
 /** Where the relay looks devices up and announces changes of its own devices. */
 export interface Directory {
@@ -22,6 +41,13 @@ export interface Directory {
   list(includeOffline: boolean): Promise<DirectoryEntry[]>;
   /** Announces the current state of a device logged in (or just out) on this relay. */
   publish(entry: DirectoryEntry): void;
+  /**
+   * The next relay on the way to relay `relay` (`relay` itself when it can be dialed
+   * directly), or null when there is no route.
+   */
+  nextHop(relay: string): Promise<Hop | null>;
+  /** Starts background work (heartbeats, links) once the relay listens. */
+  start(self: SelfInfo): Promise<void>;
   /** Releases resources (timers, connections). */
   close(): Promise<void>;
 }
@@ -76,6 +102,16 @@ export class EmbeddedDirectory implements Directory {
   publish(entry: DirectoryEntry): void {
     if (entry.state === DeviceState.Offline) this.#online.delete(entry.id);
     else this.#online.set(entry.id, entry);
+  }
+
+  /** A single relay has no route to others. */
+  nextHop(_relay: string): Promise<Hop | null> {
+    return Promise.resolve(null);
+  }
+
+  /** Nothing to start. */
+  start(_self: SelfInfo): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Nothing to release. */

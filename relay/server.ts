@@ -5,9 +5,9 @@
  */
 
 import { FramedConn } from "../shared/framed_conn.ts";
-import { formatHostPort } from "../shared/address.ts";
+import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
-import { ErrorCode } from "../shared/protocol/constants.ts";
+import { DeviceState, ErrorCode } from "../shared/protocol/constants.ts";
 import { RelayConn, type RelayContext, serveConnection } from "./connection.ts";
 import { CredentialCache } from "./credentials.ts";
 import type { Directory } from "./directory.ts";
@@ -46,6 +46,8 @@ export interface RelayOptions {
   logger?: Logger;
   /** Clock, ms (default Date.now). */
   now?: () => number;
+  /** Address other relays dial to reach this one (default: the bound address). */
+  advertise?: HostPort;
   /** Login throttle (default: a fresh one on the same clock). */
   throttle?: LoginThrottle;
 }
@@ -68,7 +70,7 @@ export interface RelayHandle extends AsyncDisposable {
 export const DEFAULT_PORT = 7800;
 
 /** Starts a relay and returns once it listens. */
-export function startRelay(options: RelayOptions): Promise<RelayHandle> {
+export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? DEFAULT_PORT;
   const listener: Deno.Listener = options.tls
@@ -89,7 +91,10 @@ export function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const ctx: RelayContext = {
     name,
     directory,
-    devices: new LocalDevices<RelayConn>(name, (entry) => directory.publish(entry), now),
+    devices: new LocalDevices<RelayConn>(name, (entry) => {
+      directory.publish(entry);
+      if (entry.state === DeviceState.Offline) logger.info("offline", { device: entry.id });
+    }, now),
     throttle: options.throttle ?? new LoginThrottle({ now }),
     credentials: new CredentialCache(),
     logger,
@@ -156,6 +161,12 @@ export function startRelay(options: RelayOptions): Promise<RelayHandle> {
     }
   })();
 
+  const advertised = options.advertise ?? { hostname: addr.hostname, port: addr.port };
+  await directory.start({
+    name,
+    address: advertised,
+    snapshot: () => [...ctx.devices.devices()].map((d) => ctx.devices.entry(d.id)!),
+  });
   logger.info("listening", { name, address: formatHostPort(addr), tls: !!options.tls });
   const finished = Promise.withResolvers<void>();
   let stopping: Promise<void> | null = null;
@@ -190,7 +201,7 @@ export function startRelay(options: RelayOptions): Promise<RelayHandle> {
     return stopping;
   };
 
-  return Promise.resolve({
+  return {
     addr,
     name,
     finished: finished.promise,
@@ -199,5 +210,5 @@ export function startRelay(options: RelayOptions): Promise<RelayHandle> {
     },
     shutdown,
     [Symbol.asyncDispose]: shutdown,
-  });
+  };
 }
