@@ -27,7 +27,12 @@
  *      idle again. A connection that drops mid-session makes the relay send
  *      END(aborted) to the other side.
  *
- * Relay-to-relay links use the same frames; see docs/mesh.md.
+ * Relay-to-relay links use the same frames. A relay dials another, sends HELLO (role
+ * relay), gets LINK_CHALLENGE(nonce), answers LINK_AUTH(name, address, purpose, nonce,
+ * HMAC), and gets LINK_OK(name, HMAC): both sides proved the shared mesh secret over
+ * fresh nonces. A data link then carries ROUTE (a CONNECT on behalf of a device) and the
+ * session exactly like a device connection; a control link carries UPDATE and DIGEST
+ * (docs/mesh.md).
  *
  * Version history:
  *   1 — first version (2026-11).
@@ -67,6 +72,12 @@ export const FrameType = {
   End: 0x10,
   Release: 0x11,
   Error: 0x12,
+  LinkChallenge: 0x13,
+  LinkAuth: 0x14,
+  LinkOk: 0x15,
+  Route: 0x16,
+  Update: 0x17,
+  Digest: 0x18,
 } as const;
 
 /** A frame type code. */

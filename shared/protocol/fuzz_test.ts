@@ -119,7 +119,7 @@ function mutate(rng: Rng, s: Stream): Uint8Array {
     }
     default: { // type corruption of a frame header
       const start = rng.pick(s.starts);
-      if (start < b.length) b[start] = rng.pick([0, 0x13, 0xff, rng.range(1, 0x12)]);
+      if (start < b.length) b[start] = rng.pick([0, 0x19, 0xff, rng.range(1, 0x18)]);
     }
   }
   // Later mutations still aim at the original frame starts: close enough for damage.
@@ -135,7 +135,7 @@ function makeInput(rng: Rng): Uint8Array {
     // A plausible header over a random payload: exercises every payload decoder.
     const payload = rng.bytes(rng.int(40));
     const header = new Uint8Array(HEADER_SIZE);
-    header[0] = rng.range(0, 0x13);
+    header[0] = rng.range(0, 0x19);
     new DataView(header.buffer).setUint32(1, payload.length);
     return concat([header, payload]);
   }

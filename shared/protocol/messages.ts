@@ -23,6 +23,12 @@
  * | 0x10 | END           | u8 reason (0 normal, 1 aborted)                            |
  * | 0x11 | RELEASE       | (empty)                                                    |
  * | 0x12 | ERROR         | u16 code, str message                                      |
+ * | 0x13 | LINK_CHALLENGE| str nonce                                                  |
+ * | 0x14 | LINK_AUTH     | str name, str address, u8 purpose, str nonce, str mac      |
+ * | 0x15 | LINK_OK       | str name, str address, str mac                             |
+ * | 0x16 | ROUTE         | str session, str requester, str requesterType, str target, str service, u8 hops |
+ * | 0x17 | UPDATE        | str body (JSON notice, see docs/mesh.md)                   |
+ * | 0x18 | DIGEST        | str body (JSON digest, see docs/mesh.md)                   |
  *
  * Directory entry: str id, str type, u8 n + n × str attribute, u8 state, str relay,
  * u16 idle, u16 sessions, u8 m + m × str peer, f64 lastUpdate (ms since epoch).
@@ -91,7 +97,34 @@ export type Message =
   | { kind: "data"; bytes: Uint8Array }
   | { kind: "end"; reason: EndReason }
   | { kind: "release" }
-  | { kind: "error"; code: ErrorCode; message: string };
+  | { kind: "error"; code: ErrorCode; message: string }
+  | { kind: "linkChallenge"; nonce: string }
+  | {
+    kind: "linkAuth";
+    name: string;
+    address: string;
+    purpose: LinkPurpose;
+    nonce: string;
+    mac: string;
+  }
+  | { kind: "linkOk"; name: string; address: string; mac: string }
+  | {
+    kind: "route";
+    session: string;
+    requester: string;
+    requesterType: string;
+    target: string;
+    service: string;
+    hops: number;
+  }
+  | { kind: "update"; body: string }
+  | { kind: "digest"; body: string };
+
+/** What a relay-to-relay link is for. */
+export type LinkPurpose = 0 | 1;
+
+/** Link purposes: one control link per neighbour pair, data links per session. */
+export const LinkPurposes = { Control: 0, Data: 1 } as const;
 
 /** The `kind` of a message. */
 export type MessageKind = Message["kind"];
@@ -319,6 +352,20 @@ export function encodeMessage(m: Message): Uint8Array {
       return w.frame(FrameType.Release);
     case "error":
       return w.u16(m.code).str(m.message).frame(FrameType.Error);
+    case "linkChallenge":
+      return w.str(m.nonce).frame(FrameType.LinkChallenge);
+    case "linkAuth":
+      return w.str(m.name).str(m.address).u8(m.purpose).str(m.nonce).str(m.mac)
+        .frame(FrameType.LinkAuth);
+    case "linkOk":
+      return w.str(m.name).str(m.address).str(m.mac).frame(FrameType.LinkOk);
+    case "route":
+      return w.str(m.session).str(m.requester).str(m.requesterType).str(m.target).str(m.service)
+        .u8(m.hops).frame(FrameType.Route);
+    case "update":
+      return w.str(m.body).frame(FrameType.Update);
+    case "digest":
+      return w.str(m.body).frame(FrameType.Digest);
     default: {
       const never: never = m;
       throw new TypeError(`Cannot encode message: unknown kind ${JSON.stringify(never)}`);
@@ -416,6 +463,46 @@ export function decodeMessage(frame: Frame): Message {
       break;
     case FrameType.Error:
       m = { kind: "error", code: readCode(r), message: r.str() };
+      break;
+    case FrameType.LinkChallenge:
+      m = { kind: "linkChallenge", nonce: r.str() };
+      break;
+    case FrameType.LinkAuth: {
+      const name = r.str();
+      const address = r.str();
+      const purpose = r.u8();
+      if (purpose > 1) {
+        throw new MalformedMessageError(`Cannot decode LINK_AUTH: purpose ${purpose}`);
+      }
+      m = {
+        kind: "linkAuth",
+        name,
+        address,
+        purpose: purpose as LinkPurpose,
+        nonce: r.str(),
+        mac: r.str(),
+      };
+      break;
+    }
+    case FrameType.LinkOk:
+      m = { kind: "linkOk", name: r.str(), address: r.str(), mac: r.str() };
+      break;
+    case FrameType.Route:
+      m = {
+        kind: "route",
+        session: r.str(),
+        requester: r.str(),
+        requesterType: r.str(),
+        target: r.str(),
+        service: r.str(),
+        hops: r.u8(),
+      };
+      break;
+    case FrameType.Update:
+      m = { kind: "update", body: r.str() };
+      break;
+    case FrameType.Digest:
+      m = { kind: "digest", body: r.str() };
       break;
     default:
       throw new MalformedMessageError(

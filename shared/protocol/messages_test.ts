@@ -290,7 +290,7 @@ Deno.test({
 
 /** Frames that must be refused, with the message each error must carry. */
 const MALFORMED: [string, string, RegExp][] = [
-  ["unknown type 0x13", "13 00000000", /^Cannot decode frame: unknown type 0x13$/],
+  ["unknown type 0x19", "19 00000000", /^Cannot decode frame: unknown type 0x19$/],
   ["unknown type 0x00", "00 00000000", /unknown type 0x0$/],
   ["unknown type 0xff", "ff 00000001 00", /unknown type 0xff$/],
   ["PING with a 3-byte payload", "04 00000003 010203", /payload ends after 3 bytes/],

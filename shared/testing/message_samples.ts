@@ -119,6 +119,32 @@ export const SAMPLES: SampleTable = {
   error: [
     { kind: "error", code: ErrorCode.UnsupportedVersion, message: "Cannot speak version 2" },
   ],
+  linkChallenge: [{ kind: "linkChallenge", nonce: "00ff".repeat(8) }],
+  linkAuth: [
+    {
+      kind: "linkAuth",
+      name: "relay-a",
+      address: "127.0.0.1:7801",
+      purpose: 0,
+      nonce: "ab".repeat(16),
+      mac: "cd".repeat(32),
+    },
+    { kind: "linkAuth", name: "", address: "", purpose: 1, nonce: "", mac: "" },
+  ],
+  linkOk: [{ kind: "linkOk", name: "relay-b", address: "[::1]:7802", mac: "ef".repeat(32) }],
+  route: [
+    {
+      kind: "route",
+      session: "s-1",
+      requester: "pc1",
+      requesterType: "USER",
+      target: "fax1",
+      service: "file",
+      hops: 255,
+    },
+  ],
+  update: [{ kind: "update", body: '{"t":"dev","origin":"r1"}' }],
+  digest: [{ kind: "digest", body: "{}" }],
 };
 
 /** Every sample of {@link SAMPLES}, flattened. */
@@ -257,6 +283,32 @@ export function randomMessage(rng: Rng): Message {
       return { kind, reason: rng.pick([EndReason.Normal, EndReason.Aborted]) };
     case "error":
       return { kind, code: code(), message: rng.string() };
+    case "linkChallenge":
+      return { kind, nonce: rng.string() };
+    case "linkAuth":
+      return {
+        kind,
+        name: rng.string(),
+        address: rng.string(),
+        purpose: rng.pick([0, 1] as const),
+        nonce: rng.string(),
+        mac: rng.string(),
+      };
+    case "linkOk":
+      return { kind, name: rng.string(), address: rng.string(), mac: rng.string() };
+    case "route":
+      return {
+        kind,
+        session: rng.string(),
+        requester: rng.string(),
+        requesterType: rng.string(),
+        target: rng.string(),
+        service: rng.string(),
+        hops: rng.int(256),
+      };
+    case "update":
+    case "digest":
+      return { kind, body: rng.string() };
     default: {
       const never: never = kind;
       throw new TypeError(`Cannot generate message: unknown kind ${never}`);
