@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FramedConn, isClosedError } from "../shared/framed_conn.ts";
+import { type FramedConn, isClosedError } from "../shared/framed_conn.ts";
 import type { Logger } from "../shared/log.ts";
 import {
   DeviceState,
@@ -17,13 +17,21 @@ import {
   PROTOCOL_VERSION,
   Role,
 } from "../shared/protocol/constants.ts";
-import type { Message } from "../shared/protocol/messages.ts";
+import { LinkPurposes, type Message } from "../shared/protocol/messages.ts";
 import { checkVersion } from "../shared/protocol/messages.ts";
-import { FrameTooLargeError, MalformedMessageError, ProtocolError } from "../shared/errors.ts";
+import {
+  ConnectionClosedError,
+  FrameTooLargeError,
+  MalformedMessageError,
+  ProtocolError,
+} from "../shared/errors.ts";
 import type { CredentialCache } from "./credentials.ts";
 import type { Directory } from "./directory.ts";
 import type { LocalDevices } from "./local_devices.ts";
 import { pumpSession, RelaySession, type SessionSide } from "./session.ts";
+import type { LinkPool } from "./links.ts";
+import { acceptorMac, type DialedLink, dialerMac, macEquals, newNonce } from "./link_auth.ts";
+import type { Hop } from "./directory.ts";
 import type { LoginThrottle } from "./throttle.ts";
 
 /** Everything a connection needs from its relay. */
@@ -48,7 +56,37 @@ export interface RelayContext {
   readonly answerTimeoutMs: number;
   /** True once shutdown began: new logins are refused. */
   readonly shuttingDown: boolean;
+  /** Mesh secret; null when this relay accepts no relay links. */
+  readonly linkSecret: Uint8Array | null;
+  /** This relay's advertised address, `HOST:PORT`. */
+  readonly advertisedAddress: string;
+  /** Data links to other relays; null when this relay forwards nowhere. */
+  readonly links: LinkPool | null;
+  /**
+   * Takes over an authenticated control link (mesh); resolves when it closes. Null when
+   * this relay runs no mesh.
+   */
+  readonly onControlLink:
+    | ((conn: RelayConn, peer: { name: string; address: string }) => Promise<void>)
+    | null;
 }
+
+/** A connection request, from a device's CONNECT or a relay's ROUTE. */
+export interface ConnectRequest {
+  /** Requesting device. */
+  requester: string;
+  /** Its type. */
+  requesterType: string;
+  /** Target device. */
+  target: string;
+  /** Service name ("file", or "" for a plain byte stream). */
+  service: string;
+  /** Relays crossed so far. */
+  hops: number;
+}
+
+/** Most relays a request may cross (stops a routing loop from looping). */
+export const MAX_HOPS = 16;
 
 /** Connection life cycle on the relay. */
 export type ConnState =
@@ -71,6 +109,7 @@ type NoticeOutcome =
 interface PendingNotice {
   readonly session: string;
   readonly requester: RelayConn;
+  readonly requesterId: string;
   readonly settle: (outcome: NoticeOutcome) => void;
 }
 
@@ -82,12 +121,20 @@ export class RelayConn implements SessionSide {
   readonly remote: string;
   /** When the TCP connection was accepted (relay clock). */
   readonly openedAt: number;
-  /** Device ID once logged in. */
+  /** A device's connection, or a link from another relay. */
+  kind: "device" | "link" = "device";
+  /** Device ID once logged in ("" for links). */
   deviceId = "";
+  /** The device at the far end: this device, or for a link the requester it carries. */
+  endpointId = "";
+  /** For links: the other relay's name. */
+  linkPeer = "";
+  /** For links: the address the other relay advertises. */
+  linkAddress = "";
   /** Life-cycle state; also set by the requester's loop when a session starts. */
   state: ConnState = "hello";
   /** The session while in "session"/"ending" (set by whichever loop starts it). */
-  session: RelaySession<RelayConn> | null = null;
+  session: RelaySession<SessionSide> | null = null;
   /** The notice this connection was sent (set by the requester's loop). */
   notice: PendingNotice | null = null;
   /** Last time a frame or chunk arrived (relay clock). */
@@ -110,7 +157,7 @@ export class RelayConn implements SessionSide {
 
   /** The session peer's device ID, or null. */
   get peerId(): string | null {
-    return this.session === null ? null : this.session.peerOf(this).deviceId;
+    return this.session === null ? null : this.session.peerOf(this).endpointId;
   }
 
   /** Records activity. */
@@ -122,7 +169,12 @@ export class RelayConn implements SessionSide {
 /** Serves one connection until it closes. Never throws. */
 export async function serveConnection(conn: RelayConn, ctx: RelayContext): Promise<void> {
   try {
-    if (await login(conn, ctx)) await controlLoop(conn, ctx);
+    const role = await login(conn, ctx);
+    if (role === "device") await controlLoop(conn, ctx);
+    else if (role === "data") await linkLoop(conn, ctx);
+    else if (role === "control") {
+      await ctx.onControlLink!(conn, { name: conn.linkPeer, address: conn.linkAddress });
+    }
   } catch (e) {
     await reportFailure(conn, ctx, e);
   } finally {
@@ -167,20 +219,21 @@ function cleanup(conn: RelayConn, ctx: RelayContext) {
   if (conn.deviceId !== "" && previous !== "hello") ctx.devices.detach(conn);
 }
 
-/** Reads HELLO and LOGIN, checks them, answers. True when logged in. */
-async function login(conn: RelayConn, ctx: RelayContext): Promise<boolean> {
+/** What a connection turned out to be after its handshake. */
+type ConnRole = "device" | "data" | "control" | null;
+
+/** Reads HELLO and LOGIN (or a relay link handshake), checks them, answers. */
+async function login(conn: RelayConn, ctx: RelayContext): Promise<ConnRole> {
   const hello = await conn.framed.readMessage();
-  if (hello === null) return false;
+  if (hello === null) return null;
   if (hello.kind !== "hello") {
     throw new ProtocolError(`Expected HELLO as the first message, got ${hello.kind}`);
   }
   const versionError = checkVersion(hello.version, PROTOCOL_VERSION);
   if (versionError !== null) throw new ProtocolError(versionError, ErrorCode.UnsupportedVersion);
-  if (hello.role !== Role.Device) {
-    throw new ProtocolError("This relay does not accept relay links on this listener");
-  }
+  if (hello.role === Role.Relay) return await acceptLink(conn, ctx);
   const request = await conn.framed.readMessage();
-  if (request === null) return false;
+  if (request === null) return null;
   if (request.kind !== "login") {
     throw new ProtocolError(`Expected LOGIN after HELLO, got ${request.kind}`);
   }
@@ -193,7 +246,7 @@ async function login(conn: RelayConn, ctx: RelayContext): Promise<boolean> {
       relay: ctx.name,
       message,
     });
-    return false;
+    return null;
   };
   if (ctx.shuttingDown) return refuse(ErrorCode.ShuttingDown, "Relay is shutting down");
   const address = conn.remote.replace(/:\d+$/, "");
@@ -225,6 +278,7 @@ async function login(conn: RelayConn, ctx: RelayContext): Promise<boolean> {
   }
   ctx.throttle.recordSuccess(address, request.id);
   conn.deviceId = reg.id;
+  conn.endpointId = reg.id;
   conn.state = "idle";
   conn.touch();
   await conn.framed.send({
@@ -239,7 +293,93 @@ async function login(conn: RelayConn, ctx: RelayContext): Promise<boolean> {
   ctx.devices.attach(conn, reg.type, reg.attributes);
   if (isNew) ctx.logger.info("login", { device: reg.id, remote: conn.remote });
   else ctx.logger.debug("connection added", { device: reg.id, remote: conn.remote });
-  return true;
+  return "device";
+}
+
+/** Runs the acceptor side of the link handshake (see link_auth.ts). */
+async function acceptLink(conn: RelayConn, ctx: RelayContext): Promise<ConnRole> {
+  const secret = ctx.linkSecret;
+  if (secret === null) {
+    throw new ProtocolError(
+      "This relay accepts no relay links (no mesh secret configured)",
+      ErrorCode.AuthFailed,
+    );
+  }
+  const nonce = newNonce();
+  await conn.framed.send({ kind: "linkChallenge", nonce });
+  const auth = await conn.framed.readMessage();
+  if (auth === null) return null;
+  if (auth.kind !== "linkAuth") throw new ProtocolError(`Expected LINK_AUTH, got ${auth.kind}`);
+  const expected = dialerMac(secret, nonce, auth.nonce, auth.name, auth.purpose);
+  if (!macEquals(auth.mac, expected) || auth.nonce.length < 16) {
+    ctx.logger.warn("relay link refused", { remote: conn.remote, relay: auth.name });
+    throw new ProtocolError("Relay link refused: wrong mesh secret", ErrorCode.AuthFailed);
+  }
+  if (auth.purpose === LinkPurposes.Control && ctx.onControlLink === null) {
+    throw new ProtocolError("This relay runs no mesh: control links are refused");
+  }
+  await conn.framed.send({
+    kind: "linkOk",
+    name: ctx.name,
+    address: ctx.advertisedAddress,
+    mac: acceptorMac(secret, auth.nonce, nonce, ctx.name),
+  });
+  conn.kind = "link";
+  conn.linkPeer = auth.name;
+  conn.linkAddress = auth.address;
+  conn.state = "idle";
+  conn.touch();
+  ctx.logger.debug("relay link accepted", {
+    relay: auth.name,
+    purpose: auth.purpose === LinkPurposes.Control ? "control" : "data",
+  });
+  return auth.purpose === LinkPurposes.Control ? "control" : "data";
+}
+
+/** A data link's loop on the accepting relay: ROUTE requests and their sessions. */
+async function linkLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
+  for (;;) {
+    const msg = await conn.framed.readMessage();
+    if (msg === null) return;
+    conn.touch();
+    switch (msg.kind) {
+      case "ping":
+        await conn.framed.send({ kind: "pong", nonce: msg.nonce });
+        break;
+      case "route":
+        expectState(conn, "idle", msg);
+        conn.endpointId = msg.requester;
+        if (await connect(conn, msg, ctx)) {
+          if (!(await runSession(conn, ctx))) return;
+        }
+        break;
+      case "release":
+        release(conn, ctx);
+        break;
+      default:
+        throw new ProtocolError(`Unexpected ${msg.kind.toUpperCase()} on a relay data link`);
+    }
+  }
+}
+
+/** Handles RELEASE: the connection is idle again once both sides have ended. */
+function release(conn: RelayConn, ctx: RelayContext) {
+  const session = conn.session;
+  if (conn.state !== "ending" || session === null || !session.bothEnded) {
+    throw new ProtocolError("RELEASE before both sides sent END");
+  }
+  conn.session = null;
+  conn.state = "idle";
+  if (conn.kind === "device") ctx.devices.changed(conn.deviceId);
+  if (session.a === conn) {
+    ctx.logger.info("session ended", {
+      session: session.id,
+      from: session.a.endpointId,
+      to: session.b.endpointId,
+      bytesSent: session.bytes.ab,
+      bytesReceived: session.bytes.ba,
+    });
+  }
 }
 
 /** Handles control messages until the connection closes. */
@@ -269,7 +409,15 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         break;
       case "connect":
         expectState(conn, "idle", msg);
-        if (await connect(conn, msg.target, msg.service, ctx)) {
+        if (
+          await connect(conn, {
+            requester: conn.deviceId,
+            requesterType: ctx.devices.get(conn.deviceId)?.type ?? "",
+            target: msg.target,
+            service: msg.service,
+            hops: 0,
+          }, ctx)
+        ) {
           if (!(await runSession(conn, ctx))) return;
         }
         break;
@@ -289,25 +437,9 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         if (!(await runSession(conn, ctx))) return;
         break;
       }
-      case "release": {
-        const session = conn.session;
-        if (conn.state !== "ending" || session === null || !session.bothEnded) {
-          throw new ProtocolError("RELEASE before both sides sent END");
-        }
-        conn.session = null;
-        conn.state = "idle";
-        ctx.devices.changed(conn.deviceId);
-        if (session.a === conn) {
-          ctx.logger.info("session ended", {
-            session: session.id,
-            from: session.a.deviceId,
-            to: session.b.deviceId,
-            bytesSent: session.bytes.ab,
-            bytesReceived: session.bytes.ba,
-          });
-        }
+      case "release":
+        release(conn, ctx);
         break;
-      }
       case "pong":
         break;
       default:
@@ -335,7 +467,7 @@ async function runSession(conn: RelayConn, ctx: RelayContext): Promise<boolean> 
 /** Called on the target's loop when it accepted: binds both sides, tells the requester. */
 async function startSession(notice: PendingNotice, target: RelayConn, ctx: RelayContext) {
   const requester = notice.requester;
-  const session = new RelaySession(notice.session, requester, target);
+  const session = new RelaySession<SessionSide>(notice.session, requester, target);
   target.session = session;
   target.state = "session";
   if (requester.state !== "connecting") {
@@ -349,35 +481,43 @@ async function startSession(notice: PendingNotice, target: RelayConn, ctx: Relay
   // ACCEPT goes to the requester before any data the target sends: same write queue.
   await requester.framed.trySend({ kind: "accept", session: session.id, peer: target.deviceId });
   notice.settle({ kind: "accepted" });
-  ctx.devices.changed(requester.deviceId);
+  if (requester.kind === "device") ctx.devices.changed(requester.deviceId);
   ctx.devices.changed(target.deviceId);
   ctx.logger.info("session started", {
     session: session.id,
-    from: requester.deviceId,
+    from: notice.requesterId,
     to: target.deviceId,
+    via: requester.kind === "link" ? requester.linkPeer : undefined,
   });
 }
 
 /**
- * Handles CONNECT on the requester's loop. True when the session started (the
- * requester must then run its side); false after a REJECT was sent.
+ * Handles CONNECT (from a device) or ROUTE (from a relay) on the requester's loop. True
+ * when the session started (the requester must then run its side); false after a
+ * REJECT was sent.
  */
 async function connect(
   conn: RelayConn,
-  target: string,
-  service: string,
+  request: ConnectRequest,
   ctx: RelayContext,
 ): Promise<boolean> {
+  const { target, service } = request;
   const reject = async (code: ErrorCode, message: string) => {
     ctx.logger.info("connect refused", {
-      from: conn.deviceId,
+      from: request.requester,
       to: target,
       code: ERROR_CODE_NAMES[code],
     });
     await conn.framed.send({ kind: "reject", session: "", code, message });
     return false;
   };
-  const entry = await ctx.directory.lookup(target);
+  let entry;
+  try {
+    entry = await ctx.directory.lookup(target);
+  } catch (e) {
+    ctx.logger.warn("directory unavailable", { error: String(e) });
+    return reject(ErrorCode.DirectoryUnavailable, "Relay cannot read the directory; retry later");
+  }
   if (entry === null) {
     return reject(ErrorCode.UnknownTarget, `Device "${target}" is not registered`);
   }
@@ -397,12 +537,7 @@ async function connect(
         `${FILE_ATTRIBUTE} attribute`,
     );
   }
-  if (entry.relay !== ctx.name) {
-    return reject(
-      ErrorCode.TargetUnreachable,
-      `Device "${target}" is on relay "${entry.relay}", and this relay has no route to it`,
-    );
-  }
+  if (entry.relay !== ctx.name) return await forward(conn, request, entry.relay, reject, ctx);
   const targetConn = ctx.devices.pickIdle(target, conn);
   if (targetConn === undefined) {
     return reject(
@@ -420,14 +555,14 @@ async function connect(
   };
   conn.state = "connecting";
   targetConn.state = "noticed";
-  targetConn.notice = { session, requester: conn, settle };
+  targetConn.notice = { session, requester: conn, requesterId: request.requester, settle };
   const timer = setTimeout(() => settle({ kind: "timeout" }), ctx.answerTimeoutMs);
   try {
     await targetConn.framed.send({
       kind: "notice",
       session,
-      requester: conn.deviceId,
-      requesterType: ctx.devices.get(conn.deviceId)?.type ?? "",
+      requester: request.requester,
+      requesterType: request.requesterType,
       service,
     });
   } catch {
@@ -465,6 +600,127 @@ async function connect(
       const never: never = outcome;
       throw new TypeError(`Unhandled outcome ${JSON.stringify(never)}`);
     }
+  }
+}
+
+/** The far side of a forwarded session on the relay that forwarded it: a data link. */
+class LinkSide implements SessionSide {
+  constructor(readonly framed: FramedConn, readonly endpointId: string) {}
+  touch(): void {}
+}
+
+/**
+ * Passes a request toward the relay that holds the target, over a pooled data link to
+ * the next hop. The answer (ACCEPT or REJECT) comes back on the same link; on ACCEPT the
+ * link becomes this session's far side. True when the session started.
+ */
+async function forward(
+  conn: RelayConn,
+  request: ConnectRequest,
+  targetRelay: string,
+  reject: (code: ErrorCode, message: string) => Promise<boolean>,
+  ctx: RelayContext,
+): Promise<boolean> {
+  const unreachable = (why: string) =>
+    reject(
+      ErrorCode.TargetUnreachable,
+      `Device "${request.target}" is on relay "${targetRelay}": ${why}`,
+    );
+  if (ctx.links === null) return unreachable("this relay has no links to other relays");
+  if (request.hops >= MAX_HOPS) return unreachable(`more than ${MAX_HOPS} relays on the way`);
+  let hop;
+  try {
+    hop = await ctx.directory.nextHop(targetRelay);
+  } catch (e) {
+    return unreachable(`no route (${e instanceof Error ? e.message : e})`);
+  }
+  if (hop === null) return unreachable("no route to it");
+  conn.state = "connecting";
+  const session = crypto.randomUUID();
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let link;
+    try {
+      link = await ctx.links.acquire(hop, { forceFresh: attempt > 0 });
+    } catch (e) {
+      conn.state = "idle";
+      return unreachable(
+        `cannot reach relay "${hop.name}" (${e instanceof Error ? e.message : e})`,
+      );
+    }
+    let answer;
+    const timer = setTimeout(() => link.framed.close(), ctx.answerTimeoutMs + 5000);
+    try {
+      await link.framed.send({
+        kind: "route",
+        session,
+        requester: request.requester,
+        requesterType: request.requesterType,
+        target: request.target,
+        service: request.service,
+        hops: request.hops + 1,
+      });
+      answer = await link.framed.readMessage();
+    } catch {
+      answer = null;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (answer === null) {
+      ctx.links.discard(link);
+      if (!link.fresh) continue; // a pooled link that died while idle: retry with a new one
+      conn.state = "idle";
+      return unreachable(`relay "${hop.name}" dropped the link`);
+    }
+    if (answer.kind === "reject") {
+      conn.state = "idle";
+      ctx.links.release(hop, link);
+      return reject(answer.code, answer.message);
+    }
+    if (answer.kind !== "accept") {
+      ctx.links.discard(link);
+      conn.state = "idle";
+      return unreachable(`relay "${hop.name}" answered ${answer.kind}`);
+    }
+    const far = new LinkSide(link.framed, request.target);
+    const relaySession = new RelaySession<SessionSide>(answer.session, conn, far);
+    conn.session = relaySession;
+    conn.state = "session";
+    await conn.framed.trySend({ kind: "accept", session: answer.session, peer: answer.peer });
+    if (conn.kind === "device") ctx.devices.changed(conn.deviceId);
+    ctx.logger.info("session forwarded", {
+      session: answer.session,
+      from: request.requester,
+      to: request.target,
+      via: hop.name,
+    });
+    void pumpLink(relaySession, far, hop, link, ctx);
+    return true;
+  }
+  conn.state = "idle";
+  return unreachable(`relay "${hop.name}" keeps dropping links`);
+}
+
+/**
+ * Pumps a forwarded session's link into the local side; once both directions ended,
+ * RELEASEs the link and returns it to the pool. A link that breaks aborts the session.
+ */
+async function pumpLink(
+  session: RelaySession<SessionSide>,
+  far: LinkSide,
+  hop: Hop,
+  link: DialedLink,
+  ctx: RelayContext,
+): Promise<void> {
+  try {
+    const result = await pumpSession(session, far);
+    if (result === "eof") throw new ConnectionClosedError("link closed mid-session");
+    await session.whenBothEnded;
+    await link.framed.send({ kind: "release" });
+    ctx.links!.release(hop, link);
+  } catch (e) {
+    ctx.logger.info("session aborted", { session: session.id, relay: hop.name, error: String(e) });
+    ctx.links!.discard(link);
+    await session.abort(far);
   }
 }
 

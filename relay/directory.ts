@@ -9,6 +9,7 @@
  */
 
 import type { HostPort } from "../shared/address.ts";
+import type { FramedConn } from "../shared/framed_conn.ts";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import type { Registration, RegistryStore } from "./registry.ts";
@@ -48,6 +49,11 @@ export interface Directory {
   nextHop(relay: string): Promise<Hop | null>;
   /** Starts background work (heartbeats, links) once the relay listens. */
   start(self: SelfInfo): Promise<void>;
+  /**
+   * Takes over an authenticated control link from another relay (mesh only); resolves
+   * when the link closes.
+   */
+  acceptControlLink?(framed: FramedConn, peer: { name: string; address: string }): Promise<void>;
   /** Releases resources (timers, connections). */
   close(): Promise<void>;
 }

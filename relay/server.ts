@@ -13,6 +13,7 @@ import { CredentialCache } from "./credentials.ts";
 import type { Directory } from "./directory.ts";
 import { LocalDevices } from "./local_devices.ts";
 import { LoginThrottle } from "./throttle.ts";
+import { LinkPool } from "./links.ts";
 
 /** TLS material for the listener, as PEM text. */
 export interface TlsMaterial {
@@ -48,6 +49,10 @@ export interface RelayOptions {
   now?: () => number;
   /** Address other relays dial to reach this one (default: the bound address). */
   advertise?: HostPort;
+  /** Mesh secret: enables links with other relays (forwarding, mesh). */
+  meshSecret?: Uint8Array;
+  /** PEM CA used to dial other relays with TLS. */
+  linkTlsCa?: string;
   /** Login throttle (default: a fresh one on the same clock). */
   throttle?: LoginThrottle;
 }
@@ -85,6 +90,13 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const loginTimeoutMs = options.loginTimeoutMs ?? 10_000;
   const directory = options.directory;
   const conns = new Set<RelayConn>();
+  const advertised = options.advertise ?? { hostname: addr.hostname, port: addr.port };
+  const links = options.meshSecret
+    ? new LinkPool(
+      { name, address: advertised, secret: options.meshSecret, tlsCa: options.linkTlsCa },
+      { logger },
+    )
+    : null;
   const loops = new Set<Promise<void>>();
   let shuttingDown = false;
 
@@ -104,6 +116,12 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     get shuttingDown() {
       return shuttingDown;
     },
+    linkSecret: options.meshSecret ?? null,
+    advertisedAddress: formatHostPort(advertised),
+    links,
+    onControlLink: directory.acceptControlLink
+      ? (conn, peer) => directory.acceptControlLink!(conn.framed, peer)
+      : null,
   };
 
   // One sweeper for all connections instead of a timer per connection.
@@ -114,7 +132,9 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       if (conn.state === "hello" && t - conn.openedAt > loginTimeoutMs) {
         logger.info("login timeout", { remote: conn.remote });
         closeWithError(conn, ErrorCode.LoginTimeout, "No login in time");
-      } else if (conn.state === "idle" && t - conn.lastSeen > keepaliveTimeoutMs) {
+      } else if (
+        conn.state === "idle" && conn.kind === "device" && t - conn.lastSeen > keepaliveTimeoutMs
+      ) {
         logger.info("keep-alive missed", { device: conn.deviceId, remote: conn.remote });
         closeWithError(conn, ErrorCode.KeepaliveTimeout, "No keep-alive in time");
       }
@@ -161,7 +181,6 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     }
   })();
 
-  const advertised = options.advertise ?? { hostname: addr.hostname, port: addr.port };
   await directory.start({
     name,
     address: advertised,
@@ -194,6 +213,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       clearTimeout(graceTimer);
       for (const conn of conns) conn.framed.close();
       await Promise.allSettled([...loops]);
+      links?.close();
       await directory.close();
       logger.info("stopped", { name });
       finished.resolve();

@@ -22,6 +22,8 @@ export interface SessionSide {
   readonly framed: FramedConn;
   /** Called on every chunk read, to keep liveness bookkeeping cheap. */
   touch(): void;
+  /** ID of the device at the far end of this side (for the directory's "peers"). */
+  readonly endpointId: string;
 }
 
 /** A session: two sides and which of them have sent END. */
@@ -35,6 +37,7 @@ export class RelaySession<S extends SessionSide> {
   /** Bytes passed a→b and b→a, for logs. */
   readonly bytes = { ab: 0, ba: 0 };
   readonly #ended = new Set<S>();
+  readonly #bothEnded = Promise.withResolvers<void>();
 
   /** Creates a session between `a` (requester) and `b` (target). */
   constructor(id: string, a: S, b: S) {
@@ -58,9 +61,15 @@ export class RelaySession<S extends SessionSide> {
     return this.#ended.size === 2;
   }
 
+  /** Resolves once both sides have ended. */
+  get whenBothEnded(): Promise<void> {
+    return this.#bothEnded.promise;
+  }
+
   /** Records that `side` has ended its direction. */
   markEnded(side: S): void {
     this.#ended.add(side);
+    if (this.#ended.size === 2) this.#bothEnded.resolve();
   }
 
   /**
@@ -69,8 +78,10 @@ export class RelaySession<S extends SessionSide> {
    */
   async abort(side: S): Promise<void> {
     if (this.#ended.has(side)) return;
-    this.#ended.add(side);
-    await this.peerOf(side).framed.trySend({ kind: "end", reason: EndReason.Aborted });
+    // Queue the END before marking, so whoever waits for both ends writes after it.
+    const sent = this.peerOf(side).framed.trySend({ kind: "end", reason: EndReason.Aborted });
+    this.markEnded(side);
+    await sent;
   }
 }
 
@@ -98,15 +109,22 @@ export async function pumpSession<S extends SessionSide>(
     side.touch();
     const { forwardEnd, endSeen } = scanner.scan(chunk, 0);
     if (peerAlive && forwardEnd > 0) {
+      // The write is queued before END is recorded: anyone reacting to "both ended"
+      // (e.g. a link sending RELEASE) writes after these bytes.
+      const written = peer.write(
+        forwardEnd === chunk.length ? chunk : chunk.subarray(0, forwardEnd),
+      );
+      if (endSeen) session.markEnded(side);
       try {
-        await peer.write(forwardEnd === chunk.length ? chunk : chunk.subarray(0, forwardEnd));
+        await written;
         session.bytes[counter] += forwardEnd;
       } catch {
         peerAlive = false;
       }
+    } else if (endSeen) {
+      session.markEnded(side);
     }
     if (endSeen) {
-      session.markEnded(side);
       side.framed.unread(chunk.subarray(forwardEnd));
       return "ended";
     }

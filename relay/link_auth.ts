@@ -1,0 +1,150 @@
+/**
+ * Relay-to-relay link authentication: both sides prove they hold the mesh secret with
+ * an HMAC over two fresh nonces, so a recorded handshake cannot be replayed.
+ *
+ *     dialer                               acceptor
+ *     HELLO(role relay)            ──►
+ *                                  ◄──     LINK_CHALLENGE(nonceA)
+ *     LINK_AUTH(name, address, purpose, nonceD,
+ *       mac = HMAC(secret, "tsunagi-link-v1" | nonceA | nonceD | name | purpose))  ──►
+ *                                  ◄──     LINK_OK(name, address,
+ *                                            mac = HMAC(secret, "tsunagi-link-ok-v1" | nonceD | nonceA | name))
+ *
+ * @module
+ */
+
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { formatHostPort, type HostPort } from "../shared/address.ts";
+import { ConnectionClosedError, ProtocolError, RelayError } from "../shared/errors.ts";
+import { FramedConn } from "../shared/framed_conn.ts";
+import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
+import type { LinkPurpose } from "../shared/protocol/messages.ts";
+
+/** A fresh random nonce, hex. */
+export function newNonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** The dialer's proof (pure). */
+export function dialerMac(
+  secret: Uint8Array,
+  acceptorNonce: string,
+  dialerNonce: string,
+  name: string,
+  purpose: LinkPurpose,
+): string {
+  return createHmac("sha256", secret)
+    .update(`tsunagi-link-v1\0${acceptorNonce}\0${dialerNonce}\0${name}\0${purpose}`)
+    .digest("hex");
+}
+
+/** The acceptor's proof (pure). */
+export function acceptorMac(
+  secret: Uint8Array,
+  dialerNonce: string,
+  acceptorNonce: string,
+  name: string,
+): string {
+  return createHmac("sha256", secret)
+    .update(`tsunagi-link-ok-v1\0${dialerNonce}\0${acceptorNonce}\0${name}`)
+    .digest("hex");
+}
+
+/** Constant-time comparison of two hex MACs. */
+export function macEquals(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** What a relay needs to dial other relays. */
+export interface LinkCredentials {
+  /** This relay's name. */
+  name: string;
+  /** Address other relays reach this one at. */
+  address: HostPort;
+  /** The shared mesh secret. */
+  secret: Uint8Array;
+  /** PEM CA: dial other relays with TLS, trusting this CA. */
+  tlsCa?: string;
+}
+
+/** An authenticated link to another relay. */
+export interface DialedLink {
+  /** The framed connection. */
+  framed: FramedConn;
+  /** The other relay's name. */
+  name: string;
+  /** The address it advertises. */
+  address: string;
+}
+
+/** Dials `address` and authenticates a link for `purpose`. */
+export async function dialLink(
+  address: HostPort,
+  purpose: LinkPurpose,
+  creds: LinkCredentials,
+  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+): Promise<DialedLink> {
+  const signal = AbortSignal.any([
+    ...(options.signal ? [options.signal] : []),
+    AbortSignal.timeout(options.timeoutMs ?? 5000),
+  ]);
+  let socket: Deno.Conn;
+  try {
+    socket = creds.tlsCa
+      ? await Deno.connectTls({ ...address, caCerts: [creds.tlsCa] })
+      : await Deno.connect({ ...address });
+  } catch (e) {
+    throw new ConnectionClosedError(
+      `Cannot reach relay ${formatHostPort(address)}: ${e instanceof Error ? e.message : e}`,
+      { cause: e },
+    );
+  }
+  try {
+    if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
+  } catch {
+    // TLS connections may not expose it.
+  }
+  const framed = new FramedConn(socket, { readSize: 64 * 1024 + 5 });
+  const onAbort = () => framed.close();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await framed.send({
+      kind: "hello",
+      version: PROTOCOL_VERSION,
+      role: Role.Relay,
+      software: "tsunagi-relay/0.1",
+    });
+    const challenge = await framed.readMessage();
+    if (challenge?.kind === "error") throw new RelayError(challenge.code, challenge.message);
+    if (challenge?.kind !== "linkChallenge") throw new ProtocolError("Expected LINK_CHALLENGE");
+    const nonce = newNonce();
+    await framed.send({
+      kind: "linkAuth",
+      name: creds.name,
+      address: formatHostPort(creds.address),
+      purpose,
+      nonce,
+      mac: dialerMac(creds.secret, challenge.nonce, nonce, creds.name, purpose),
+    });
+    const ok = await framed.readMessage();
+    if (ok?.kind === "error") throw new RelayError(ok.code, ok.message);
+    if (ok?.kind !== "linkOk") throw new ProtocolError("Expected LINK_OK");
+    if (!macEquals(ok.mac, acceptorMac(creds.secret, nonce, challenge.nonce, ok.name))) {
+      throw new RelayError(
+        ErrorCode.AuthFailed,
+        `Relay ${formatHostPort(address)} does not hold the mesh secret`,
+      );
+    }
+    return { framed, name: ok.name, address: ok.address };
+  } catch (e) {
+    framed.close();
+    if (signal.aborted && !(e instanceof RelayError)) {
+      throw new ConnectionClosedError(`Link to ${formatHostPort(address)} timed out`, { cause: e });
+    }
+    throw e;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
