@@ -10,6 +10,7 @@ import { parseDuration, printError } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { EmbeddedDirectory } from "./directory.ts";
+import { MeshDirectory } from "./mesh.ts";
 import { FileRegistry } from "./registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
 
@@ -24,6 +25,17 @@ Options:
                             or ./tsunagi-data)
   --tls-cert FILE           serve TLS with this PEM certificate chain (needs --tls-key)
   --tls-key FILE            PEM private key for --tls-cert
+  --tls-ca FILE             dial other relays with TLS, trusting this PEM CA
+
+Relay mesh (share connection information, route sessions across relays):
+  --mesh-secret-file FILE   shared secret that authenticates relay links (>= 16 bytes);
+                            enables the mesh
+  --peer HOST:PORT          relay to link with (repeatable; need not be a full mesh)
+  --advertise HOST:PORT     address other relays dial to reach this one
+                            (default: the --listen address)
+  --mesh-heartbeat DURATION relay record re-announced this often (default 2s)
+  --mesh-timeout DURATION   a relay not heard from this long is unreachable (default 10s)
+
   --keepalive DURATION      keep-alive interval asked of devices (default 15s);
                             idle connections silent for 3 intervals are closed
   --login-timeout DURATION  a new connection must log in within this (default 10s)
@@ -47,6 +59,13 @@ export async function relayMain(args: string[]): Promise<number> {
         data: { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "tls-ca": { type: "string" },
+        "mesh-secret-file": { type: "string" },
+        peer: { type: "string", multiple: true },
+        advertise: { type: "string" },
+        "mesh-heartbeat": { type: "string" },
+        "mesh-timeout": { type: "string" },
+        "clock-offset-ms": { type: "string" },
         keepalive: { type: "string" },
         "login-timeout": { type: "string" },
         "answer-timeout": { type: "string" },
@@ -78,12 +97,48 @@ export async function relayMain(args: string[]): Promise<number> {
       : undefined;
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
     const registry = await FileRegistry.open(dataDir);
+    // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
+    const offset = Number(values["clock-offset-ms"] ?? 0);
+    const now = offset === 0 ? Date.now : () => Date.now() + offset;
+    const peers = (values.peer ?? []).map((p) => parseHostPort(p));
+    const meshSecret = values["mesh-secret-file"]
+      ? await readSecret(values["mesh-secret-file"])
+      : undefined;
+    if (peers.length > 0 && !meshSecret) {
+      throw new UsageError(
+        "--peer needs --mesh-secret-file",
+        "give every relay the same secret file",
+      );
+    }
+    const tlsCa = values["tls-ca"] ? await readText(values["tls-ca"], "--tls-ca") : undefined;
+    const advertise = values.advertise ? parseHostPort(values.advertise) : undefined;
+    const directory = meshSecret
+      ? new MeshDirectory({
+        registry,
+        dataDir,
+        peers,
+        secret: meshSecret,
+        tlsCa,
+        heartbeatMs: values["mesh-heartbeat"]
+          ? parseDuration(values["mesh-heartbeat"], "mesh-heartbeat")
+          : undefined,
+        timeoutMs: values["mesh-timeout"]
+          ? parseDuration(values["mesh-timeout"], "mesh-timeout")
+          : undefined,
+        logger,
+        now,
+      })
+      : new EmbeddedDirectory(registry);
     relay = await startRelay({
       hostname,
       port,
       name: values.name,
-      directory: new EmbeddedDirectory(registry),
+      directory,
       tls,
+      now,
+      advertise,
+      meshSecret,
+      linkTlsCa: tlsCa,
       keepaliveMs: values.keepalive ? parseDuration(values.keepalive, "keepalive") : undefined,
       loginTimeoutMs: values["login-timeout"]
         ? parseDuration(values["login-timeout"], "login-timeout")
@@ -120,6 +175,17 @@ export async function relayMain(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   return 0;
+}
+
+async function readSecret(path: string): Promise<Uint8Array> {
+  const text = (await readText(path, "--mesh-secret-file")).trim();
+  if (new TextEncoder().encode(text).length < 16) {
+    throw new UsageError(
+      `Mesh secret in "${path}" is shorter than 16 bytes`,
+      "e.g. openssl rand -hex 32 > mesh.secret, and give every relay the same file",
+    );
+  }
+  return new TextEncoder().encode(text);
 }
 
 async function readText(path: string, flag: string): Promise<string> {
