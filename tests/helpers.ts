@@ -346,3 +346,73 @@ export async function listFiles(dir: string): Promise<string[]> {
   }
   return names.sort();
 }
+
+/** Starts relays linked by `edges` (pairs of indexes; the later one dials the earlier). */
+export async function startMesh(
+  root: string,
+  count: number,
+  edges: [number, number][],
+  extra: (i: number) => string[] = () => [],
+): Promise<RelayProc[] & AsyncDisposable> {
+  const secret = `${root}/mesh.secret`;
+  await Deno.writeTextFile(secret, "0123456789abcdef0123456789abcdef\n");
+  const relays: RelayProc[] = [];
+  const all = Object.assign(relays, {
+    async [Symbol.asyncDispose]() {
+      await Promise.all(relays.map((r) => r.proc[Symbol.asyncDispose]()));
+    },
+  });
+  try {
+    for (let i = 0; i < count; i++) {
+      const peers = edges.filter(([a, b]) => Math.max(a, b) === i).map(([a, b]) =>
+        relays[Math.min(a, b)].address
+      );
+      relays.push(
+        await startRelay(`${root}/r${i}`, [
+          "--name",
+          `r${i}`,
+          "--mesh-secret-file",
+          secret,
+          "--mesh-heartbeat",
+          "300ms",
+          "--mesh-timeout",
+          "2s",
+          ...peers.flatMap((p) => ["--peer", p]),
+          ...extra(i),
+        ]),
+      );
+    }
+    // Every link up on both ends.
+    for (let i = 0; i < count; i++) {
+      const degree = edges.filter(([a, b]) => a === i || b === i).length;
+      await relays[i].proc.waitForCount(event("neighbour up"), degree, `r${i} links`);
+    }
+  } catch (e) {
+    await all[Symbol.asyncDispose]();
+    throw e;
+  }
+  return all;
+}
+
+/** Waits until relay `r` (not the one registered at) has learnt the registration of `id`. */
+export async function waitRegistration(r: RelayProc, id: string): Promise<void> {
+  await r.proc.waitFor(
+    (l) => l.event === "notice" && l.t === "reg" && l.key === id && l.action === "applied",
+    `${r.name} to learn registration ${id}`,
+  );
+}
+
+/** Waits until `r` logged a device notice for `id` from `origin` with `state`. */
+export async function waitPresence(
+  r: RelayProc,
+  id: string,
+  origin: string,
+  state: number,
+): Promise<void> {
+  await r.proc.waitFor(
+    (l) =>
+      l.event === "notice" && l.t === "dev" && l.key === id && l.origin === origin &&
+      l.state === state && l.action === "applied",
+    `${r.name} to learn ${id}@${origin} state ${state}`,
+  );
+}
