@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { DeviceState, FILE_SERVICE } from "../shared/protocol/constants.ts";
-import { ErrorCode } from "../shared/protocol/constants.ts";
-import { PeerUnavailableError } from "../shared/errors.ts";
 import {
   agentCommand,
   deviceFlags,
