@@ -17,6 +17,7 @@
 
 import { createClient, ErrorReply } from "@redis/client";
 import { createHash } from "node:crypto";
+import { backoffDelay, delay } from "../shared/backoff.ts";
 import { Logger } from "../shared/log.ts";
 
 /** Redis is unreachable or did not answer in time; the caller should retry later. */
@@ -88,7 +89,17 @@ export interface RedisConnectionOptions {
   maxReconnectDelayMs?: number;
 }
 
-type Client = ReturnType<typeof createClient>;
+/** One client object, for one connection: the library's own reconnection is off. */
+function newClient(url: string, connectTimeoutMs: number) {
+  return createClient({
+    url,
+    // Fail fast: a command while disconnected is rejected, not queued.
+    disableOfflineQueue: true,
+    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: false },
+  });
+}
+
+type Client = ReturnType<typeof newClient>;
 
 /** A Lua script with its SHA-1, run with EVALSHA and, when Redis lacks it, EVAL. */
 export class LuaScript {
@@ -107,64 +118,43 @@ export class LuaScript {
 export type RedisReply = unknown;
 
 /**
- * A fail-fast Redis connection. The client object and its event handlers are owned by
- * this class; `#ready` mirrors the client's state from its events.
+ * A fail-fast Redis connection with its own reconnect supervisor.
+ *
+ * The client library's built-in reconnection is off: its retry sleeps cannot be
+ * cancelled, which would leave timers behind on close. Instead {@link #supervise}
+ * owns the loop: one client object per connection, and a cancellable backoff
+ * (`shared/backoff.ts`) between attempts. `#client` is set only by that loop, and only
+ * while the client is ready.
  */
 export class RedisConnection implements AsyncDisposable {
   /** Where it connects to. */
   readonly address: RedisAddress;
-  readonly #client: Client;
   readonly #logger: Logger;
   readonly #commandTimeoutMs: number;
+  readonly #connectTimeoutMs: number;
+  readonly #reconnect: boolean;
+  readonly #maxDelayMs: number;
   readonly #readyListeners = new Set<() => void>();
-  #ready = false;
-  /** True between the first failure and the next ready: log an outage once. */
-  #down = false;
-  #closed = false;
-  #connecting: Promise<void> | null = null;
+  readonly #stop = new AbortController();
+  #client: Client | null = null;
+  #supervisor: Promise<void> | null = null;
+  readonly #firstReady = Promise.withResolvers<void>();
+  #everReady = false;
 
   /** Creates the connection object; call {@link connect} to open it. */
   constructor(url: string, options: RedisConnectionOptions = {}) {
     this.address = parseRedisUrl(url);
     this.#logger = options.logger ?? Logger.silent();
     this.#commandTimeoutMs = options.commandTimeoutMs ?? 2000;
-    const maxDelay = options.maxReconnectDelayMs ?? 1000;
-    this.#client = createClient({
-      url,
-      // Fail fast: a command while disconnected is rejected, not queued.
-      disableOfflineQueue: true,
-      socket: {
-        connectTimeout: options.connectTimeoutMs ?? 2000,
-        reconnectStrategy: options.reconnect === false
-          ? false
-          : (retries: number) => Math.min(50 * 2 ** Math.min(retries, 10), maxDelay),
-      },
-    });
-    this.#client.on("ready", () => {
-      this.#ready = true;
-      if (this.#down) this.#logger.info("redis reconnected", { redis: this.address.display });
-      else this.#logger.debug("redis connected", { redis: this.address.display });
-      this.#down = false;
-      for (const listener of this.#readyListeners) listener();
-    });
-    this.#client.on("end", () => {
-      this.#ready = false;
-    });
-    this.#client.on("error", (e: unknown) => {
-      // The client emits an error per failed attempt; report an outage once.
-      this.#ready = this.#client.isReady;
-      if (this.#closed || this.#down) return;
-      this.#down = true;
-      this.#logger.warn("redis unavailable", {
-        redis: this.address.display,
-        error: e instanceof Error ? e.message : String(e),
-      });
-    });
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    this.#reconnect = options.reconnect ?? true;
+    this.#maxDelayMs = options.maxReconnectDelayMs ?? 1000;
+    this.#firstReady.promise.catch(() => {});
   }
 
   /** True while commands can be sent. */
   get isReady(): boolean {
-    return this.#ready && this.#client.isReady && !this.#closed;
+    return this.#client !== null && this.#client.isReady;
   }
 
   /** Calls `listener` after every successful (re)connection. Returns a remover. */
@@ -176,20 +166,96 @@ export class RedisConnection implements AsyncDisposable {
   /**
    * Opens the connection. With `reconnect: false` it rejects with a
    * {@link DirectoryUnavailableError} when Redis cannot be reached. Otherwise it
-   * waits at most `waitMs` (default: forever) for the first connection and keeps
-   * trying in the background after that.
+   * waits at most `waitMs` (default: until connected) for the first connection and
+   * keeps trying in the background after that.
    */
   async connect(options: { waitMs?: number } = {}): Promise<void> {
-    this.#connecting ??= this.#client.connect().then(() => {}, (e: unknown) => {
-      throw this.#unavailable(e);
-    });
-    if (options.waitMs === undefined) return await this.#connecting;
+    if (this.#stop.signal.aborted) throw new Error("RedisConnection is closed");
+    this.#supervisor ??= this.#supervise();
+    if (options.waitMs === undefined) return await this.#firstReady.promise;
     const { promise, resolve } = Promise.withResolvers<void>();
     const timer = setTimeout(resolve, options.waitMs);
     try {
-      await Promise.race([this.#connecting, promise]);
+      await Promise.race([this.#firstReady.promise, promise]);
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** The reconnect loop: connect, wait for the loss, back off, again; until closed. */
+  async #supervise(): Promise<void> {
+    const signal = this.#stop.signal;
+    let failures = 0;
+    while (!signal.aborted) {
+      const client = newClient(this.address.url, this.#connectTimeoutMs);
+      const lost = Promise.withResolvers<unknown>();
+      client.on("error", (e: unknown) => {
+        // Without client-side reconnection, an error that leaves it not ready ends it.
+        queueMicrotask(() => {
+          if (!client.isReady) lost.resolve(e);
+        });
+      });
+      client.on("end", () => lost.resolve(new Error("connection closed")));
+      const onStop = () => lost.resolve(null);
+      signal.addEventListener("abort", onStop, { once: true });
+      try {
+        await client.connect();
+      } catch (e) {
+        lost.resolve(e);
+      }
+      if (client.isReady && !signal.aborted) {
+        failures = 0;
+        this.#client = client;
+        if (this.#everReady) {
+          this.#logger.info("redis reconnected", { redis: this.address.display });
+        } else this.#logger.debug("redis connected", { redis: this.address.display });
+        this.#everReady = true;
+        this.#firstReady.resolve();
+        for (const listener of this.#readyListeners) listener();
+      }
+      const reason = await lost.promise;
+      signal.removeEventListener("abort", onStop);
+      if (this.#client === client) this.#client = null;
+      if (signal.aborted) {
+        await this.#shutDown(client);
+        return;
+      }
+      try {
+        client.destroy();
+      } catch {
+        // Already closed by the error.
+      }
+      if (failures++ === 0) {
+        this.#logger.warn("redis unavailable", {
+          redis: this.address.display,
+          error: reason instanceof Error ? reason.message : String(reason),
+        });
+      }
+      if (!this.#reconnect) {
+        // Stay stopped: every command fails with "not connected".
+        this.#firstReady.reject(this.#unavailable(reason));
+        return;
+      }
+      const wait = backoffDelay(failures - 1, { baseMs: 50, maxMs: this.#maxDelayMs });
+      await delay(wait, { signal }).catch(() => {});
+    }
+  }
+
+  /** Closes `client`: gracefully when it is connected (replies already due arrive). */
+  async #shutDown(client: Client): Promise<void> {
+    if (client.isReady) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      const timer = setTimeout(resolve, this.#commandTimeoutMs);
+      try {
+        await Promise.race([client.close().catch(() => {}), promise]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    try {
+      if (client.isOpen) client.destroy();
+    } catch {
+      // Already closed.
     }
   }
 
@@ -199,33 +265,42 @@ export class RedisConnection implements AsyncDisposable {
    * Redis answers with an error.
    */
   async command(args: string[]): Promise<RedisReply> {
-    if (!this.isReady) throw this.#unavailable(new Error("not connected"));
-    return await this.#withDeadline(args[0], () => this.#client.sendCommand(args));
+    const client = this.#ready();
+    return await this.#withDeadline(args[0], () => client.sendCommand(args));
   }
 
   /** Runs `script` with `keys` and `args` (EVALSHA, falling back to EVAL). */
   async eval(script: LuaScript, keys: string[], args: (string | number)[]): Promise<RedisReply> {
-    if (!this.isReady) throw this.#unavailable(new Error("not connected"));
+    const client = this.#ready();
     const rest = [String(keys.length), ...keys, ...args.map(String)];
     return await this.#withDeadline("EVALSHA", async () => {
       try {
-        return await this.#client.sendCommand(["EVALSHA", script.sha, ...rest]);
+        return await client.sendCommand(["EVALSHA", script.sha, ...rest]);
       } catch (e) {
         // A restarted (empty) Redis has forgotten every script.
         if (!(e instanceof ErrorReply && e.message.startsWith("NOSCRIPT"))) throw e;
-        return await this.#client.sendCommand(["EVAL", script.source, ...rest]);
+        return await client.sendCommand(["EVAL", script.source, ...rest]);
       }
     });
   }
 
   /** Runs `commands` as one MULTI/EXEC transaction; resolves to their replies. */
   async transaction(commands: string[][]): Promise<RedisReply[]> {
-    if (!this.isReady) throw this.#unavailable(new Error("not connected"));
+    const client = this.#ready();
     return await this.#withDeadline("MULTI", async () => {
-      const multi = this.#client.multi();
+      const multi = client.multi();
       for (const args of commands) multi.addCommand(args);
       return await multi.exec() as RedisReply[];
     });
+  }
+
+  /** The client if ready; else throws at once. */
+  #ready(): Client {
+    const client = this.#client;
+    if (client === null || !client.isReady) {
+      throw this.#unavailable(new Error("not connected"));
+    }
+    return client;
   }
 
   async #withDeadline<T>(what: string, run: () => Promise<T>): Promise<T> {
@@ -260,22 +335,11 @@ export class RedisConnection implements AsyncDisposable {
     );
   }
 
-  /** Closes the connection; commands still waiting are rejected. Idempotent. */
+  /** Closes the connection (gracefully if connected) and stops reconnecting. Idempotent. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#ready = false;
-    this.#readyListeners.clear();
-    if (this.#client.isOpen) {
-      try {
-        // Graceful when connected: waits for replies already due, then QUIT.
-        if (this.#client.isReady) await this.#withDeadline("QUIT", () => this.#client.close());
-      } catch {
-        // Fall through to destroy.
-      }
-      if (this.#client.isOpen) this.#client.destroy();
-    }
-    await this.#connecting?.catch(() => {});
+    this.#stop.abort();
+    this.#firstReady.reject(new DirectoryUnavailableError("Redis connection closed"));
+    await this.#supervisor;
   }
 
   /** Same as {@link close}. */

@@ -1,0 +1,181 @@
+/**
+ * Device registrations kept in Redis (patent [0058]: logins are authenticated against
+ * registrations held by the database server), so every relay sharing the server, and
+ * the admin CLI, see the same devices.
+ *
+ * Each registration is the hash `<p>reg:<id>` (type, attributes as JSON, passwordHash,
+ * updatedAt) plus its ID in the set `<p>regs`; both change in one MULTI/EXEC, so a
+ * reader never sees one without the other.
+ *
+ * @example
+ * ```ts ignore
+ * import { RedisRegistry } from "./redis_registry.ts";
+ *
+ * await using registry = await RedisRegistry.open("redis://127.0.0.1:6379");
+ * console.log(await registry.list());
+ * ```
+ *
+ * @module
+ */
+
+import { LuaScript, RedisConnection, type RedisConnectionOptions } from "./redis_conn.ts";
+import { DEFAULT_KEY_PREFIX, RedisKeys } from "./redis_keys.ts";
+import {
+  type Registration,
+  RegistryCorruptError,
+  type RegistryStore,
+  validateRegistration,
+} from "./registry.ts";
+
+/** Every registration: `[id1, [field, value, ...], id2, [...], ...]`. */
+const LIST_REGISTRATIONS = new LuaScript(`
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'reg:' .. id)
+end
+return out
+`);
+
+/** Options for {@link RedisRegistry}. */
+export interface RedisRegistryOptions {
+  /** Key prefix (default `tsunagi:`). */
+  keyPrefix?: string;
+}
+
+/** Turns a flat `[field, value, ...]` reply into a record. */
+export function fieldsOf(reply: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!Array.isArray(reply)) return out;
+  for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+  return out;
+}
+
+/** The registration stored in hash `fields` for `id`; throws {@link RegistryCorruptError}. */
+export function registrationOf(
+  id: string,
+  fields: Record<string, string>,
+  where: string,
+): Registration {
+  let attributes: unknown;
+  try {
+    attributes = JSON.parse(fields.attributes ?? "[]");
+  } catch (e) {
+    throw new RegistryCorruptError(where, `${id}: attributes are not JSON`, { cause: e });
+  }
+  const reg = {
+    id,
+    type: fields.type,
+    attributes,
+    passwordHash: fields.passwordHash,
+    updatedAt: Number(fields.updatedAt),
+  } as Registration;
+  const error = validateRegistration(reg);
+  if (error) throw new RegistryCorruptError(where, error);
+  return reg;
+}
+
+/** A {@link RegistryStore} in Redis. Returns copies; never caches. */
+export class RedisRegistry implements RegistryStore, AsyncDisposable {
+  /** The connection (shared with a directory, or owned, see {@link open}). */
+  readonly conn: RedisConnection;
+  /** Key layout. */
+  readonly keys: RedisKeys;
+  #owned: boolean;
+
+  /** A registry over `conn`; closing the registry leaves `conn` open. */
+  constructor(conn: RedisConnection, options: RedisRegistryOptions = {}) {
+    this.conn = conn;
+    this.keys = new RedisKeys(options.keyPrefix ?? DEFAULT_KEY_PREFIX);
+    this.#owned = false;
+  }
+
+  /**
+   * Connects to `url` without retrying (for the admin CLI): rejects with a
+   * `DirectoryUnavailableError` when Redis cannot be reached.
+   */
+  static async open(
+    url: string,
+    options: RedisRegistryOptions & RedisConnectionOptions = {},
+  ): Promise<RedisRegistry> {
+    const conn = new RedisConnection(url, { reconnect: false, ...options });
+    try {
+      await conn.connect();
+    } catch (e) {
+      await conn.close();
+      throw e;
+    }
+    const registry = new RedisRegistry(conn, options);
+    registry.#owned = true;
+    return registry;
+  }
+
+  /** Where registrations live, for messages: `redis://HOST:PORT/DB`. */
+  get path(): string {
+    return this.conn.address.display;
+  }
+
+  /** The registration for `id`, or undefined if none. */
+  async get(id: string): Promise<Registration | undefined> {
+    const fields = fieldsOf(await this.conn.command(["HGETALL", this.keys.reg(id)]));
+    if (Object.keys(fields).length === 0) return undefined;
+    return registrationOf(id, fields, `${this.path} key ${this.keys.reg(id)}`);
+  }
+
+  /** Every registration, sorted by id. */
+  async list(): Promise<Registration[]> {
+    const reply = await this.conn.eval(LIST_REGISTRATIONS, [this.keys.regs], [this.keys.prefix]);
+    const out: Registration[] = [];
+    const items = Array.isArray(reply) ? reply : [];
+    for (let i = 0; i + 1 < items.length; i += 2) {
+      const id = String(items[i]);
+      const fields = fieldsOf(items[i + 1]);
+      // Listed but without a hash: removed by hand; not a registration.
+      if (Object.keys(fields).length === 0) continue;
+      out.push(registrationOf(id, fields, `${this.path} key ${this.keys.reg(id)}`));
+    }
+    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  /** Adds `reg`, or replaces the registration with the same id; throws a `TypeError` if invalid. */
+  async put(reg: Registration): Promise<void> {
+    const error = validateRegistration(reg);
+    if (error) throw new TypeError(`Cannot store registration: ${error}`);
+    const key = this.keys.reg(reg.id);
+    await this.conn.transaction([
+      ["DEL", key],
+      [
+        "HSET",
+        key,
+        "type",
+        reg.type,
+        "attributes",
+        JSON.stringify(reg.attributes),
+        "passwordHash",
+        reg.passwordHash,
+        "updatedAt",
+        String(reg.updatedAt),
+      ],
+      ["SADD", this.keys.regs, reg.id],
+    ]);
+  }
+
+  /** Removes the registration for `id`; resolves to whether there was one. */
+  async remove(id: string): Promise<boolean> {
+    const [deleted] = await this.conn.transaction([
+      ["DEL", this.keys.reg(id)],
+      ["SREM", this.keys.regs, id],
+    ]);
+    return Number(deleted) > 0;
+  }
+
+  /** Closes the connection if {@link open} made it. */
+  async close(): Promise<void> {
+    if (this.#owned) await this.conn.close();
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

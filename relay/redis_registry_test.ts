@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { RedisServer } from "../tests/redis_helpers.ts";
+import { DirectoryUnavailableError, parseRedisUrl, RedisConnection } from "./redis_conn.ts";
+import { RedisRegistry } from "./redis_registry.ts";
+import { type Registration, RegistryCorruptError } from "./registry.ts";
+
+function reg(id: string, type = "FAX", attributes = ["FILE TX/RX"]): Registration {
+  return { id, type, attributes, passwordHash: `scrypt$test$${id}`, updatedAt: 1_700_000_000_000 };
+}
+
+Deno.test("parseRedisUrl() accepts host, port and database and rejects the rest", () => {
+  assert.deepEqual(parseRedisUrl("redis://127.0.0.1:6380/2"), {
+    hostname: "127.0.0.1",
+    port: 6380,
+    db: 2,
+    url: "redis://127.0.0.1:6380/2",
+    display: "redis://127.0.0.1:6380/2",
+  });
+  assert.equal(parseRedisUrl("redis://db.example").port, 6379);
+  assert.equal(
+    parseRedisUrl("redis://:secret@db.example:7000").display,
+    "redis://db.example:7000/0",
+  );
+  assert.equal(parseRedisUrl("redis://[::1]:7000").display, "redis://[::1]:7000/0");
+  for (const bad of ["localhost:6379", "http://x:1", "redis://x:1/a", "redis://x:1/?q=1", ""]) {
+    assert.throws(() => parseRedisUrl(bad), RangeError, bad);
+  }
+});
+
+Deno.test("RedisRegistry round-trips registrations: put, get, list sorted, replace, remove", async () => {
+  await using server = await RedisServer.start();
+  await using registry = await RedisRegistry.open(server.url());
+  assert.equal(await registry.get("fax1"), undefined);
+  await registry.put(reg("pc1", "USER", []));
+  await registry.put(reg("fax1"));
+  assert.deepEqual(await registry.get("fax1"), reg("fax1"));
+  assert.deepEqual((await registry.list()).map((r) => r.id), ["fax1", "pc1"]);
+  await registry.put({ ...reg("fax1"), passwordHash: "scrypt$new", updatedAt: 2 });
+  assert.equal((await registry.get("fax1"))?.passwordHash, "scrypt$new");
+  assert.equal(await registry.remove("fax1"), true);
+  assert.equal(await registry.remove("fax1"), false);
+  assert.deepEqual((await registry.list()).map((r) => r.id), ["pc1"]);
+  await assert.rejects(registry.put({ ...reg("bad id") }), TypeError);
+});
+
+Deno.test("RedisRegistry shares registrations between connections and honours the database", async () => {
+  await using server = await RedisServer.start();
+  await using a = await RedisRegistry.open(server.url(0));
+  await using b = await RedisRegistry.open(server.url(0));
+  await using other = await RedisRegistry.open(server.url(3));
+  await a.put(reg("fax1"));
+  assert.deepEqual(await b.get("fax1"), reg("fax1"));
+  assert.equal(await other.get("fax1"), undefined);
+});
+
+Deno.test("RedisRegistry reports a corrupt registration with its key", async () => {
+  await using server = await RedisServer.start();
+  await using registry = await RedisRegistry.open(server.url());
+  await server.raw(
+    "HSET",
+    "tsunagi:reg:x1",
+    "type",
+    "FAX",
+    "attributes",
+    "{nope",
+    "passwordHash",
+    "h",
+  );
+  await server.raw("SADD", "tsunagi:regs", "x1");
+  await assert.rejects(registry.get("x1"), (e: unknown) => {
+    assert.ok(e instanceof RegistryCorruptError);
+    assert.match(e.message, /tsunagi:reg:x1/);
+    return true;
+  });
+  await assert.rejects(registry.list(), RegistryCorruptError);
+});
+
+Deno.test("RedisRegistry.open() fails at once with DirectoryUnavailableError when nothing listens", async () => {
+  await using server = await RedisServer.start();
+  await server.stop();
+  const t0 = performance.now();
+  await assert.rejects(RedisRegistry.open(server.url()), (e: unknown) => {
+    assert.ok(e instanceof DirectoryUnavailableError, String(e));
+    assert.match(e.message, /Cannot use Redis at redis:\/\/127\.0\.0\.1:\d+\/0/);
+    return true;
+  });
+  assert.ok(performance.now() - t0 < 2000);
+});
+
+Deno.test("RedisConnection: commands fail fast while Redis is down and work again after it returns", async () => {
+  await using server = await RedisServer.start();
+  await using conn = new RedisConnection(server.url(), { maxReconnectDelayMs: 50 });
+  await conn.connect();
+  const back = Promise.withResolvers<void>();
+  conn.onReady(back.resolve);
+  assert.equal(await conn.command(["SET", "k", "v"]), "OK");
+  await server.stop();
+  const t0 = performance.now();
+  await assert.rejects(conn.command(["GET", "k"]), DirectoryUnavailableError);
+  assert.ok(performance.now() - t0 < 100, "fails fast, not after a timeout");
+  await server.restart();
+  await back.promise;
+  assert.equal(await conn.command(["GET", "k"]), null, "the restarted server is empty");
+});
+
+Deno.test("RedisConnection: a hung Redis (SIGSTOP) fails commands after the reply deadline", async () => {
+  await using server = await RedisServer.start();
+  await using conn = new RedisConnection(server.url(), { commandTimeoutMs: 300 });
+  await conn.connect();
+  server.pause();
+  try {
+    const t0 = performance.now();
+    await assert.rejects(conn.command(["PING"]), (e: unknown) => {
+      assert.ok(e instanceof DirectoryUnavailableError);
+      assert.match(e.message, /did not answer PING within 300 ms/);
+      return true;
+    });
+    const took = performance.now() - t0;
+    assert.ok(took >= 250 && took < 1500, `took ${took} ms`);
+  } finally {
+    server.resume();
+  }
+});
