@@ -150,8 +150,13 @@ export class RelayConnection {
   /** The devices the relay knows (online only unless `includeOffline`). */
   async list(includeOffline = false): Promise<DirectoryEntry[]> {
     await this.framed.send({ kind: "list", includeOffline });
-    const m = await this.#answer("listResult");
-    return m.entries;
+    const entries: DirectoryEntry[] = [];
+    for (let frames = 0; frames < 100_000; frames++) {
+      const m = await this.#answer("listResult");
+      entries.push(...m.entries);
+      if (!m.more) break;
+    }
+    return entries;
   }
 
   /** One device's entry, or null if it is not registered. */

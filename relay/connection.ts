@@ -17,7 +17,12 @@ import {
   PROTOCOL_VERSION,
   Role,
 } from "../shared/protocol/constants.ts";
-import { LinkPurposes, type Message } from "../shared/protocol/messages.ts";
+import {
+  type DirectoryEntry,
+  encodeMessage,
+  LinkPurposes,
+  type Message,
+} from "../shared/protocol/messages.ts";
 import { checkVersion } from "../shared/protocol/messages.ts";
 import {
   ConnectionClosedError,
@@ -396,10 +401,7 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         logout(conn.deviceId, ctx);
         return;
       case "list":
-        await conn.framed.send({
-          kind: "listResult",
-          entries: await ctx.directory.list(msg.includeOffline),
-        });
+        await sendList(conn, await ctx.directory.list(msg.includeOffline));
         break;
       case "status":
         await conn.framed.send({
@@ -446,6 +448,26 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         throw new ProtocolError(`Unexpected ${msg.kind.toUpperCase()} from a device`);
     }
   }
+}
+
+/** Sends a directory listing as one or more LIST_RESULT frames (each under the maximum). */
+async function sendList(conn: RelayConn, entries: DirectoryEntry[]): Promise<void> {
+  let start = 0;
+  let size = 256;
+  do {
+    const chunk = entries.slice(start, start + size);
+    const more = start + chunk.length < entries.length;
+    let frame: Uint8Array;
+    try {
+      frame = encodeMessage({ kind: "listResult", entries: chunk, more });
+    } catch (e) {
+      if (!(e instanceof RangeError) || size === 1) throw e;
+      size = Math.max(1, size >> 1); // too big for one frame: halve and retry
+      continue;
+    }
+    await conn.framed.write(frame);
+    start += chunk.length;
+  } while (start < entries.length);
 }
 
 function expectState(conn: RelayConn, state: ConnState, msg: Message) {

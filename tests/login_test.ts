@@ -163,3 +163,27 @@ Deno.test("directory: list and status show type, attributes, state and connectio
   assert.equal(unknown.code, 5);
   assert.match(unknown.stdout, /nobody: not registered/);
 });
+
+Deno.test("directory: a listing larger than one frame arrives whole (3,000 devices)", async () => {
+  await using dir = await tempDir();
+  const pcPw = await register(dir.path, "pc1", "USER");
+  // Bulk-register by writing the registry file directly, reusing pc1's hash.
+  const file = JSON.parse(await Deno.readTextFile(`${dir.path}/registry.json`));
+  const hash = file.devices[0].passwordHash;
+  for (let i = 0; i < 3000; i++) {
+    file.devices.push({
+      id: `printer-${String(i).padStart(4, "0")}`,
+      type: "PRINTER",
+      attributes: ["PRINT", "SCAN"],
+      passwordHash: hash,
+      updatedAt: 0,
+    });
+  }
+  await Deno.writeTextFile(`${dir.path}/registry.json`, JSON.stringify(file));
+  await using relay = await startRelay(dir.path);
+  const all = await agentCommand(["list", "--all", "--json", ...deviceFlags(relay.address, "pc1", pcPw)]);
+  assert.equal(all.code, 0, all.stderr);
+  const entries = JSON.parse(all.stdout);
+  assert.equal(entries.length, 3001);
+  assert.equal(entries.at(-1).id, "printer-2999");
+});

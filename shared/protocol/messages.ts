@@ -12,7 +12,7 @@
  * | 0x05 | PONG          | u32 nonce                                                  |
  * | 0x06 | LOGOUT        | (empty)                                                    |
  * | 0x07 | LIST          | u8 flags (bit 0: include devices that are offline)         |
- * | 0x08 | LIST_RESULT   | u16 count, count × entry                                   |
+ * | 0x08 | LIST_RESULT   | u8 flags (bit 0: more frames follow), u16 count, count × entry |
  * | 0x09 | STATUS        | str id                                                     |
  * | 0x0a | STATUS_RESULT | u8 found, entry (if found)                                 |
  * | 0x0b | CONNECT       | str target, str service                                    |
@@ -87,7 +87,7 @@ export type Message =
   | { kind: "pong"; nonce: number }
   | { kind: "logout" }
   | { kind: "list"; includeOffline: boolean }
-  | { kind: "listResult"; entries: DirectoryEntry[] }
+  | { kind: "listResult"; entries: DirectoryEntry[]; more: boolean }
   | { kind: "status"; id: string }
   | { kind: "statusResult"; entry: DirectoryEntry | null }
   | { kind: "connect"; target: string; service: string }
@@ -324,7 +324,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case "list":
       return w.u8(m.includeOffline ? 1 : 0).frame(FrameType.List);
     case "listResult": {
-      w.u16(m.entries.length);
+      w.u8(m.more ? 1 : 0).u16(m.entries.length);
       for (const e of m.entries) writeEntry(w, e);
       return w.frame(FrameType.ListResult);
     }
@@ -421,9 +421,10 @@ export function decodeMessage(frame: Frame): Message {
       m = { kind: "list", includeOffline: (r.u8() & 1) === 1 };
       break;
     case FrameType.ListResult: {
+      const more = (r.u8() & 1) === 1;
       const entries: DirectoryEntry[] = [];
       for (let n = r.u16(); n > 0; n--) entries.push(readEntry(r));
-      m = { kind: "listResult", entries };
+      m = { kind: "listResult", entries, more };
       break;
     }
     case FrameType.Status:

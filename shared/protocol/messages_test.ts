@@ -119,8 +119,9 @@ const FIXTURES: [string, Message, string][] = [
         peers: [],
         lastUpdate: 1,
       }],
+      more: false,
     },
-    `08 0000002b  0001
+    `08 0000002c  00 0001
        0003 666178  0003 464158  01 000a 46494c452054582f5258  01  0002 7231
        0002 0000  00  3ff0000000000000`,
   ],
@@ -414,7 +415,8 @@ Deno.test({
       { name: "RangeError", message: "Cannot encode directory entry: 256 attributes exceeds 255" },
     );
     assert.throws(
-      () => encodeMessage({ kind: "listResult", entries: [{ ...entry, peers: many }] }),
+      () =>
+        encodeMessage({ kind: "listResult", entries: [{ ...entry, peers: many }], more: false }),
       { name: "RangeError", message: "Cannot encode directory entry: 256 peers exceeds 255" },
     );
     const most = { ...entry, attributes: many.slice(1), peers: many.slice(1) };

@@ -93,8 +93,8 @@ export const SAMPLES: SampleTable = {
   logout: [{ kind: "logout" }],
   list: [{ kind: "list", includeOffline: false }, { kind: "list", includeOffline: true }],
   listResult: [
-    { kind: "listResult", entries: [] },
-    { kind: "listResult", entries: [printer, offline, unreachable] },
+    { kind: "listResult", entries: [], more: false },
+    { kind: "listResult", entries: [printer, offline, unreachable], more: true },
   ],
   status: [{ kind: "status", id: "printer-2f" }],
   statusResult: [
@@ -258,7 +258,11 @@ export function randomMessage(rng: Rng): Message {
     case "list":
       return { kind, includeOffline: rng.int(2) === 1 };
     case "listResult":
-      return { kind, entries: Array.from({ length: rng.int(4) }, () => randomEntry(rng)) };
+      return {
+        kind,
+        entries: Array.from({ length: rng.int(4) }, () => randomEntry(rng)),
+        more: rng.int(2) === 1,
+      };
     case "status":
       return { kind, id: rng.string() };
     case "statusResult":
