@@ -11,6 +11,7 @@ import { UsageError } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { EmbeddedDirectory } from "./directory.ts";
 import { MeshDirectory } from "./mesh.ts";
+import { RedisDirectory } from "./redis_directory.ts";
 import { FileRegistry } from "./registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
 
@@ -35,6 +36,12 @@ Relay mesh (share connection information, route sessions across relays):
                             (default: the --listen address)
   --mesh-heartbeat DURATION relay record re-announced this often (default 2s)
   --mesh-timeout DURATION   a relay not heard from this long is unreachable (default 10s)
+
+Shared database (instead of the mesh: every relay reads and writes one Redis):
+  --directory redis://HOST:PORT[/DB]
+                            keep registrations and connection information in Redis;
+                            manage devices with deno task registry ... --directory URL.
+                            --mesh-secret-file then only authenticates relay links
 
   --keepalive DURATION      keep-alive interval asked of devices (default 15s);
                             idle connections silent for 3 intervals are closed
@@ -65,6 +72,9 @@ export async function relayMain(args: string[]): Promise<number> {
         advertise: { type: "string" },
         "mesh-heartbeat": { type: "string" },
         "mesh-timeout": { type: "string" },
+        directory: { type: "string" },
+        // Hidden, for tests: lifetime of this relay's key in Redis (default 10s).
+        "directory-ttl": { type: "string" },
         "clock-offset-ms": { type: "string" },
         keepalive: { type: "string" },
         "login-timeout": { type: "string" },
@@ -96,7 +106,6 @@ export async function relayMain(args: string[]): Promise<number> {
       }
       : undefined;
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
-    const registry = await FileRegistry.open(dataDir);
     // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
     const offset = Number(values["clock-offset-ms"] ?? 0);
     const now = offset === 0 ? Date.now : () => Date.now() + offset;
@@ -112,9 +121,22 @@ export async function relayMain(args: string[]): Promise<number> {
     }
     const tlsCa = values["tls-ca"] ? await readText(values["tls-ca"], "--tls-ca") : undefined;
     const advertise = values.advertise ? parseHostPort(values.advertise) : undefined;
-    const directory = meshSecret
+    if (values.directory !== undefined && peers.length > 0) {
+      throw new UsageError(
+        "--directory and --peer are alternatives",
+        "share connection information either through Redis or through the mesh",
+      );
+    }
+    const directory = values.directory !== undefined
+      ? await RedisDirectory.open(values.directory, {
+        logger,
+        ttlMs: values["directory-ttl"]
+          ? parseDuration(values["directory-ttl"], "directory-ttl")
+          : undefined,
+      })
+      : meshSecret
       ? new MeshDirectory({
-        registry,
+        registry: await FileRegistry.open(dataDir),
         dataDir,
         peers,
         secret: meshSecret,
@@ -128,7 +150,7 @@ export async function relayMain(args: string[]): Promise<number> {
         logger,
         now,
       })
-      : new EmbeddedDirectory(registry);
+      : new EmbeddedDirectory(await FileRegistry.open(dataDir));
     relay = await startRelay({
       hostname,
       port,
