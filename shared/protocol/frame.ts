@@ -112,7 +112,11 @@ export class FrameDecoder {
 
 /** Encodes one frame: header and payload in a single new buffer. */
 export function encodeFrame(type: number, payload: Uint8Array): Uint8Array {
-  if (payload.length > MAX_PAYLOAD) throw new FrameTooLargeError(payload.length, MAX_PAYLOAD);
+  if (payload.length > MAX_PAYLOAD) {
+    throw new RangeError(
+      `Cannot encode frame: payload ${payload.length} bytes exceeds maximum ${MAX_PAYLOAD}`,
+    );
+  }
   const out = new Uint8Array(HEADER_SIZE + payload.length);
   writeHeader(out, 0, type, payload.length);
   out.set(payload, HEADER_SIZE);

@@ -241,8 +241,8 @@ Deno.test({
   fn() {
     assert.equal(encodeFrame(0x0f, new Uint8Array(MAX_PAYLOAD)).length, HEADER_SIZE + MAX_PAYLOAD);
     assert.throws(() => encodeFrame(0x0f, new Uint8Array(MAX_PAYLOAD + 1)), {
-      name: "FrameTooLargeError",
-      message: "Cannot decode frame: declared length 65537 exceeds maximum 65536",
+      name: "RangeError",
+      message: "Cannot encode frame: payload 65537 bytes exceeds maximum 65536",
     });
   },
 });

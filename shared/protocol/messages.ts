@@ -47,7 +47,7 @@ import {
   MAX_PAYLOAD,
   type Role,
 } from "./constants.ts";
-import { type Frame, writeHeader } from "./frame.ts";
+import { encodeFrame, type Frame, writeHeader } from "./frame.ts";
 
 /** One device as the directory shows it (patent Fig. 2). */
 export interface DirectoryEntry {
@@ -514,12 +514,9 @@ export function decodeMessage(frame: Frame): Message {
   return m;
 }
 
-/** Encodes a DATA frame around `bytes` (at most {@link MAX_PAYLOAD}). */
+/** Encodes a DATA frame around `bytes`; a RangeError if over {@link MAX_PAYLOAD}. */
 export function encodeData(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + bytes.length);
-  writeHeader(out, 0, FrameType.Data, bytes.length);
-  out.set(bytes, HEADER_SIZE);
-  return out;
+  return encodeFrame(FrameType.Data, bytes);
 }
 
 /** Version check for HELLO; returns an error message or null when supported. */
