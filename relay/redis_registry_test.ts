@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { RedisServer } from "../tests/redis_helpers.ts";
 import { DirectoryUnavailableError, parseRedisUrl, RedisConnection } from "./redis_conn.ts";
 import { RedisRegistry } from "./redis_registry.ts";
+import { registryMain } from "./registry_main.ts";
 import { type Registration, RegistryCorruptError } from "./registry.ts";
 
 function reg(id: string, type = "FAX", attributes = ["FILE TX/RX"]): Registration {
@@ -119,5 +120,61 @@ Deno.test("RedisConnection: a hung Redis (SIGSTOP) fails commands after the repl
     assert.ok(took >= 250 && took < 1500, `took ${took} ms`);
   } finally {
     server.resume();
+  }
+});
+
+Deno.test("registry CLI with --directory adds, lists, changes and removes devices in Redis", async () => {
+  await using server = await RedisServer.start();
+  const dir = await Deno.makeTempDir({ prefix: "tsunagi-test-" });
+  try {
+    const pw = `${dir}/fax1.pw`;
+    await Deno.writeTextFile(pw, "secret\n");
+    const run = async (...args: string[]) => {
+      let stdout = "";
+      let stderr = "";
+      const code = await registryMain([...args, "--directory", server.url()], {
+        stdout: (t) => stdout += t,
+        stderr: (t) => stderr += t,
+      });
+      return { code, stdout, stderr };
+    };
+    const cost = ["--hash-cost", "1024"];
+    const added = await run(
+      "add",
+      "fax1",
+      "--type",
+      "fax",
+      "--attr",
+      "FILE TX/RX",
+      "--password-file",
+      pw,
+      ...cost,
+    );
+    assert.equal(added.code, 0, added.stderr);
+    assert.match(added.stdout, /Added device fax1 \(FAX\) to redis:\/\/127\.0\.0\.1:\d+\/0/);
+    assert.equal(
+      (await run("add", "fax1", "--type", "FAX", "--password-file", pw, ...cost)).code,
+      1,
+    );
+    const listed = await run("list", "--json");
+    assert.deepEqual(JSON.parse(listed.stdout).map((d: { id: string }) => d.id), ["fax1"]);
+    await using registry = await RedisRegistry.open(server.url());
+    const before = (await registry.get("fax1"))!.passwordHash;
+    assert.equal((await run("passwd", "fax1", "--password-file", pw, ...cost)).code, 0);
+    assert.notEqual((await registry.get("fax1"))!.passwordHash, before);
+    assert.equal((await run("remove", "fax1")).code, 0);
+    assert.equal(await registry.get("fax1"), undefined);
+    assert.equal((await run("remove", "fax1")).code, 1);
+
+    await server.stop();
+    const down = await run("list");
+    assert.equal(down.code, 1);
+    assert.match(
+      down.stderr,
+      /^tsunagi-registry: Cannot use Redis at redis:\/\/127\.0\.0\.1:\d+\/0: /,
+    );
+    assert.match(down.stderr, /hint: check --directory, and that redis-server is running/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -3,7 +3,9 @@
  * (patent [0023]: unregistered IDs are refused).
  *
  * Run as `deno task registry <command> ...`. It edits the same `registry.json` a
- * running relay reads; the relay notices the change at the next login. Passwords are
+ * running relay reads; the relay notices the change at the next login. With
+ * `--directory redis://HOST:PORT[/DB]` it edits the registrations in Redis that relays
+ * in the shared-database mode read instead. Passwords are
  * read from a file or stdin, never from the command line, so they do not end up in
  * shell history or the process list.
  *
@@ -23,10 +25,13 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../shared/errors.ts";
 import { hashPassword } from "./password.ts";
+import { DirectoryUnavailableError, parseRedisUrl } from "./redis_conn.ts";
+import { RedisRegistry } from "./redis_registry.ts";
 import {
   FileRegistry,
   type Registration,
   RegistryCorruptError,
+  type RegistryStore,
   validateAttribute,
   validateDeviceId,
   validateDeviceType,
@@ -69,6 +74,9 @@ Commands:
 Options for every command:
   --data DIR   data directory holding registry.json
                (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory redis://HOST:PORT[/DB]
+               act on the registrations in this Redis database instead
+               (the relays' shared directory; see docs/operations.md)
   -h, --help   show help for the command
 
 Exit codes: 0 success, 1 operation failed, 2 usage error.
@@ -88,6 +96,7 @@ Register device ID. Fails if ID is already registered (use passwd to change a pa
   --password-file FILE  file holding the password; '-' reads stdin.
                         One trailing newline is removed; empty passwords are refused.
   --data DIR            data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL       use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help            show this help
 `,
   remove: `Usage: deno task registry remove ID [--data DIR]
@@ -95,6 +104,7 @@ Register device ID. Fails if ID is already registered (use passwd to change a pa
 Unregister device ID. Devices already logged in stay connected until they log out.
 
   --data DIR   data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help   show this help
 `,
   list: `Usage: deno task registry list [--data DIR] [--json]
@@ -103,6 +113,7 @@ Show registered devices as a table (ID, TYPE, ATTRIBUTES, UPDATED), sorted by ID
 
   --json       print a JSON array instead (without password hashes)
   --data DIR   data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help   show this help
 `,
   passwd: `Usage: deno task registry passwd ID --password-file FILE [--data DIR]
@@ -112,6 +123,7 @@ Change the password of registered device ID.
   --password-file FILE  file holding the password; '-' reads stdin.
                         One trailing newline is removed; empty passwords are refused.
   --data DIR            data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL       use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help            show this help
 `,
 };
@@ -163,6 +175,8 @@ interface Context {
   err: (text: string) => void;
   stdin: () => ReadableStream<Uint8Array>;
   dataDir: string;
+  /** Redis URL when registrations live in Redis. */
+  directory: string | undefined;
   now: () => number;
 }
 
@@ -201,11 +215,19 @@ export async function registryMain(
       out(COMMAND_HELP[command]);
       return EXIT_OK;
     }
-    if (values.directory !== undefined) {
-      throw new UsageError(
-        "Redis directory support is not built yet",
-        "use --data DIR to manage a file registry for now",
-      );
+    const directory = values.directory as string | undefined;
+    if (directory !== undefined) {
+      try {
+        parseRedisUrl(directory);
+      } catch (e) {
+        throw new UsageError((e as Error).message, "e.g. --directory redis://127.0.0.1:6379");
+      }
+      if (values.data !== undefined) {
+        throw new UsageError(
+          "--data and --directory are alternatives",
+          "registrations live either in a data directory or in Redis",
+        );
+      }
     }
     const env = options.env ?? ((name: string) => Deno.env.get(name));
     const context: Context = {
@@ -215,6 +237,7 @@ export async function registryMain(
       err,
       stdin: () => options.stdin ?? Deno.stdin.readable,
       dataDir: (values.data as string | undefined) ?? (env("TSUNAGI_DATA") || DEFAULT_DATA_DIR),
+      directory,
       now: options.now ?? Date.now,
     };
     if (context.dataDir === "") {
@@ -275,7 +298,8 @@ async function add(ctx: Context): Promise<number> {
   const cost = hashCost(ctx);
   const password = await readPassword(ctx, "add");
 
-  const registry = await FileRegistry.open(ctx.dataDir);
+  await using store = await openStore(ctx, { create: true });
+  const registry = store.registry;
   if (await registry.get(id)) {
     throw new CommandError(
       `Device ${id} is already registered`,
@@ -290,15 +314,15 @@ async function add(ctx: Context): Promise<number> {
     updatedAt: ctx.now(),
   };
   await registry.put(reg);
-  ctx.out(`Added device ${id} (${type}) to ${registry.path}\n`);
+  ctx.out(`Added device ${id} (${type}) to ${store.where}\n`);
   return EXIT_OK;
 }
 
 async function remove(ctx: Context): Promise<number> {
   const id = deviceIdArgument(ctx, "remove");
-  const registry = await openExisting(ctx);
-  if (!(await registry.remove(id))) throw notFound(id);
-  ctx.out(`Removed device ${id} from ${registry.path}\n`);
+  await using store = await openStore(ctx, { create: false });
+  if (!(await store.registry.remove(id))) throw notFound(id);
+  ctx.out(`Removed device ${id} from ${store.where}\n`);
   return EXIT_OK;
 }
 
@@ -306,7 +330,8 @@ async function passwd(ctx: Context): Promise<number> {
   const id = deviceIdArgument(ctx, "passwd");
   const cost = hashCost(ctx);
   passwordFile(ctx, "passwd");
-  const registry = await openExisting(ctx);
+  await using store = await openStore(ctx, { create: false });
+  const registry = store.registry;
   // Check before reading the password, so a typo in ID fails before stdin is consumed.
   if (!(await registry.get(id))) throw notFound(id);
   const password = await readPassword(ctx, "passwd");
@@ -323,8 +348,8 @@ async function list(ctx: Context): Promise<number> {
   if (ctx.positionals.length > 0) {
     throw new UsageError(`Unexpected argument '${ctx.positionals[0]}'`, helpHint("list"));
   }
-  const registry = await openExisting(ctx);
-  const devices = await registry.list();
+  await using store = await openStore(ctx, { create: false });
+  const devices = await store.registry.list();
   if (ctx.values.json) {
     const rows = devices.map(({ id, type, attributes, updatedAt }) => ({
       id,
@@ -346,7 +371,7 @@ async function list(ctx: Context): Promise<number> {
       ]),
     ]),
   );
-  if (devices.length === 0) ctx.err(`No devices registered in ${registry.path}\n`);
+  if (devices.length === 0) ctx.err(`No devices registered in ${store.where}\n`);
   return EXIT_OK;
 }
 
@@ -421,6 +446,25 @@ async function readPassword(ctx: Context, command: string): Promise<string> {
   return password;
 }
 
+/** An open registry: file or Redis, with where it is for messages. */
+interface Store extends AsyncDisposable {
+  registry: RegistryStore;
+  where: string;
+}
+
+/**
+ * Opens the registry: in Redis with --directory, else in the data directory (which
+ * must exist unless `create`).
+ */
+async function openStore(ctx: Context, options: { create: boolean }): Promise<Store> {
+  if (ctx.directory !== undefined) {
+    const registry = await RedisRegistry.open(ctx.directory);
+    return { registry, where: registry.path, [Symbol.asyncDispose]: () => registry.close() };
+  }
+  const registry = options.create ? await FileRegistry.open(ctx.dataDir) : await openExisting(ctx);
+  return { registry, where: registry.path, [Symbol.asyncDispose]: () => Promise.resolve() };
+}
+
 /** Opens the registry of a data directory that must already exist. */
 async function openExisting(ctx: Context): Promise<FileRegistry> {
   try {
@@ -471,6 +515,9 @@ function report(e: unknown, err: (text: string) => void): number {
   } else if (e instanceof CommandError) {
     message = e.message;
     hint = e.hint;
+  } else if (e instanceof DirectoryUnavailableError) {
+    message = e.message;
+    hint = "check --directory, and that redis-server is running and reachable";
   } else if (e instanceof RegistryCorruptError) {
     message = e.message;
     hint = `repair ${e.path} or restore it from a backup`;

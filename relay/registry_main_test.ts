@@ -210,7 +210,8 @@ Deno.test("registry usage errors exit 2 with one line and a hint", async () => {
     [["list", "extra"], /Unexpected argument 'extra'/],
     [["remove"], /remove needs a device ID/],
     [["passwd", "fax"], /passwd needs --password-file/],
-    [["list", "--directory", "redis://localhost:6379"], /Redis directory support is not built yet/],
+    [["list", "--directory", "http://localhost:6379"], /Invalid directory .* unsupported scheme/],
+    [["list", "--directory", "redis://localhost:6379", "--data", "x"], /are alternatives/],
   ];
   for (const [args, pattern] of cases) {
     const result = await t.run(args);
