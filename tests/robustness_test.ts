@@ -210,3 +210,18 @@ Deno.test("relay restart: agents reconnect by themselves and are reachable again
   await writeAndSend(dir.path, second.address, pcPw);
   assert.deepEqual(await listFiles(`${dir.path}/inbox`), ["note.txt"]);
 });
+
+Deno.test("a client speaking another protocol version gets UnsupportedVersion and is closed", async () => {
+  await using dir = await tempDir();
+  await using relay = await startRelay(dir.path);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.port });
+  const { encodeMessage, decodeMessage } = await import("../shared/protocol/messages.ts");
+  const { FrameDecoder } = await import("../shared/protocol/frame.ts");
+  await conn.write(encodeMessage({ kind: "hello", version: 99, role: 1, software: "future" }));
+  const answer = new FrameDecoder().push(await drain(conn));
+  assert.equal(answer.length, 1);
+  const m = decodeMessage(answer[0]);
+  assert.equal(m.kind, "error");
+  assert.equal(m.kind === "error" && m.code, 2);
+  assert.match(m.kind === "error" ? m.message : "", /version 99/);
+});

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { Proc, register, startRelay, tempDir } from "./helpers.ts";
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const proc = new Proc(["run", "-A", "agent/main.ts", ...args], { env });
+  const status = await proc.wait();
+  return { code: status.code, stdout: proc.stdout, stderr: proc.rawStderr.join("\n") };
+}
+
+Deno.test("cli: settings come from flags, then environment, then a config file", async () => {
+  await using dir = await tempDir();
+  const pw = await register(dir.path, "pc1", "USER");
+  await using relay = await startRelay(dir.path);
+  const env = { TSUNAGI_RELAY: relay.address, TSUNAGI_ID: "pc1", TSUNAGI_PASSWORD_FILE: pw };
+  const fromEnv = await run(["list", "--json"], env);
+  assert.equal(fromEnv.code, 0, fromEnv.stderr);
+  assert.deepEqual(JSON.parse(fromEnv.stdout).map((e: { id: string }) => e.id), ["pc1"]);
+
+  await Deno.writeTextFile(
+    `${dir.path}/agent.json`,
+    JSON.stringify({ relay: [relay.address], id: "pc1", passwordFile: pw }),
+  );
+  const fromFile = await run(["list", "--config", `${dir.path}/agent.json`]);
+  assert.equal(fromFile.code, 0, fromFile.stderr);
+  assert.match(fromFile.stdout, /^ID\s+TYPE/);
+
+  // A flag beats the environment: a wrong --id on the command line is what is used.
+  const flagWins = await run(["list", "--id", "ghost"], env);
+  assert.equal(flagWins.code, 3);
+});
+
+Deno.test("cli: usage mistakes get one line, a hint and exit code 2; --help works everywhere", async () => {
+  for (
+    const args of [["frobnicate"], ["send", "--id", "x", "--password-file", "/nonexistent"], [
+      "list",
+      "--bogus",
+    ]]
+  ) {
+    const r = await run(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, /^tsunagi: .+\nhint: .+$/m);
+    assert.doesNotMatch(r.stderr, /\bat .+\.ts:\d+/, "no stack trace");
+  }
+  for (const command of ["run", "send", "list", "status"]) {
+    const r = await run([command, "--help"]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, new RegExp(`Usage: tsunagi ${command}`));
+  }
+  const relayHelp = new Proc(["run", "-A", "relay/main.ts", "--help"]);
+  assert.equal((await relayHelp.wait()).code, 0);
+  assert.match(relayHelp.stdout, /--mesh-secret-file/);
+});
+
+Deno.test("cli: an unreachable relay exits 4 with a hint", async () => {
+  await using dir = await tempDir();
+  const pw = await register(dir.path, "pc1", "USER");
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // nothing listens there now
+  const r = await run([
+    "list",
+    "--relay",
+    `127.0.0.1:${port}`,
+    "--id",
+    "pc1",
+    "--password-file",
+    pw,
+  ]);
+  assert.equal(r.code, 4, r.stderr);
+  assert.match(r.stderr, /Cannot reach relay 127\.0\.0\.1:\d+/);
+  assert.match(r.stderr, /hint: is the relay running\?/);
+});
