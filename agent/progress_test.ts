@@ -17,7 +17,7 @@ Deno.test({
   permissions: "none",
   fn() {
     const line = renderProgress("scan.pdf", 512 * 1024, 1024 * 1024, 1000, 10);
-    assert.match(line, /^scan\.pdf\s+\[#####-----\]  50% 512\.0 KiB 512\.0 KiB\/s$/);
+    assert.match(line, /^scan\.pdf\s+\[#####-----\] {2}50% 512\.0 KiB 512\.0 KiB\/s$/);
     assert.match(renderProgress("empty", 0, 0, 0, 4), /\[####\] 100%/);
   },
 });
