@@ -77,6 +77,9 @@ export class MeshDirectory implements Directory {
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Serialises registry polling and applying registration notices. */
   #registryLock: Promise<void> = Promise.resolve();
+  /** Registrations learnt from the mesh, not yet written to the local registry. */
+  readonly #pendingRegs = new Map<string, Registration | null>();
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -289,16 +292,14 @@ export class MeshDirectory implements Directory {
       this.#logNotice("dropped", n, from.name);
       return;
     }
-    let applied: boolean;
-    if (n.t === "reg") {
-      applied = await this.#withRegistry(async () => {
-        if (!this.#mesh.apply(n)) return false;
-        if (n.reg === null) await this.registry.remove(n.id);
-        else await this.registry.put(n.reg);
-        return true;
-      });
-    } else {
-      applied = this.#mesh.apply(n);
+    const applied = this.#mesh.apply(n);
+    if (applied && n.t === "reg") {
+      // Coalesce: a catch-up may bring thousands; write them in one go.
+      this.#pendingRegs.set(n.id, n.reg);
+      this.#flushTimer ??= setTimeout(() => {
+        this.#flushTimer = undefined;
+        void this.#withRegistry(() => this.#flushRegistrations());
+      }, 20);
     }
     this.#logNotice(applied ? "applied" : "dropped", n, from.name);
     if (applied) this.#flood(n, from);
@@ -342,9 +343,29 @@ export class MeshDirectory implements Directory {
     return run;
   }
 
+  /** Writes registrations learnt from the mesh into the local registry (under the lock). */
+  async #flushRegistrations(): Promise<void> {
+    if (this.#pendingRegs.size === 0) return;
+    const changes = [...this.#pendingRegs].map(([id, reg]) => ({ id, reg }));
+    this.#pendingRegs.clear();
+    try {
+      if (this.registry.applyMany) await this.registry.applyMany(changes);
+      else {
+        for (const c of changes) {
+          if (c.reg === null) await this.registry.remove(c.id);
+          else await this.registry.put(c.reg);
+        }
+      }
+    } catch (e) {
+      this.#logger.error("cannot write registrations", { error: String(e) });
+    }
+  }
+
   /** Turns admin changes of the local registry into registration notices. */
   #pollRegistry(): Promise<void> {
     return this.#withRegistry(async () => {
+      // Mesh changes first, or they would look like local edits to undo.
+      await this.#flushRegistrations();
       let regs: Registration[];
       try {
         regs = await this.registry.list();
@@ -391,6 +412,8 @@ export class MeshDirectory implements Directory {
   async close(): Promise<void> {
     this.#abort.abort();
     for (const t of this.#timers) clearInterval(t);
+    clearTimeout(this.#flushTimer);
+    await this.#withRegistry(() => this.#flushRegistrations());
     for (const set of this.#links.values()) for (const l of set) l.framed.close();
     await Promise.allSettled([...this.#tasks]);
   }

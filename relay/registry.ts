@@ -52,6 +52,8 @@ export interface RegistryStore {
   put(reg: Registration): Promise<void>;
   /** Removes the registration for `id`; resolves to whether there was one. */
   remove(id: string): Promise<boolean>;
+  /** Optional batch form of put/remove (`reg: null` removes), for bulk updates. */
+  applyMany?(changes: { id: string; reg: Registration | null }[]): Promise<void>;
 }
 
 /** Name of the registry file inside the data directory. */
@@ -265,6 +267,18 @@ export class FileRegistry implements RegistryStore {
   /** Removes the registration for `id`; resolves to whether there was one. */
   remove(id: string): Promise<boolean> {
     return this.#update((devices) => devices.delete(id));
+  }
+
+  /** Applies several puts (`reg`) and removals (`null`) with one write of the file. */
+  async applyMany(changes: { id: string; reg: Registration | null }[]): Promise<void> {
+    const entries = changes.map((c) => ({ id: c.id, reg: c.reg && checked(c.reg) }));
+    await this.#update((devices) => {
+      for (const c of entries) {
+        if (c.reg) devices.set(c.id, c.reg);
+        else devices.delete(c.id);
+      }
+      return entries.length > 0;
+    });
   }
 
   /** Reloads the file if it changed since the last read. */
