@@ -248,7 +248,7 @@ export class MeshDirectory implements Directory {
         lastHeard = performance.now();
         switch (m.kind) {
           case "update":
-            await this.#receive(parseNotice(m.body), link);
+            this.#receive(parseNotice(m.body), link);
             break;
           case "digest": {
             const missing = this.#mesh.missingFor(JSON.parse(m.body) as Digest);
@@ -285,7 +285,7 @@ export class MeshDirectory implements Directory {
   }
 
   /** Applies a notice from a neighbour; floods it on if it was new. */
-  async #receive(n: Notice, from: ControlLink): Promise<void> {
+  #receive(n: Notice, from: ControlLink): void {
     if (n.t !== "reg" && n.origin === this.#self!.name) {
       // Our own notices coming back (or from an earlier run): we are the authority.
       this.#mesh.stats.dropped++;
