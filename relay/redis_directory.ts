@@ -526,9 +526,7 @@ export class RedisDirectory implements Directory, AsyncDisposable {
         write.entry === null ? "" : JSON.stringify(write.entry),
       ],
     );
-    if (result !== "written" && result !== "cleared") {
-      this.#logger.debug("redis write skipped", { device: write.id, result: String(result) });
-    }
+    this.#logger.debug("redis write", { device: write.id, result: String(result) });
   }
 
   #scheduleBeat(): void {

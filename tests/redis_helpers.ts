@@ -8,6 +8,8 @@
  * @module
  */
 
+import { registryMain } from "../relay/registry_main.ts";
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -206,4 +208,28 @@ export class RedisMissingError extends Error {
     );
     this.name = "RedisMissingError";
   }
+}
+
+/**
+ * Registers a device in the Redis directory at `url` with a cheap hash, through the
+ * admin CLI; the password file goes to `dir`. Returns its path.
+ */
+export async function registerInRedis(
+  url: string,
+  dir: string,
+  id: string,
+  type: string,
+  attrs: string[] = [],
+): Promise<string> {
+  const file = `${dir}/${id}.pw`;
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(file, `pw-${id}\n`);
+  const args = ["add", id, "--type", type, "--password-file", file, "--directory", url];
+  args.push("--hash-cost", "1024", ...attrs.flatMap((a) => ["--attr", a]));
+  let stderr = "";
+  const code = await registryMain(args, { stdout: () => {}, stderr: (t) => stderr += t });
+  if (code !== 0) {
+    throw new Error(`registry add ${id} --directory ${url} failed (${code}): ${stderr}`);
+  }
+  return file;
 }
