@@ -181,7 +181,12 @@ Deno.test("directory: a listing larger than one frame arrives whole (3,000 devic
   }
   await Deno.writeTextFile(`${dir.path}/registry.json`, JSON.stringify(file));
   await using relay = await startRelay(dir.path);
-  const all = await agentCommand(["list", "--all", "--json", ...deviceFlags(relay.address, "pc1", pcPw)]);
+  const all = await agentCommand([
+    "list",
+    "--all",
+    "--json",
+    ...deviceFlags(relay.address, "pc1", pcPw),
+  ]);
   assert.equal(all.code, 0, all.stderr);
   const entries = JSON.parse(all.stdout);
   assert.equal(entries.length, 3001);
