@@ -401,14 +401,26 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         logout(conn.deviceId, ctx);
         return;
       case "list":
-        await sendList(conn, await ctx.directory.list(msg.includeOffline));
+      case "status": {
+        // A directory outage is answered, not punished by dropping the device.
+        let answer;
+        try {
+          answer = msg.kind === "list"
+            ? await ctx.directory.list(msg.includeOffline)
+            : await ctx.directory.lookup(msg.id);
+        } catch (e) {
+          ctx.logger.warn("directory unavailable", { error: String(e) });
+          await conn.framed.send({
+            kind: "error",
+            code: ErrorCode.DirectoryUnavailable,
+            message: "Relay cannot read the directory; retry later",
+          });
+          break;
+        }
+        if (Array.isArray(answer)) await sendList(conn, answer);
+        else await conn.framed.send({ kind: "statusResult", entry: answer });
         break;
-      case "status":
-        await conn.framed.send({
-          kind: "statusResult",
-          entry: await ctx.directory.lookup(msg.id),
-        });
-        break;
+      }
       case "connect":
         expectState(conn, "idle", msg);
         if (

@@ -229,8 +229,6 @@ Deno.test("redis: a session already running continues while Redis is down", asyn
 });
 
 Deno.test({
-  // enable when relay forwarding lands
-  ignore: true,
   name: "redis: a file from a device on r1 to a FAX on r3 arrives intact",
   async fn() {
     await using dir = await tempDir();
