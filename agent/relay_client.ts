@@ -174,7 +174,8 @@ export class RelayConnection {
     await this.framed.send({ kind: "connect", target, service });
     for (;;) {
       const m = await this.#next();
-      if (m.kind === "pong") continue;
+      // A NOTICE that crossed our CONNECT on this connection is void (docs/protocol.md 6.4).
+      if (m.kind === "pong" || m.kind === "notice") continue;
       if (m.kind === "accept") return new Session(this, m.session, m.peer);
       if (m.kind === "reject") throw new PeerUnavailableError(m.code, m.message);
       throw new ProtocolError(`Expected ACCEPT or REJECT, got ${m.kind}`);

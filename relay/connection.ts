@@ -108,7 +108,11 @@ type NoticeOutcome =
   | { kind: "accepted" }
   | { kind: "rejected"; message: string }
   | { kind: "timeout" }
-  | { kind: "gone" };
+  | { kind: "gone" }
+  | { kind: "crossed" };
+
+/** Idle connections of a target tried for one request before it counts as busy. */
+const NOTICE_ATTEMPTS = 4;
 
 /** A notice sent on a target connection, awaiting ACCEPT or REJECT. */
 interface PendingNotice {
@@ -142,6 +146,8 @@ export class RelayConn implements SessionSide {
   session: RelaySession<SessionSide> | null = null;
   /** The notice this connection was sent (set by the requester's loop). */
   notice: PendingNotice | null = null;
+  /** Session ID of the last notice voided by a crossing CONNECT (a late answer is ignored). */
+  voidedNotice = "";
   /** Last time a frame or chunk arrived (relay clock). */
   lastSeen: number;
   readonly #now: () => number;
@@ -422,6 +428,16 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
         break;
       }
       case "connect":
+        if (conn.state === "noticed" && conn.notice !== null) {
+          // The device asked on the very connection we just picked for a notice: the
+          // requests crossed. The notice is void (the device ignores it); the requester
+          // of that notice is offered another connection.
+          const voided = conn.notice;
+          conn.notice = null;
+          conn.voidedNotice = voided.session;
+          conn.state = "idle";
+          voided.settle({ kind: "crossed" });
+        }
         expectState(conn, "idle", msg);
         if (
           await connect(conn, {
@@ -438,6 +454,7 @@ async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
       case "accept":
       case "reject": {
         const notice = conn.notice;
+        if (msg.session !== "" && msg.session === conn.voidedNotice) break; // crossed: void
         if (conn.state !== "noticed" || notice === null || notice.session !== msg.session) {
           throw new ProtocolError(`Unexpected ${msg.kind.toUpperCase()}: no such notice pending`);
         }
@@ -545,9 +562,10 @@ async function connect(
     await conn.framed.send({ kind: "reject", session: "", code, message });
     return false;
   };
-  let entry;
+  // A device logged in here is found without asking the directory (the hot path).
+  let entry = ctx.devices.entry(target) ?? null;
   try {
-    entry = await ctx.directory.lookup(target);
+    entry ??= await ctx.directory.lookup(target);
   } catch (e) {
     ctx.logger.warn("directory unavailable", { error: String(e) });
     return reject(ErrorCode.DirectoryUnavailable, "Relay cannot read the directory; retry later");
@@ -572,13 +590,50 @@ async function connect(
     );
   }
   if (entry.relay !== ctx.name) return await forward(conn, request, entry.relay, reject, ctx);
-  const targetConn = ctx.devices.pickIdle(target, conn);
-  if (targetConn === undefined) {
-    return reject(
-      ErrorCode.TargetBusy,
-      `Device "${target}" has no idle connection: all are in sessions`,
-    );
+  for (let attempt = 0; attempt < NOTICE_ATTEMPTS; attempt++) {
+    const targetConn = ctx.devices.pickIdle(target, conn);
+    if (targetConn === undefined) break;
+    const outcome = await notify(conn, targetConn, request, ctx);
+    switch (outcome.kind) {
+      case "accepted":
+        return true;
+      case "rejected":
+        conn.state = "idle";
+        return reject(
+          ErrorCode.TargetRejected,
+          `Device "${target}" refused the connection${
+            outcome.message ? `: ${outcome.message}` : ""
+          }`,
+        );
+      case "timeout":
+        conn.state = "idle";
+        return reject(
+          ErrorCode.TargetTimeout,
+          `Device "${target}" did not answer within ${ctx.answerTimeoutMs} ms`,
+        );
+      case "gone": // the connection closed under the notice
+      case "crossed": // the device used that connection for a request of its own
+        conn.state = "idle";
+        continue;
+      default: {
+        const never: never = outcome;
+        throw new TypeError(`Unhandled outcome ${JSON.stringify(never)}`);
+      }
+    }
   }
+  return reject(
+    ErrorCode.TargetBusy,
+    `Device "${target}" has no idle connection: all are in sessions`,
+  );
+}
+
+/** Sends a NOTICE on `targetConn` and waits for its outcome (bounded by the answer timeout). */
+async function notify(
+  conn: RelayConn,
+  targetConn: RelayConn,
+  request: ConnectRequest,
+  ctx: RelayContext,
+): Promise<NoticeOutcome> {
   const session = crypto.randomUUID();
   const answer = Promise.withResolvers<NoticeOutcome>();
   let settled = false;
@@ -597,44 +652,19 @@ async function connect(
       session,
       requester: request.requester,
       requesterType: request.requesterType,
-      service,
+      service: request.service,
     });
   } catch {
     settle({ kind: "gone" });
   }
   const outcome = await answer.promise;
   clearTimeout(timer);
-  switch (outcome.kind) {
-    case "accepted":
-      return true;
-    case "rejected":
-      conn.state = "idle";
-      return reject(
-        ErrorCode.TargetRejected,
-        `Device "${target}" refused the connection${outcome.message ? `: ${outcome.message}` : ""}`,
-      );
-    case "timeout":
-      conn.state = "idle";
-      if (targetConn.notice?.session === session) {
-        // Its answer can no longer be trusted to arrive in order: drop that connection.
-        targetConn.notice = null;
-        targetConn.framed.close();
-      }
-      return reject(
-        ErrorCode.TargetTimeout,
-        `Device "${target}" did not answer within ${ctx.answerTimeoutMs} ms`,
-      );
-    case "gone":
-      conn.state = "idle";
-      return reject(
-        ErrorCode.TargetBusy,
-        `Device "${target}" closed its connection before answering`,
-      );
-    default: {
-      const never: never = outcome;
-      throw new TypeError(`Unhandled outcome ${JSON.stringify(never)}`);
-    }
+  if (outcome.kind === "timeout" && targetConn.notice?.session === session) {
+    // Its answer can no longer be trusted to arrive in order: drop that connection.
+    targetConn.notice = null;
+    targetConn.framed.close();
   }
+  return outcome;
 }
 
 /** The far side of a forwarded session on the relay that forwarded it: a data link. */

@@ -225,3 +225,35 @@ Deno.test("a client speaking another protocol version gets UnsupportedVersion an
   assert.equal(m.kind === "error" && m.code, 2);
   assert.match(m.kind === "error" ? m.message : "", /version 99/);
 });
+
+Deno.test("crossing: a CONNECT on a connection the relay just noticed voids the notice; both sessions start", async () => {
+  await using dir = await tempDir();
+  const aPw = await register(dir.path, "dev-a", "FAX", ["FILE TX/RX"]);
+  const bPw = await register(dir.path, "dev-b", "FAX", ["FILE TX/RX"]);
+  await using relay = await startRelay(dir.path);
+  const a1 = await rawLogin(relay.address, "dev-a", aPw);
+  const a2 = await rawLogin(relay.address, "dev-a", aPw);
+  const b1 = await rawLogin(relay.address, "dev-b", bPw);
+  const b2 = await rawLogin(relay.address, "dev-b", bPw); // newest idle: gets the first notice
+  try {
+    const fromA = a1.connect("dev-b", FILE_SERVICE);
+    const voided = await nextNotice(b2);
+    assert.equal(voided.requester, "dev-a");
+    // b2 now asks for dev-a on that same connection, as if it had not seen the notice yet.
+    const fromB = b2.connect("dev-a", FILE_SERVICE);
+    const [sessionA, acceptedOnB1] = await Promise.all([
+      fromA,
+      nextNotice(b1).then((n) => b1.accept(n)), // the relay re-offered A's request to b1
+    ]);
+    const [sessionB, acceptedOnA2] = await Promise.all([
+      fromB,
+      nextNotice(a2).then((n) => a2.accept(n)),
+    ]);
+    assert.equal(sessionA.peer, "dev-b");
+    assert.equal(sessionB.peer, "dev-a");
+    await Promise.all([sessionA, acceptedOnB1, sessionB, acceptedOnA2].map((s) => s.release()));
+    assert.equal(relay.proc.count(event("protocol error")), 0);
+  } finally {
+    for (const c of [a1, a2, b1, b2]) c.close();
+  }
+});
