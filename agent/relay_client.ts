@@ -17,6 +17,7 @@ import {
   RelayError,
 } from "../shared/errors.ts";
 import { FramedConn } from "../shared/framed_conn.ts";
+import { dial } from "../shared/dial.ts";
 import { type DirectoryEntry, encodeMessage, type Message } from "../shared/protocol/messages.ts";
 import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
 import { Session } from "./session.ts";
@@ -59,23 +60,7 @@ export async function connectRelay(
     AbortSignal.timeout(options.timeoutMs ?? 10_000),
   ]);
   signal.throwIfAborted();
-  const { hostname, port } = login.address;
-  let socket: Deno.Conn;
-  try {
-    socket = login.tlsCa
-      ? await Deno.connectTls({ hostname, port, caCerts: [login.tlsCa] })
-      : await Deno.connect({ hostname, port });
-  } catch (e) {
-    throw new ConnectionClosedError(
-      `Cannot reach relay ${formatHostPort(login.address)}: ${e instanceof Error ? e.message : e}`,
-      { cause: e },
-    );
-  }
-  try {
-    if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
-  } catch {
-    // TLS connections may not expose it.
-  }
+  const socket = await dial(login.address, { tlsCa: login.tlsCa });
   const framed = new FramedConn(socket, { readSize: login.readSize ?? 64 * 1024 + 5 });
   const onAbort = () => framed.close();
   signal.addEventListener("abort", onAbort, { once: true });

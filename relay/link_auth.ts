@@ -17,6 +17,7 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { ConnectionClosedError, ProtocolError, RelayError } from "../shared/errors.ts";
 import { FramedConn } from "../shared/framed_conn.ts";
+import { dial } from "../shared/dial.ts";
 import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
 import type { LinkPurpose } from "../shared/protocol/messages.ts";
 
@@ -90,22 +91,7 @@ export async function dialLink(
     ...(options.signal ? [options.signal] : []),
     AbortSignal.timeout(options.timeoutMs ?? 5000),
   ]);
-  let socket: Deno.Conn;
-  try {
-    socket = creds.tlsCa
-      ? await Deno.connectTls({ ...address, caCerts: [creds.tlsCa] })
-      : await Deno.connect({ ...address });
-  } catch (e) {
-    throw new ConnectionClosedError(
-      `Cannot reach relay ${formatHostPort(address)}: ${e instanceof Error ? e.message : e}`,
-      { cause: e },
-    );
-  }
-  try {
-    if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
-  } catch {
-    // TLS connections may not expose it.
-  }
+  const socket = await dial(address, { tlsCa: creds.tlsCa });
   const framed = new FramedConn(socket, { readSize: 64 * 1024 + 5 });
   const onAbort = () => framed.close();
   signal.addEventListener("abort", onAbort, { once: true });

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { FramedConn } from "../shared/framed_conn.ts";
+import { type ByteConn, FramedConn } from "../shared/framed_conn.ts";
+import { NodeTlsListener } from "../shared/tls_listener.ts";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode } from "../shared/protocol/constants.ts";
@@ -71,6 +72,13 @@ export interface RelayHandle extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
+/** What the accept loop needs of a listener (plain `Deno.Listener` or the TLS one). */
+interface Acceptor {
+  readonly addr: Deno.Addr;
+  accept(): Promise<ByteConn & { remoteAddr: Deno.Addr }>;
+  close(): void;
+}
+
 /** Default TCP port of a relay. */
 export const DEFAULT_PORT = 7800;
 
@@ -78,8 +86,9 @@ export const DEFAULT_PORT = 7800;
 export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? DEFAULT_PORT;
-  const listener: Deno.Listener = options.tls
-    ? Deno.listenTls({ hostname, port, cert: options.tls.cert, key: options.tls.key })
+  // TLS through node:tls: its sockets can turn Nagle off (see shared/tls_listener.ts).
+  const listener: Acceptor = options.tls
+    ? await NodeTlsListener.listen({ hostname, port, cert: options.tls.cert, key: options.tls.key })
     : Deno.listen({ hostname, port });
   const addr = listener.addr as Deno.NetAddr;
   const name = options.name ?? `relay-${addr.port}`;
@@ -152,7 +161,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
 
   const accepting = (async () => {
     for (;;) {
-      let socket: Deno.Conn;
+      let socket: ByteConn & { remoteAddr: Deno.Addr };
       try {
         socket = await listener.accept();
       } catch (e) {
@@ -161,11 +170,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         logger.warn("accept failed", { error: String(e) });
         continue;
       }
-      try {
-        if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
-      } catch {
-        // TLS connections may not expose it; not fatal.
-      }
+      if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
       const conn = new RelayConn(
         new FramedConn(socket, { readSize: 2048 }),
