@@ -30,6 +30,8 @@ export interface SelfInfo {
   address: HostPort;
   /** Current entries of the devices logged in here (to write back after an outage). */
   snapshot: () => DirectoryEntry[];
+  /** The current entry of one device logged in here, if it is. */
+  local: (id: string) => DirectoryEntry | undefined;
 }
 
 /** Where the relay looks devices up and announces changes of its own devices. */
@@ -73,12 +75,14 @@ export function offlineEntry(reg: Registration): DirectoryEntry {
   };
 }
 
-/** The single-relay directory: the registry plus the presence this relay publishes. */
+/**
+ * The single-relay directory: the registry plus this relay's own table, read directly
+ * (nothing is copied on publish, so there is no second state to keep in step).
+ */
 export class EmbeddedDirectory implements Directory {
   /** Registration data. */
   readonly registry: RegistryStore;
-  /** Latest entry per online device, as published. */
-  readonly #online = new Map<string, DirectoryEntry>();
+  #local: (id: string) => DirectoryEntry | undefined = () => undefined;
 
   /** Creates the directory over `registry`. */
   constructor(registry: RegistryStore) {
@@ -89,34 +93,31 @@ export class EmbeddedDirectory implements Directory {
   async lookup(id: string): Promise<DirectoryEntry | null> {
     const reg = await this.registry.get(id);
     if (reg === undefined) return null;
-    return this.#online.get(id) ?? offlineEntry(reg);
+    return this.#local(id) ?? offlineEntry(reg);
   }
 
   /** See {@link Directory.list}. */
   async list(includeOffline: boolean): Promise<DirectoryEntry[]> {
-    const regs = await this.registry.list();
     const out: DirectoryEntry[] = [];
-    for (const reg of regs) {
-      const entry = this.#online.get(reg.id);
+    for (const reg of await this.registry.list()) {
+      const entry = this.#local(reg.id);
       if (entry !== undefined) out.push(entry);
       else if (includeOffline) out.push(offlineEntry(reg));
     }
     return out;
   }
 
-  /** See {@link Directory.publish}. */
-  publish(entry: DirectoryEntry): void {
-    if (entry.state === DeviceState.Offline) this.#online.delete(entry.id);
-    else this.#online.set(entry.id, entry);
-  }
+  /** Nothing to announce: lookups read the relay's table directly. */
+  publish(_entry: DirectoryEntry): void {}
 
   /** A single relay has no route to others. */
   nextHop(_relay: string): Promise<Hop | null> {
     return Promise.resolve(null);
   }
 
-  /** Nothing to start. */
-  start(_self: SelfInfo): Promise<void> {
+  /** Keeps the accessor to the relay's own table. */
+  start(self: SelfInfo): Promise<void> {
+    this.#local = self.local;
     return Promise.resolve();
   }
 

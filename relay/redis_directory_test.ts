@@ -51,6 +51,7 @@ class FakeRelay {
       name,
       address: { hostname: "127.0.0.1", port },
       snapshot: () => [...this.devices.values()],
+      local: (id) => this.devices.get(id),
     };
   }
   static async start(

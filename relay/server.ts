@@ -173,7 +173,9 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
       const conn = new RelayConn(
-        new FramedConn(socket, { readSize: 2048 }),
+        // Small first reads: an idle connection holds its pending read buffer for hours
+        // (10,000 of them on a busy relay); the size grows while reads come back full.
+        new FramedConn(socket, { readSize: 128 }),
         formatHostPort(remoteAddr),
         now,
       );
@@ -190,6 +192,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     name,
     address: advertised,
     snapshot: () => [...ctx.devices.devices()].map((d) => ctx.devices.entry(d.id)!),
+    local: (id) => ctx.devices.entry(id),
   });
   logger.info("listening", { name, address: formatHostPort(addr), tls: !!options.tls });
   const finished = Promise.withResolvers<void>();

@@ -25,8 +25,10 @@ export interface ByteConn {
 
 /** Options for {@link FramedConn}. */
 export interface FramedConnOptions {
-  /** Bytes requested per read in control mode (default 4096). */
+  /** Bytes requested per read, at least (default 4096); grows while reads come back full. */
   readSize?: number;
+  /** Largest read size it grows to (default 64 KiB + a header). */
+  maxReadSize?: number;
 }
 
 /** Writes every byte of `bytes` to `conn`. */
@@ -48,7 +50,9 @@ export class FramedConn {
   /** The underlying byte connection. */
   readonly conn: ByteConn;
   readonly #decoder = new FrameDecoder();
-  readonly #readSize: number;
+  #readSize: number;
+  readonly #minReadSize: number;
+  readonly #maxReadSize: number;
   /** Tail of the write chain; each write waits for the previous one. */
   #writeTail: Promise<void> = Promise.resolve();
   #error: unknown = null;
@@ -58,7 +62,8 @@ export class FramedConn {
   /** Wraps `conn`. */
   constructor(conn: ByteConn, options: FramedConnOptions = {}) {
     this.conn = conn;
-    this.#readSize = options.readSize ?? 4096;
+    this.#readSize = this.#minReadSize = options.readSize ?? 4096;
+    this.#maxReadSize = Math.max(this.#minReadSize, options.maxReadSize ?? 64 * 1024 + 5);
   }
 
   /** True once {@link close} ran or an I/O error occurred. */
@@ -82,6 +87,12 @@ export class FramedConn {
         continue;
       }
       this.#decoder.append(buf.subarray(0, n));
+      // Adapt the read size: an idle connection holds only a small pending buffer, a busy
+      // one grows it (a full read means more was waiting).
+      if (n === buf.length) this.#readSize = Math.min(this.#readSize * 2, this.#maxReadSize);
+      else if (n < buf.length / 4) {
+        this.#readSize = Math.max(this.#readSize >> 1, this.#minReadSize);
+      }
     }
   }
 
