@@ -1,0 +1,162 @@
+/**
+ * The bench's scratch space: a temporary folder with the device registry (written
+ * directly, one shared scrypt hash for every device), a CA and relay certificate made
+ * with openssl, and one data folder per relay.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { hashPassword } from "../relay/password.ts";
+import { type Registration, REGISTRY_FILE, REGISTRY_VERSION } from "../relay/registry.ts";
+import { BENCH_PASSWORD, idleDeviceId } from "./_load_types.ts";
+
+/** Device type of every bench device. */
+const TYPE = "USER";
+
+/** Fixed device IDs used by the scenarios. */
+export const DEVICES = [
+  "tx",
+  "rx",
+  "req",
+  "echo",
+  "peer-a",
+  "peer-b",
+  "mesh-watch",
+  "mesh-obs",
+] as const;
+
+/** A temporary folder and what the scenarios need from it. */
+export class Workspace implements AsyncDisposable {
+  /** Root of the scratch folder. */
+  readonly root: string;
+  readonly #registryText: string;
+  #relayCount = 0;
+  #tls: TlsFiles | undefined;
+
+  private constructor(root: string, registryText: string) {
+    this.root = root;
+    this.#registryText = registryText;
+  }
+
+  /** Creates the folder and the registry text for `idleDevices` idle devices. */
+  static async create(idleDevices: number): Promise<Workspace> {
+    const root = await Deno.makeTempDir({ prefix: "tsunagi-bench-" });
+    // One scrypt hash at the lowest cost, shared by every device: registering 5,000
+    // devices one by one through the CLI would hash 5,000 times.
+    const hash = await hashPassword(BENCH_PASSWORD, { cost: 1024 });
+    const now = Date.now();
+    const ids = [...DEVICES, ...Array.from({ length: idleDevices }, (_, i) => idleDeviceId(i))];
+    const devices: Registration[] = ids.sort().map((id) => ({
+      id,
+      type: TYPE,
+      attributes: [],
+      passwordHash: hash,
+      updatedAt: now,
+    }));
+    const text = JSON.stringify({ version: REGISTRY_VERSION, devices }) + "\n";
+    return new Workspace(root, text);
+  }
+
+  /** A fresh data folder holding the registry, for one relay. */
+  async relayDataDir(label: string): Promise<string> {
+    const dir = join(this.root, `relay-${++this.#relayCount}-${label}`);
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(join(dir, REGISTRY_FILE), this.#registryText, { mode: 0o600 });
+    return dir;
+  }
+
+  /** A CA and a certificate for 127.0.0.1 signed by it (made once, with openssl). */
+  async tls(): Promise<TlsFiles> {
+    this.#tls ??= await makeCertificates(join(this.root, "tls"));
+    return this.#tls;
+  }
+
+  /** Writes a file into the workspace; returns its path. */
+  async file(name: string, text: string): Promise<string> {
+    const path = join(this.root, name);
+    await Deno.writeTextFile(path, text, { mode: 0o600 });
+    return path;
+  }
+
+  /** Removes the folder. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** PEM files for a TLS relay. */
+export interface TlsFiles {
+  /** CA certificate the agents trust. */
+  caFile: string;
+  /** Relay certificate (for 127.0.0.1). */
+  certFile: string;
+  /** Relay private key. */
+  keyFile: string;
+}
+
+async function openssl(cwd: string, args: string[]): Promise<void> {
+  const { code, stderr } = await new Deno.Command("openssl", {
+    args,
+    cwd,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  if (code !== 0) {
+    throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr).trim()}`);
+  }
+}
+
+/** Makes a P-256 CA and a relay certificate for IP 127.0.0.1, like the TLS tests do. */
+async function makeCertificates(dir: string): Promise<TlsFiles> {
+  await Deno.mkdir(dir, { recursive: true });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl(dir, [
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=tsunagi bench CA",
+  ]);
+  await openssl(dir, [
+    "req",
+    ...ec,
+    "-keyout",
+    "relay.key",
+    "-out",
+    "relay.csr",
+    "-subj",
+    "/CN=127.0.0.1",
+  ]);
+  await Deno.writeTextFile(join(dir, "ext.cnf"), "subjectAltName=IP:127.0.0.1\n");
+  await openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    "relay.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "relay.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+  ]);
+  return {
+    caFile: join(dir, "ca.pem"),
+    certFile: join(dir, "relay.pem"),
+    keyFile: join(dir, "relay.key"),
+  };
+}
