@@ -363,3 +363,20 @@ Deno.test("mesh: a frozen receiver in one cross-relay session does not slow anot
     await pump;
   }
 });
+
+Deno.test("mesh: a relay without the mesh secret cannot link", async () => {
+  await using dir = await tempDir();
+  await using relays = await startMesh(dir.path, 1, []);
+  await Deno.writeTextFile(`${dir.path}/wrong.secret`, "not-the-secret-not-the-secret!!\n");
+  await using intruder = await startRelay(`${dir.path}/x`, [
+    "--name",
+    "intruder",
+    "--mesh-secret-file",
+    `${dir.path}/wrong.secret`,
+    "--peer",
+    relays[0].address,
+  ]);
+  await relays[0].proc.waitFor(event("relay link refused", { relay: "intruder" }), "refusal");
+  assert.equal(relays[0].proc.count(event("neighbour up")), 0);
+  assert.equal(intruder.proc.count(event("neighbour up")), 0);
+});

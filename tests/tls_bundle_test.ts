@@ -7,8 +7,11 @@ import {
   register,
   sha256File,
   startAgent,
+  startMesh,
   startRelay,
   tempDir,
+  waitPresence,
+  waitRegistration,
   writeRandomFile,
 } from "./helpers.ts";
 
@@ -113,6 +116,45 @@ Deno.test("TLS: agents reach a TLS relay with --tls-ca and files arrive intact",
     ...deviceFlags(relay.address, "pc1", pcPw),
   ]);
   assert.notEqual(untrusted.code, 0);
+});
+
+Deno.test("TLS mesh: relays link over TLS (--tls-ca) and a file crosses them", async () => {
+  await using dir = await tempDir();
+  await makeCertificates(dir.path);
+  const r0 = `${dir.path}/r0`;
+  const pcPw = await register(r0, "pc1", "USER");
+  const faxPw = await register(r0, "fax1", "FAX", ["FILE TX/RX"]);
+  const tlsRelay = [
+    "--tls-cert",
+    `${dir.path}/relay.pem`,
+    "--tls-key",
+    `${dir.path}/relay.key`,
+    "--tls-ca",
+    `${dir.path}/ca.pem`,
+  ];
+  await using relays = await startMesh(dir.path, 2, [[0, 1]], () => tlsRelay);
+  await waitRegistration(relays[1], "fax1");
+  const tls = ["--tls-ca", `${dir.path}/ca.pem`];
+  await using _fax = await startAgent(relays[1].address, "fax1", faxPw, [
+    "--inbox",
+    `${dir.path}/inbox`,
+    ...tls,
+  ]);
+  await waitPresence(relays[0], "fax1", "r1", 1);
+  await writeRandomFile(`${dir.path}/doc.bin`, 2 << 20, 2);
+  const r = await agentCommand([
+    "send",
+    "--to",
+    "fax1",
+    ...tls,
+    ...deviceFlags(relays[0].address, "pc1", pcPw),
+    `${dir.path}/doc.bin`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    await sha256File(`${dir.path}/inbox/doc.bin`),
+    await sha256File(`${dir.path}/doc.bin`),
+  );
 });
 
 Deno.test("bundle: the single-file agent (deno bundle) sends and receives a file", async () => {
