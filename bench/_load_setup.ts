@@ -6,6 +6,11 @@
  * byte → the target echoes it → the byte is read. Teardown (END both ways, RELEASE) is
  * not timed. The direct baseline is a TCP connect, a 1-byte write and its echo.
  *
+ * "Target speaks first" reverses the byte: the target writes 1 byte right after its
+ * ACCEPT, the requester's time stops when that byte arrives, then it answers with one.
+ * The relay then writes ACCEPT and the data back to back on the requester's connection:
+ * the pattern that stalls ~40 ms behind Nagle's algorithm where TCP_NODELAY is off.
+ *
  * @module
  */
 
@@ -31,17 +36,22 @@ function describe(e: unknown): string {
 }
 
 /** One timed setup through the relay on an idle connection; teardown included, untimed. */
-async function setupOnce(conn: RelayConnection, target: string): Promise<SetupOutcome> {
+async function setupOnce(
+  conn: RelayConnection,
+  target: string,
+  greetFirst = false,
+): Promise<SetupOutcome> {
   const t0 = performance.now();
   try {
     const close = () => conn.close();
     const session = await within(conn.connect(target, BENCH_SERVICE), STEP_TIMEOUT_MS, close);
-    await session.write(ONE);
+    if (!greetFirst) await session.write(ONE);
     const echo = await within(session.read(), STEP_TIMEOUT_MS, close);
     const ms = performance.now() - t0;
     if (echo === null || echo.length !== 1 || echo[0] !== ONE[0]) {
-      throw new Error("The target did not echo the byte");
+      throw new Error(`The target did not ${greetFirst ? "send" : "echo"} the byte`);
     }
+    if (greetFirst) await session.write(ONE);
     await within(session.release(), STEP_TIMEOUT_MS, close);
     return { ok: true, ms };
   } catch (e) {
@@ -88,6 +98,7 @@ async function startEchoPool(
   link: Extract<Link, { mode: "relay" }>,
   id: string,
   size: number,
+  greetFirst = false,
 ): Promise<PoolStats> {
   const stats: PoolStats = { served: 0, lost: 0 };
   const idle = new Set<RelayConnection>();
@@ -99,8 +110,13 @@ async function startEchoPool(
         idle.delete(conn);
         if (m.kind !== "notice") throw new Error(`Expected NOTICE, got ${m.kind}`);
         const session = await conn.accept(m);
-        const first = await session.read();
-        if (first !== null) await session.write(first);
+        if (greetFirst) {
+          await session.write(ONE);
+          await session.read();
+        } else {
+          const first = await session.read();
+          if (first !== null) await session.write(first);
+        }
         await session.release();
         stats.served++;
       }
@@ -126,7 +142,7 @@ async function startEchoPool(
 export async function echo(o: EchoOptions): Promise<void> {
   const link = o.link;
   if (link.mode === "relay") {
-    await startEchoPool(link, o.id, o.pool);
+    await startEchoPool(link, o.id, o.pool, o.greetFirst);
     emit("ready");
     // Serves until the bench closes stdin: Commands then exits the process.
     return;
@@ -179,7 +195,7 @@ export async function requester(o: RequesterOptions, commands: Commands): Promis
     for (let i = 0; i < warmup + o.count; i++) {
       const outcome = conn === null
         ? await directOnce((link as { port: number }).port)
-        : await setupOnce(conn, o.target);
+        : await setupOnce(conn, o.target, o.greetFirst);
       const counted = i >= warmup;
       if (outcome.ok) {
         if (counted) samples.push(outcome.ms);

@@ -45,6 +45,8 @@ export interface EchoOptions {
   link: Link;
   id: string;
   pool: number;
+  /** Speak first: write 1 byte right after ACCEPT, then read the requester's byte. */
+  greetFirst?: boolean;
 }
 
 /**
@@ -60,6 +62,8 @@ export interface RequesterOptions {
   warmup: number;
   /** Wait until the relay's directory shows the target online (relay chains). */
   waitForTarget?: boolean;
+  /** The target speaks first: time until its byte arrives, then answer with one. */
+  greetFirst?: boolean;
 }
 
 /** An echo pool plus a requester connection; each "go N" runs one setup toward `peer`. */

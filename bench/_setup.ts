@@ -22,6 +22,8 @@ export interface SetupVariant {
   label: string;
   relays: number;
   tls: boolean;
+  /** The target wrote the first byte. */
+  greetFirst: boolean;
   latencyMs: LatencySummary;
   failed: number;
   /** The first few failure messages. */
@@ -62,12 +64,18 @@ function relayLink(relay: RelayProc, tlsCaFile?: string): Link {
 
 /** An echo process and a requester process for one route, started once. */
 interface Rig {
-  route: Route;
+  route: SetupRoute;
   echo: Child;
   requester: Child;
 }
 
-async function startRig(ctx: BenchContext, route: Route, perBlock: number): Promise<Rig> {
+/** A route for setups, and who speaks first in the session. */
+interface SetupRoute extends Route {
+  /** The target writes the first byte (see `_load_setup.ts`). */
+  greetFirst?: boolean;
+}
+
+async function startRig(ctx: BenchContext, route: SetupRoute, perBlock: number): Promise<Rig> {
   const last = route.relays[route.relays.length - 1];
   const first = route.relays[0];
   const echo = spawnLoad("echo target", {
@@ -75,6 +83,7 @@ async function startRig(ctx: BenchContext, route: Route, perBlock: number): Prom
     link: last ? relayLink(last, route.tlsCaFile) : { mode: "direct" },
     id: "echo",
     pool: POOL,
+    greetFirst: route.greetFirst,
   });
   try {
     const ready = await echo.waitEvent("ready", 60_000);
@@ -88,6 +97,7 @@ async function startRig(ctx: BenchContext, route: Route, perBlock: number): Prom
       count: perBlock,
       warmup: ctx.config.setupWarmup,
       waitForTarget: route.relays.length > 1,
+      greetFirst: route.greetFirst,
     });
     const rig = { route, echo, requester };
     try {
@@ -164,10 +174,17 @@ export async function runSetup(
   tlsCaFile: string,
   chain2: RelayProc[] | null,
 ): Promise<SetupResult> {
-  const routes: Route[] = [
+  const routes: SetupRoute[] = [
     { label: "TCP connect + echo (baseline)", relays: [] },
     { label: "1 relay", relays: [relay] },
     { label: "1 relay, TLS", relays: [tlsRelay], tlsCaFile },
+    { label: "1 relay, target speaks first", relays: [relay], greetFirst: true },
+    {
+      label: "1 relay, TLS, target speaks first",
+      relays: [tlsRelay],
+      tlsCaFile,
+      greetFirst: true,
+    },
   ];
   if (chain2) routes.push({ label: "2-relay chain", relays: chain2 });
   const { setupCount, setupBlocks } = ctx.config;
@@ -207,6 +224,7 @@ export async function runSetup(
         label: rig.route.label,
         relays: rig.route.relays.length,
         tls: rig.route.tlsCaFile !== undefined,
+        greetFirst: rig.route.greetFirst ?? false,
         latencyMs,
         failed: failures.length,
         failures: [...new Set(failures)].slice(0, 5),
