@@ -27,6 +27,8 @@ export interface ChildOptions {
   stdin?: boolean;
   /** Keep at most this many parsed stderr log lines (oldest dropped). */
   maxLogLines?: number;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
 }
 
 /** A spawned `deno` process with its JSON output lines and a command pipe. */
@@ -56,7 +58,7 @@ export class Child implements AsyncDisposable {
     this.process = new Deno.Command(Deno.execPath(), {
       args,
       cwd: ROOT,
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...options.env },
       stdin: options.stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",

@@ -63,7 +63,12 @@ export async function startRelay(spec: RelaySpec): Promise<RelayProc> {
   if (spec.tls) args.push("--tls-cert", spec.tls.certFile, "--tls-key", spec.tls.keyFile);
   for (const peer of spec.peers ?? []) args.push("--peer", peer);
   if (spec.meshSecretFile) args.push("--mesh-secret-file", spec.meshSecretFile);
-  const child = new Child(args, { name: `relay ${spec.name}` });
+  // The same allocator setting as `deno task relay` (deno.json): large allocations are
+  // mmapped, so memory freed after a burst of logins goes back to the system.
+  const child = new Child(args, {
+    name: `relay ${spec.name}`,
+    env: { MALLOC_MMAP_THRESHOLD_: "131072" },
+  });
   try {
     const line = await child.waitLog((l) => l.event === "listening", "listening", 30_000);
     const address = String(line.address);

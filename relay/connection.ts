@@ -383,7 +383,7 @@ function release(conn: RelayConn, ctx: RelayContext) {
   conn.state = "idle";
   if (conn.kind === "device") ctx.devices.changed(conn.deviceId);
   if (session.a === conn) {
-    ctx.logger.info("session ended", {
+    ctx.logger.debug("session ended", {
       session: session.id,
       from: session.a.endpointId,
       to: session.b.endpointId,
@@ -534,7 +534,7 @@ async function startSession(notice: PendingNotice, target: RelayConn, ctx: Relay
   notice.settle({ kind: "accepted" });
   if (requester.kind === "device") ctx.devices.changed(requester.deviceId);
   ctx.devices.changed(target.deviceId);
-  ctx.logger.info("session started", {
+  ctx.logger.debug("session started", {
     session: session.id,
     from: notice.requesterId,
     to: target.deviceId,
@@ -751,7 +751,7 @@ async function forward(
     conn.state = "session";
     await conn.framed.trySend({ kind: "accept", session: answer.session, peer: answer.peer });
     if (conn.kind === "device") ctx.devices.changed(conn.deviceId);
-    ctx.logger.info("session forwarded", {
+    ctx.logger.debug("session forwarded", {
       session: answer.session,
       from: request.requester,
       to: request.target,

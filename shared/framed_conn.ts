@@ -71,35 +71,43 @@ export class FramedConn {
     return this.#closed;
   }
 
-  /** Reads the next frame; null at a clean end of stream (on a frame boundary). */
-  async readFrame(): Promise<Frame | null> {
-    for (;;) {
+  /**
+   * Reads the next frame; null at a clean end of stream (on a frame boundary).
+   *
+   * Written as a promise chain, not an `async` function: an idle connection waits here
+   * for hours, and each suspended async frame costs memory on a relay holding 10,000.
+   */
+  readFrame(): Promise<Frame | null> {
+    try {
       const frame = this.#decoder.next();
-      if (frame !== null) return frame;
+      if (frame !== null) return Promise.resolve(frame);
       if (this.#eof) {
         this.#decoder.finish();
-        return null;
+        return Promise.resolve(null);
       }
-      const buf = new Uint8Array(this.#readSize);
-      const n = await this.#read(buf);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const buf = new Uint8Array(this.#readSize);
+    return this.#read(buf).then((n) => {
       if (n === null) {
         this.#eof = true;
-        continue;
+      } else {
+        this.#decoder.append(buf.subarray(0, n));
+        // Adapt the read size: an idle connection holds only a small pending buffer, a
+        // busy one grows it (a full read means more was waiting).
+        if (n === buf.length) this.#readSize = Math.min(this.#readSize * 2, this.#maxReadSize);
+        else if (n < buf.length / 4) {
+          this.#readSize = Math.max(this.#readSize >> 1, this.#minReadSize);
+        }
       }
-      this.#decoder.append(buf.subarray(0, n));
-      // Adapt the read size: an idle connection holds only a small pending buffer, a busy
-      // one grows it (a full read means more was waiting).
-      if (n === buf.length) this.#readSize = Math.min(this.#readSize * 2, this.#maxReadSize);
-      else if (n < buf.length / 4) {
-        this.#readSize = Math.max(this.#readSize >> 1, this.#minReadSize);
-      }
-    }
+      return this.readFrame();
+    });
   }
 
   /** Reads and decodes the next message; null at a clean end of stream. */
-  async readMessage(): Promise<Message | null> {
-    const frame = await this.readFrame();
-    return frame === null ? null : decodeMessage(frame);
+  readMessage(): Promise<Message | null> {
+    return this.readFrame().then((frame) => frame === null ? null : decodeMessage(frame));
   }
 
   /**
@@ -129,15 +137,13 @@ export class FramedConn {
     }
   }
 
-  async #read(buf: Uint8Array): Promise<number | null> {
-    if (this.#error !== null) throw this.#error;
-    try {
-      return await this.conn.read(buf);
-    } catch (e) {
+  #read(buf: Uint8Array): Promise<number | null> {
+    if (this.#error !== null) return Promise.reject(this.#error);
+    return this.conn.read(buf).catch((e) => {
       if (this.#closed || isClosedError(e)) return null;
       this.#fail(e);
       throw e;
-    }
+    });
   }
 
   /** Writes raw bytes (a whole frame or frames), after any writes already queued. */
