@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { hashPassword } from "../relay/password.ts";
 import { type Registration, REGISTRY_FILE, REGISTRY_VERSION } from "../relay/registry.ts";
 import { BENCH_PASSWORD, idleDeviceId } from "./_load_types.ts";
+import { makeCertificates, type TlsFiles } from "../scripts/certs.ts";
 
 /** Device type of every bench device. */
 const TYPE = "USER";
@@ -85,78 +86,4 @@ export class Workspace implements AsyncDisposable {
   }
 }
 
-/** PEM files for a TLS relay. */
-export interface TlsFiles {
-  /** CA certificate the agents trust. */
-  caFile: string;
-  /** Relay certificate (for 127.0.0.1). */
-  certFile: string;
-  /** Relay private key. */
-  keyFile: string;
-}
-
-async function openssl(cwd: string, args: string[]): Promise<void> {
-  const { code, stderr } = await new Deno.Command("openssl", {
-    args,
-    cwd,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  if (code !== 0) {
-    throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr).trim()}`);
-  }
-}
-
-/** Makes a P-256 CA and a relay certificate for IP 127.0.0.1, like the TLS tests do. */
-async function makeCertificates(dir: string): Promise<TlsFiles> {
-  await Deno.mkdir(dir, { recursive: true });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await openssl(dir, [
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=tsunagi bench CA",
-  ]);
-  await openssl(dir, [
-    "req",
-    ...ec,
-    "-keyout",
-    "relay.key",
-    "-out",
-    "relay.csr",
-    "-subj",
-    "/CN=127.0.0.1",
-  ]);
-  await Deno.writeTextFile(join(dir, "ext.cnf"), "subjectAltName=IP:127.0.0.1\n");
-  await openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "relay.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "relay.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-  ]);
-  return {
-    caFile: join(dir, "ca.pem"),
-    certFile: join(dir, "relay.pem"),
-    keyFile: join(dir, "relay.key"),
-  };
-}
+export type { TlsFiles };

@@ -347,51 +347,75 @@ export async function listFiles(dir: string): Promise<string[]> {
   return names.sort();
 }
 
+/** A group of relay processes stopped together on dispose. */
+export type RelayGroup = RelayProc[] & AsyncDisposable;
+
+/** Writes the shared mesh/link secret used by test relays; returns its path. */
+export async function writeMeshSecret(root: string): Promise<string> {
+  const secret = `${root}/mesh.secret`;
+  await Deno.writeTextFile(secret, "0123456789abcdef0123456789abcdef\n");
+  return secret;
+}
+
+/**
+ * Starts `count` relays one after the other with `start(i, started)`; if one fails to
+ * start, the ones already running are stopped before the error is rethrown.
+ */
+export async function startGroup(
+  count: number,
+  start: (i: number, started: RelayProc[]) => Promise<RelayProc>,
+): Promise<RelayGroup> {
+  const relays: RelayProc[] = [];
+  const group = Object.assign(relays, {
+    async [Symbol.asyncDispose]() {
+      await Promise.all(relays.map((r) => r.proc[Symbol.asyncDispose]()));
+    },
+  });
+  try {
+    for (let i = 0; i < count; i++) relays.push(await start(i, relays));
+  } catch (e) {
+    await group[Symbol.asyncDispose]();
+    throw e;
+  }
+  return group;
+}
+
 /** Starts relays linked by `edges` (pairs of indexes; the later one dials the earlier). */
 export async function startMesh(
   root: string,
   count: number,
   edges: [number, number][],
   extra: (i: number) => string[] = () => [],
-): Promise<RelayProc[] & AsyncDisposable> {
-  const secret = `${root}/mesh.secret`;
-  await Deno.writeTextFile(secret, "0123456789abcdef0123456789abcdef\n");
-  const relays: RelayProc[] = [];
-  const all = Object.assign(relays, {
-    async [Symbol.asyncDispose]() {
-      await Promise.all(relays.map((r) => r.proc[Symbol.asyncDispose]()));
-    },
+): Promise<RelayGroup> {
+  const secret = await writeMeshSecret(root);
+  const group = await startGroup(count, (i, started) => {
+    const peers = edges.filter(([a, b]) => Math.max(a, b) === i).map(([a, b]) =>
+      started[Math.min(a, b)].address
+    );
+    return startRelay(`${root}/r${i}`, [
+      "--name",
+      `r${i}`,
+      "--mesh-secret-file",
+      secret,
+      "--mesh-heartbeat",
+      "300ms",
+      "--mesh-timeout",
+      "2s",
+      ...peers.flatMap((p) => ["--peer", p]),
+      ...extra(i),
+    ]);
   });
   try {
-    for (let i = 0; i < count; i++) {
-      const peers = edges.filter(([a, b]) => Math.max(a, b) === i).map(([a, b]) =>
-        relays[Math.min(a, b)].address
-      );
-      relays.push(
-        await startRelay(`${root}/r${i}`, [
-          "--name",
-          `r${i}`,
-          "--mesh-secret-file",
-          secret,
-          "--mesh-heartbeat",
-          "300ms",
-          "--mesh-timeout",
-          "2s",
-          ...peers.flatMap((p) => ["--peer", p]),
-          ...extra(i),
-        ]),
-      );
-    }
     // Every link up on both ends.
     for (let i = 0; i < count; i++) {
       const degree = edges.filter(([a, b]) => a === i || b === i).length;
-      await relays[i].proc.waitForCount(event("neighbour up"), degree, `r${i} links`);
+      await group[i].proc.waitForCount(event("neighbour up"), degree, `r${i} links`);
     }
   } catch (e) {
-    await all[Symbol.asyncDispose]();
+    await group[Symbol.asyncDispose]();
     throw e;
   }
-  return all;
+  return group;
 }
 
 /** Waits until relay `r` (not the one registered at) has learnt the registration of `id`. */

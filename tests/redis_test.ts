@@ -11,11 +11,14 @@ import {
   agentCommand,
   deviceFlags,
   event,
+  type RelayGroup,
   type RelayProc,
   sha256File,
   startAgent,
+  startGroup,
   startRelay,
   tempDir,
+  writeMeshSecret,
   writeRandomFile,
 } from "./helpers.ts";
 import { RedisServer, registerInRedis } from "./redis_helpers.ts";
@@ -28,22 +31,9 @@ async function startRelays(
   root: string,
   server: RedisServer,
   count: number,
-): Promise<RelayProc[] & AsyncDisposable> {
-  const secret = `${root}/link.secret`;
-  await Deno.writeTextFile(secret, "0123456789abcdef0123456789abcdef\n");
-  const relays: RelayProc[] = [];
-  const all = Object.assign(relays, {
-    async [Symbol.asyncDispose]() {
-      await Promise.all(relays.map((r) => r.proc[Symbol.asyncDispose]()));
-    },
-  });
-  try {
-    for (let i = 1; i <= count; i++) relays.push(await startRedisRelay(root, server, `r${i}`));
-  } catch (e) {
-    await all[Symbol.asyncDispose]();
-    throw e;
-  }
-  return all;
+): Promise<RelayGroup> {
+  await writeMeshSecret(root);
+  return await startGroup(count, (i) => startRedisRelay(root, server, `r${i + 1}`));
 }
 
 function startRedisRelay(root: string, server: RedisServer, name: string): Promise<RelayProc> {
@@ -55,7 +45,7 @@ function startRedisRelay(root: string, server: RedisServer, name: string): Promi
     "--directory-ttl",
     TTL,
     "--mesh-secret-file",
-    `${root}/link.secret`,
+    `${root}/mesh.secret`,
   ]);
 }
 

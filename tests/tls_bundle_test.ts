@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { buildAgent } from "../scripts/build.ts";
+import { makeCertificates } from "../scripts/certs.ts";
 import {
   agentCommand,
   deviceFlags,
@@ -14,66 +15,6 @@ import {
   waitRegistration,
   writeRandomFile,
 } from "./helpers.ts";
-
-async function openssl(cwd: string, ...args: string[]) {
-  const { code, stderr } = await new Deno.Command("openssl", {
-    args,
-    cwd,
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (code !== 0) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
-}
-
-/** Makes a CA and a relay certificate for 127.0.0.1 signed by it. */
-async function makeCertificates(dir: string) {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=tsunagi test CA",
-  );
-  await openssl(
-    dir,
-    "req",
-    ...ec,
-    "-keyout",
-    "relay.key",
-    "-out",
-    "relay.csr",
-    "-subj",
-    "/CN=127.0.0.1",
-  );
-  await Deno.writeTextFile(`${dir}/ext.cnf`, "subjectAltName=IP:127.0.0.1\n");
-  await openssl(
-    dir,
-    "x509",
-    "-req",
-    "-in",
-    "relay.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "relay.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-  );
-}
 
 Deno.test("TLS: agents reach a TLS relay with --tls-ca and files arrive intact", async () => {
   await using dir = await tempDir();
