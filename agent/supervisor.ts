@@ -65,6 +65,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const loops = new Set<Promise<void>>();
   let relayIndex = 0;
   let attempt = 0;
+  /** Consecutive AuthFailed answers (from different relays when several are given). */
+  let refusals = 0;
   let wake = Promise.withResolvers<void>();
   const poke = () => wake.resolve();
   signal.addEventListener("abort", poke, { once: true });
@@ -194,12 +196,19 @@ export async function runAgent(options: AgentOptions): Promise<void> {
           });
         }
         attempt = 0;
+        refusals = 0;
         idle.add(conn);
         serve(conn);
       } catch (e) {
         if (signal.aborted) break;
         if (e instanceof LoginRefusedError && e.code === ErrorCode.AuthFailed) {
-          throw new FatalLoginError(e.message, { cause: e });
+          // Retrying cannot fix a wrong ID or password, but one relay of several may not
+          // have learnt a new registration yet: give up once every relay refused in a row.
+          if (++refusals >= options.relays.length) {
+            throw new FatalLoginError(e.message, { cause: e });
+          }
+        } else {
+          refusals = 0;
         }
         const wait = e instanceof LoginRefusedError && e.retryAfterMs > 0
           ? e.retryAfterMs

@@ -70,3 +70,23 @@ Deno.test("cli: an unreachable relay exits 4 with a hint", async () => {
   assert.match(r.stderr, /Cannot reach relay 127\.0\.0\.1:\d+/);
   assert.match(r.stderr, /hint: is the relay running\?/);
 });
+
+Deno.test("cli: `run` with a wrong password gives up at once with exit code 3", async () => {
+  await using dir = await tempDir();
+  await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+  await Deno.writeTextFile(`${dir.path}/wrong.pw`, "wrong\n");
+  await using relay = await startRelay(dir.path);
+  const r = await run([
+    "run",
+    "--relay",
+    relay.address,
+    "--id",
+    "fax1",
+    "--password-file",
+    `${dir.path}/wrong.pw`,
+    "--inbox",
+    `${dir.path}/inbox`,
+  ]);
+  assert.equal(r.code, 3, r.stderr);
+  assert.match(r.stderr, /Login refused/);
+});
