@@ -20,14 +20,9 @@ import { createHash } from "node:crypto";
 import { backoffDelay, delay } from "../shared/backoff.ts";
 import { Logger } from "../shared/log.ts";
 
-/** Redis is unreachable or did not answer in time; the caller should retry later. */
-export class DirectoryUnavailableError extends Error {
-  /** Creates the error; `cause` is the client's own error. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "DirectoryUnavailableError";
-  }
-}
+import { DirectoryUnavailableError } from "../shared/errors.ts";
+
+export { DirectoryUnavailableError };
 
 /** Where a Redis server is: parsed from `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`. */
 export interface RedisAddress {

@@ -107,6 +107,15 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/** The shared directory (Redis) cannot be reached or did not answer in time. */
+export class DirectoryUnavailableError extends Error {
+  /** Creates the error; `cause` is the client's own error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "DirectoryUnavailableError";
+  }
+}
+
 /** A user-facing configuration mistake: bad flag, missing file, unreadable config. */
 export class UsageError extends Error {
   /** A one-line hint on how to fix it. */
