@@ -16,7 +16,6 @@ import { formatHostPort, type HostPort, parseHostPort } from "../shared/address.
 import { backoffDelay, delay } from "../shared/backoff.ts";
 import type { FramedConn } from "../shared/framed_conn.ts";
 import type { Logger } from "../shared/log.ts";
-import { DeviceState } from "../shared/protocol/constants.ts";
 import { type DirectoryEntry, LinkPurposes } from "../shared/protocol/messages.ts";
 import { type Directory, type Hop, offlineEntry, type SelfInfo } from "./directory.ts";
 import { dialLink, type LinkCredentials } from "./link_auth.ts";
@@ -387,7 +386,7 @@ export class MeshDirectory implements Directory {
           reg,
         });
       }
-      for (const id of this.#heldRegistrationIds()) {
+      for (const id of mesh.registeredIds()) {
         if (seen.has(id)) continue;
         this.#originate({
           t: "reg",
@@ -398,14 +397,6 @@ export class MeshDirectory implements Directory {
         });
       }
     });
-  }
-
-  #heldRegistrationIds(): string[] {
-    const ids: string[] = [];
-    for (const n of this.#mesh.missingFor({ origins: {}, regs: -1 })) {
-      if (n.t === "reg" && n.reg !== null) ids.push(n.id);
-    }
-    return ids;
   }
 
   /** Stops dialing, closes links and timers. */
@@ -438,5 +429,3 @@ async function bumpEpoch(path: string): Promise<number> {
   await Deno.rename(tmp, path);
   return epoch;
 }
-
-export { DeviceState };

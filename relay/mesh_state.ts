@@ -183,6 +183,11 @@ export class MeshState {
     return this.#regs.get(id);
   }
 
+  /** IDs of the registrations held that are present (not removed). */
+  registeredIds(): string[] {
+    return [...this.#regs.values()].filter((n) => n.reg !== null).map((n) => n.id);
+  }
+
   /** Highest Lamport counter held for `id` (0 if none). */
   lamportOf(id: string): number {
     return this.#regs.get(id)?.lamport ?? 0;
