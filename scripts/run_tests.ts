@@ -3,7 +3,8 @@
  * (redis-server, openssl; from Debian with apt-get when missing and running as root),
  * runs the whole suite, and prints a plain `N passed, N failed` closing line.
  *
- * Extra arguments go to `deno test` (e.g. `deno task test --filter mesh`).
+ * JSDoc `@example` blocks run too (`--doc`). Extra arguments go to `deno test` (e.g.
+ * `deno task test --filter mesh`).
  *
  * @module
  */
@@ -56,7 +57,7 @@ async function ensureTools(): Promise<void> {
 
 await ensureTools();
 const child = new Deno.Command(Deno.execPath(), {
-  args: ["test", "--allow-all", "--parallel", ...Deno.args],
+  args: ["test", "--allow-all", "--parallel", "--doc", ...Deno.args],
   stdout: "piped",
   stderr: "inherit",
   env: { NO_COLOR: "1" },
