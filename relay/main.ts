@@ -130,9 +130,7 @@ export async function relayMain(args: string[]): Promise<number> {
     const directory = values.directory !== undefined
       ? await RedisDirectory.open(values.directory, {
         logger,
-        ttlMs: values["directory-ttl"]
-          ? parseDuration(values["directory-ttl"], "directory-ttl")
-          : undefined,
+        ttlMs: optionalDuration(values, "directory-ttl"),
       })
       : meshSecret
       ? new MeshDirectory({
@@ -141,12 +139,8 @@ export async function relayMain(args: string[]): Promise<number> {
         peers,
         secret: meshSecret,
         tlsCa,
-        heartbeatMs: values["mesh-heartbeat"]
-          ? parseDuration(values["mesh-heartbeat"], "mesh-heartbeat")
-          : undefined,
-        timeoutMs: values["mesh-timeout"]
-          ? parseDuration(values["mesh-timeout"], "mesh-timeout")
-          : undefined,
+        heartbeatMs: optionalDuration(values, "mesh-heartbeat"),
+        timeoutMs: optionalDuration(values, "mesh-timeout"),
         logger,
         now,
       })
@@ -161,13 +155,9 @@ export async function relayMain(args: string[]): Promise<number> {
       advertise,
       meshSecret,
       linkTlsCa: tlsCa,
-      keepaliveMs: values.keepalive ? parseDuration(values.keepalive, "keepalive") : undefined,
-      loginTimeoutMs: values["login-timeout"]
-        ? parseDuration(values["login-timeout"], "login-timeout")
-        : undefined,
-      answerTimeoutMs: values["answer-timeout"]
-        ? parseDuration(values["answer-timeout"], "answer-timeout")
-        : undefined,
+      keepaliveMs: optionalDuration(values, "keepalive"),
+      loginTimeoutMs: optionalDuration(values, "login-timeout"),
+      answerTimeoutMs: optionalDuration(values, "answer-timeout"),
       logger,
     });
   } catch (e) {
@@ -197,6 +187,12 @@ export async function relayMain(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   return 0;
+}
+
+/** The duration given for `--flag` in ms, or undefined when the flag is absent. */
+function optionalDuration(values: Record<string, unknown>, flag: string): number | undefined {
+  const value = values[flag];
+  return typeof value === "string" ? parseDuration(value, flag) : undefined;
 }
 
 async function readSecret(path: string): Promise<Uint8Array> {
