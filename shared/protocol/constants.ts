@@ -115,9 +115,19 @@ export const ErrorCode = {
   UnexpectedMessage: 3,
   LoginTimeout: 4,
   KeepaliveTimeout: 5,
+  /** A session carried no byte in either direction for the relay's session idle timeout. */
+  SessionTimeout: 6,
+  /** A field is longer than the protocol allows (ID, service name, password). */
+  FieldTooLong: 7,
   // 10-19: login
   AuthFailed: 10,
   Throttled: 11,
+  /** The device already holds the relay's maximum number of connections. */
+  TooManyConnections: 12,
+  /** Another agent instance logged in with this device ID; this one must stop. */
+  Replaced: 13,
+  /** Too many connections that have not logged in yet (from this address or in total). */
+  TooManyUnauthenticated: 14,
   // 20-39: connection requests
   UnknownTarget: 20,
   TargetOffline: 21,
@@ -126,6 +136,8 @@ export const ErrorCode = {
   TargetTimeout: 24,
   ServiceUnsupported: 25,
   TargetUnreachable: 26,
+  /** The requester or the target already runs the relay's maximum number of sessions. */
+  SessionLimit: 27,
   // 40-49: relay state
   ShuttingDown: 40,
   Internal: 41,
@@ -152,6 +164,25 @@ export const DeviceState = {
 
 /** A device state code. */
 export type DeviceState = typeof DeviceState[keyof typeof DeviceState];
+
+/** Longest device ID, in UTF-8 bytes (the registry allows 64 ASCII characters). */
+export const MAX_ID_BYTES = 64;
+
+/** Longest service name, in UTF-8 bytes. */
+export const MAX_SERVICE_BYTES = 64;
+
+/** Longest password or login secret, in UTF-8 bytes. */
+export const MAX_PASSWORD_BYTES = 1024;
+
+/** Longest agent instance token in LOGIN, in UTF-8 bytes. */
+export const MAX_INSTANCE_BYTES = 64;
+
+/**
+ * Largest frame payload accepted before a connection has logged in (HELLO, LOGIN and the
+ * relay-link handshake are all far smaller): an unauthenticated peer can make the relay
+ * buffer at most this much.
+ */
+export const MAX_PRELOGIN_PAYLOAD = 4096;
 
 /** Service name for tsunagi's file transfer; needs the `FILE TX/RX` attribute. */
 export const FILE_SERVICE = "file";

@@ -74,7 +74,16 @@ export interface DirectoryEntry {
 /** Every message of the protocol, discriminated by `kind`. */
 export type Message =
   | { kind: "hello"; version: number; role: Role; software: string }
-  | { kind: "login"; id: string; password: string }
+  | {
+    kind: "login";
+    id: string;
+    password: string;
+    /**
+     * Agent instance token (random per `tsunagi run` process), or "" for a one-shot
+     * client. Optional trailing field: absent on the wire when empty.
+     */
+    instance?: string;
+  }
   | {
     kind: "loginResult";
     code: ErrorCode;
@@ -247,6 +256,9 @@ class Reader {
       });
     }
   }
+  get remaining(): number {
+    return this.bytes.length - this.#pos;
+  }
   end() {
     if (this.#pos !== this.bytes.length) {
       throw new MalformedMessageError(
@@ -311,7 +323,9 @@ export function encodeMessage(m: Message): Uint8Array {
     case "hello":
       return w.u32(HELLO_MAGIC).u16(m.version).u8(m.role).str(m.software).frame(FrameType.Hello);
     case "login":
-      return w.str(m.id).str(m.password).frame(FrameType.Login);
+      w.str(m.id).str(m.password);
+      if (m.instance) w.str(m.instance);
+      return w.frame(FrameType.Login);
     case "loginResult":
       return w.u16(m.code).u32(m.keepaliveMs).u32(m.retryAfterMs).str(m.relay).str(m.message)
         .frame(FrameType.LoginResult);
@@ -397,6 +411,7 @@ export function decodeMessage(frame: Frame): Message {
     }
     case FrameType.Login:
       m = { kind: "login", id: r.str(), password: r.str() };
+      if (r.remaining > 0) m.instance = r.str();
       break;
     case FrameType.LoginResult:
       m = {
