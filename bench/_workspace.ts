@@ -7,8 +7,8 @@
  */
 
 import { join } from "node:path";
-import { hashPassword } from "../relay/password.ts";
-import { type Registration, REGISTRY_FILE, REGISTRY_VERSION } from "../relay/registry.ts";
+import { hashPassword } from "../relay/registry/password.ts";
+import { type Registration, REGISTRY_FILE, REGISTRY_VERSION } from "../relay/registry/registry.ts";
 import { BENCH_PASSWORD, idleDeviceId } from "./_load_types.ts";
 import { makeCertificates, type TlsFiles } from "../scripts/certs.ts";
 

@@ -12,7 +12,7 @@ import type { HostPort } from "../shared/address.ts";
 import type { FramedConn } from "../shared/framed_conn.ts";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import type { Registration, RegistryStore } from "./registry.ts";
+import type { Registration, RegistryStore } from "./registry/registry.ts";
 
 /** A relay to hand a session to: its name and the address to dial. */
 export interface Hop {

@@ -10,9 +10,9 @@ import { parseDuration, printError } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { EmbeddedDirectory } from "./directory.ts";
-import { MeshDirectory } from "./mesh.ts";
-import { RedisDirectory } from "./redis_directory.ts";
-import { FileRegistry } from "./registry.ts";
+import { MeshDirectory } from "./mesh/mesh.ts";
+import { RedisDirectory } from "./redis/redis_directory.ts";
+import { FileRegistry } from "./registry/registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
 
 const HELP = `tsunagi relay: lets devices behind NAT reach each other by ID.

@@ -9,12 +9,12 @@ import { NodeTlsListener } from "../shared/tls_listener.ts";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode } from "../shared/protocol/constants.ts";
-import { RelayConn, type RelayContext, serveConnection } from "./connection.ts";
-import { CredentialCache } from "./credentials.ts";
+import { RelayConn, type RelayContext, serveConnection } from "./core/connection.ts";
+import { CredentialCache } from "./login/credentials.ts";
 import type { Directory } from "./directory.ts";
-import { LocalDevices } from "./local_devices.ts";
-import { LoginThrottle } from "./throttle.ts";
-import { LinkPool } from "./links.ts";
+import { LocalDevices } from "./core/local_devices.ts";
+import { LoginThrottle } from "./login/throttle.ts";
+import { LinkPool } from "./mesh/links.ts";
 
 /** TLS material for the listener, as PEM text. */
 export interface TlsMaterial {

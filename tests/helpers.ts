@@ -5,7 +5,7 @@
  * @module
  */
 
-import { registryMain } from "../relay/registry_main.ts";
+import { registryMain } from "../relay/registry/main.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();

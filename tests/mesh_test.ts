@@ -191,7 +191,7 @@ Deno.test("mesh: relays 1 hour ahead and 1 hour behind lose and revert no update
 
   // A password change made on the relay behind wins over the older one made ahead.
   await Deno.writeTextFile(`${dir.path}/new.pw`, "fresh-password\n");
-  const { registryMain } = await import("../relay/registry_main.ts");
+  const { registryMain } = await import("../relay/registry/main.ts");
   const code = await registryMain(
     [
       "passwd",

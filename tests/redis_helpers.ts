@@ -8,7 +8,7 @@
  * @module
  */
 
-import { registryMain } from "../relay/registry_main.ts";
+import { registryMain } from "../relay/registry/main.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();

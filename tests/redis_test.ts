@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import { RedisDirectory } from "../relay/redis_directory.ts";
+import { RedisDirectory } from "../relay/redis/redis_directory.ts";
 import {
   agentCommand,
   deviceFlags,

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { RedisServer } from "../tests/redis_helpers.ts";
+import { RedisServer } from "../../tests/redis_helpers.ts";
 import { DirectoryUnavailableError, parseRedisUrl, RedisConnection } from "./redis_conn.ts";
 import { RedisRegistry } from "./redis_registry.ts";
-import { registryMain } from "./registry_main.ts";
-import { type Registration, RegistryCorruptError } from "./registry.ts";
+import { registryMain } from "../registry/main.ts";
+import { type Registration, RegistryCorruptError } from "../registry/registry.ts";
 
 function reg(id: string, type = "FAX", attributes = ["FILE TX/RX"]): Registration {
   return { id, type, attributes, passwordHash: `scrypt$test$${id}`, updatedAt: 1_700_000_000_000 };

@@ -2,7 +2,7 @@
  * The device registry: which device IDs may log in, with their type, attributes and
  * password hash (patent [0023], [0028]: devices are registered in advance).
  *
- * {@link FileRegistry} keeps `<dir>/registry.json`. The admin CLI (`registry_main.ts`)
+ * {@link FileRegistry} keeps `<dir>/registry.json`. The admin CLI (`registry/main.ts`)
  * writes it while a relay is running, so the relay's instance checks the file's
  * metadata before every read and reloads it when another process replaced it. Writes
  * go to a temporary file that is renamed over the old one, so a reader never sees half

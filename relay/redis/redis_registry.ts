@@ -25,7 +25,7 @@ import {
   RegistryCorruptError,
   type RegistryStore,
   validateRegistration,
-} from "./registry.ts";
+} from "../registry/registry.ts";
 
 /** Every registration: `[id1, [field, value, ...], id2, [...], ...]`. */
 const LIST_REGISTRATIONS = new LuaScript(`

@@ -10,10 +10,10 @@
  * @module
  */
 
-import { formatHostPort } from "../shared/address.ts";
-import type { Logger } from "../shared/log.ts";
-import { LinkPurposes } from "../shared/protocol/messages.ts";
-import type { Hop } from "./directory.ts";
+import { formatHostPort } from "../../shared/address.ts";
+import type { Logger } from "../../shared/log.ts";
+import { LinkPurposes } from "../../shared/protocol/messages.ts";
+import type { Hop } from "../directory.ts";
 import { type DialedLink, dialLink, type LinkCredentials } from "./link_auth.ts";
 
 /** Options for {@link LinkPool}. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { DeviceState } from "../shared/protocol/constants.ts";
-import type { DirectoryEntry } from "../shared/protocol/messages.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 import {
   compareVersion,
   type DeviceNotice,

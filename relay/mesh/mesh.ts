@@ -12,15 +12,15 @@
  * @module
  */
 
-import { formatHostPort, type HostPort, parseHostPort } from "../shared/address.ts";
-import { backoffDelay, delay } from "../shared/backoff.ts";
-import type { FramedConn } from "../shared/framed_conn.ts";
-import type { Logger } from "../shared/log.ts";
-import { type DirectoryEntry, LinkPurposes } from "../shared/protocol/messages.ts";
-import { type Directory, type Hop, offlineEntry, type SelfInfo } from "./directory.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../../shared/address.ts";
+import { backoffDelay, delay } from "../../shared/backoff.ts";
+import type { FramedConn } from "../../shared/framed_conn.ts";
+import type { Logger } from "../../shared/log.ts";
+import { type DirectoryEntry, LinkPurposes } from "../../shared/protocol/messages.ts";
+import { type Directory, type Hop, offlineEntry, type SelfInfo } from "../directory.ts";
 import { dialLink, type LinkCredentials } from "./link_auth.ts";
 import { type Digest, MeshState, type Notice, parseNotice } from "./mesh_state.ts";
-import type { Registration, RegistryStore } from "./registry.ts";
+import type { Registration, RegistryStore } from "../registry/registry.ts";
 
 /** Options for {@link MeshDirectory}. */
 export interface MeshOptions {

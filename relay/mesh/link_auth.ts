@@ -14,12 +14,12 @@
  */
 
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { formatHostPort, type HostPort } from "../shared/address.ts";
-import { ConnectionClosedError, ProtocolError, RelayError } from "../shared/errors.ts";
-import { FramedConn } from "../shared/framed_conn.ts";
-import { dial } from "../shared/dial.ts";
-import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
-import type { LinkPurpose } from "../shared/protocol/messages.ts";
+import { formatHostPort, type HostPort } from "../../shared/address.ts";
+import { ConnectionClosedError, ProtocolError, RelayError } from "../../shared/errors.ts";
+import { FramedConn } from "../../shared/framed_conn.ts";
+import { dial } from "../../shared/dial.ts";
+import { ErrorCode, PROTOCOL_VERSION, Role } from "../../shared/protocol/constants.ts";
+import type { LinkPurpose } from "../../shared/protocol/messages.ts";
 
 /** A fresh random nonce, hex. */
 export function newNonce(): string {

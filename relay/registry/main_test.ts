@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { verifyPassword } from "./password.ts";
 import { FileRegistry } from "./registry.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, registryMain } from "./registry_main.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, registryMain } from "./main.ts";
 
 const FAST = ["--hash-cost", "1024"];
 const T0 = Date.UTC(2026, 10, 3, 10, 0, 0);

@@ -23,10 +23,10 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "../shared/errors.ts";
+import { UsageError } from "../../shared/errors.ts";
 import { hashPassword } from "./password.ts";
-import { DirectoryUnavailableError, parseRedisUrl } from "./redis_conn.ts";
-import { RedisRegistry } from "./redis_registry.ts";
+import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
+import { RedisRegistry } from "../redis/redis_registry.ts";
 import {
   FileRegistry,
   type Registration,

@@ -17,10 +17,10 @@
 
 import { createClient, ErrorReply } from "@redis/client";
 import { createHash } from "node:crypto";
-import { backoffDelay, delay } from "../shared/backoff.ts";
-import { Logger } from "../shared/log.ts";
+import { backoffDelay, delay } from "../../shared/backoff.ts";
+import { Logger } from "../../shared/log.ts";
 
-import { DirectoryUnavailableError } from "../shared/errors.ts";
+import { DirectoryUnavailableError } from "../../shared/errors.ts";
 
 export { DirectoryUnavailableError };
 

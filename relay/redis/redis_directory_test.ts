@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
-import { DeviceState } from "../shared/protocol/constants.ts";
-import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import { Logger } from "../shared/log.ts";
-import { RedisServer } from "../tests/redis_helpers.ts";
-import type { SelfInfo } from "./directory.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
+import { Logger } from "../../shared/log.ts";
+import { RedisServer } from "../../tests/redis_helpers.ts";
+import type { SelfInfo } from "../directory.ts";
 import { RedisConnection } from "./redis_conn.ts";
 import {
   DirectoryUnavailableError,
   RedisDirectory,
   type RedisDirectoryOptions,
 } from "./redis_directory.ts";
-import type { Registration } from "./registry.ts";
+import type { Registration } from "../registry/registry.ts";
 
 const FAST: RedisDirectoryOptions = {
   ttlMs: 400,

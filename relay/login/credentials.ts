@@ -10,8 +10,8 @@
  */
 
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { verifyPassword } from "./password.ts";
-import type { Registration } from "./registry.ts";
+import { verifyPassword } from "../registry/password.ts";
+import type { Registration } from "../registry/registry.ts";
 
 /** Verifies passwords against registrations, caching successes. */
 export class CredentialCache {

@@ -39,11 +39,11 @@
  * @module
  */
 
-import { formatHostPort, parseHostPort } from "../shared/address.ts";
-import { Logger } from "../shared/log.ts";
-import { DeviceState } from "../shared/protocol/constants.ts";
-import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import { type Directory, type Hop, offlineEntry, type SelfInfo } from "./directory.ts";
+import { formatHostPort, parseHostPort } from "../../shared/address.ts";
+import { Logger } from "../../shared/log.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
+import { type Directory, type Hop, offlineEntry, type SelfInfo } from "../directory.ts";
 import {
   DirectoryUnavailableError,
   LuaScript,

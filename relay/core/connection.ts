@@ -6,8 +6,8 @@
  * @module
  */
 
-import { type FramedConn, isClosedError } from "../shared/framed_conn.ts";
-import type { Logger } from "../shared/log.ts";
+import { type FramedConn, isClosedError } from "../../shared/framed_conn.ts";
+import type { Logger } from "../../shared/log.ts";
 import {
   DeviceState,
   ERROR_CODE_NAMES,
@@ -16,28 +16,28 @@ import {
   FILE_SERVICE,
   PROTOCOL_VERSION,
   Role,
-} from "../shared/protocol/constants.ts";
+} from "../../shared/protocol/constants.ts";
 import {
   type DirectoryEntry,
   encodeMessage,
   LinkPurposes,
   type Message,
-} from "../shared/protocol/messages.ts";
-import { checkVersion } from "../shared/protocol/messages.ts";
+} from "../../shared/protocol/messages.ts";
+import { checkVersion } from "../../shared/protocol/messages.ts";
 import {
   ConnectionClosedError,
   FrameTooLargeError,
   MalformedMessageError,
   ProtocolError,
-} from "../shared/errors.ts";
-import type { CredentialCache } from "./credentials.ts";
-import type { Directory } from "./directory.ts";
+} from "../../shared/errors.ts";
+import type { CredentialCache } from "../login/credentials.ts";
+import type { Directory } from "../directory.ts";
 import type { LocalDevices } from "./local_devices.ts";
 import { pumpSession, RelaySession, type SessionSide } from "./session.ts";
-import type { LinkPool } from "./links.ts";
-import { acceptorMac, type DialedLink, dialerMac, macEquals, newNonce } from "./link_auth.ts";
-import type { Hop } from "./directory.ts";
-import type { LoginThrottle } from "./throttle.ts";
+import type { LinkPool } from "../mesh/links.ts";
+import { acceptorMac, type DialedLink, dialerMac, macEquals, newNonce } from "../mesh/link_auth.ts";
+import type { Hop } from "../directory.ts";
+import type { LoginThrottle } from "../login/throttle.ts";
 
 /** Everything a connection needs from its relay. */
 export interface RelayContext {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { DeviceState } from "../shared/protocol/constants.ts";
-import type { DirectoryEntry } from "../shared/protocol/messages.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 
 /** What the table needs to know of one connection. */
 export interface TrackedConn {

@@ -15,9 +15,9 @@
  * @module
  */
 
-import { DeviceState } from "../shared/protocol/constants.ts";
-import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import type { Registration } from "./registry.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
+import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
+import type { Registration } from "../registry/registry.ts";
 
 /** `[epoch, seq]` of an origin relay. */
 export type Version = [number, number];

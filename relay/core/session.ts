@@ -9,9 +9,9 @@
  * @module
  */
 
-import { EndReason } from "../shared/protocol/constants.ts";
-import { PassthroughScanner } from "../shared/protocol/passthrough.ts";
-import type { FramedConn } from "../shared/framed_conn.ts";
+import { EndReason } from "../../shared/protocol/constants.ts";
+import { PassthroughScanner } from "../../shared/protocol/passthrough.ts";
+import type { FramedConn } from "../../shared/framed_conn.ts";
 
 /** Read buffer per session direction. */
 export const SESSION_READ_SIZE = 128 * 1024;
