@@ -47,6 +47,16 @@ Shared database (instead of the mesh: every relay reads and writes one Redis):
                             idle connections silent for 3 intervals are closed
   --login-timeout DURATION  a new connection must log in within this (default 10s)
   --answer-timeout DURATION a target must accept or reject within this (default 10s)
+
+Limits (what one peer can make the relay hold; refused with a clear error code):
+  --max-unauth-per-address N  connections not yet logged in, per address (default 64)
+  --max-unauth N              connections not yet logged in, in total (default 4096)
+  --max-conns-per-device N    connections of one device (default 64)
+  --max-sessions-per-device N sessions one device takes part in at once (default 32)
+  --session-idle-timeout DURATION
+                              a session silent both ways this long is closed
+                              (default 10m; 0 = never)
+
   --log-format text|json    log format on stderr (default text)
   --log-level LEVEL         debug, info, warn or error (default info)
   -h, --help                show this help
@@ -79,6 +89,11 @@ export async function relayMain(args: string[]): Promise<number> {
         keepalive: { type: "string" },
         "login-timeout": { type: "string" },
         "answer-timeout": { type: "string" },
+        "max-unauth-per-address": { type: "string" },
+        "max-unauth": { type: "string" },
+        "max-conns-per-device": { type: "string" },
+        "max-sessions-per-device": { type: "string" },
+        "session-idle-timeout": { type: "string" },
         "log-format": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -158,6 +173,13 @@ export async function relayMain(args: string[]): Promise<number> {
       keepaliveMs: optionalDuration(values, "keepalive"),
       loginTimeoutMs: optionalDuration(values, "login-timeout"),
       answerTimeoutMs: optionalDuration(values, "answer-timeout"),
+      limits: {
+        maxUnauthPerAddress: optionalCount(values, "max-unauth-per-address"),
+        maxUnauth: optionalCount(values, "max-unauth"),
+        maxConnsPerDevice: optionalCount(values, "max-conns-per-device"),
+        maxSessionsPerDevice: optionalCount(values, "max-sessions-per-device"),
+        sessionIdleTimeoutMs: optionalDuration(values, "session-idle-timeout"),
+      },
       logger,
     });
   } catch (e) {
@@ -193,6 +215,19 @@ export async function relayMain(args: string[]): Promise<number> {
 function optionalDuration(values: Record<string, unknown>, flag: string): number | undefined {
   const value = values[flag];
   return typeof value === "string" ? parseDuration(value, flag) : undefined;
+}
+
+/** The positive count given for `--flag`, or undefined when the flag is absent. */
+function optionalCount(values: Record<string, unknown>, flag: string): number | undefined {
+  const value = values[flag];
+  if (typeof value !== "string") return undefined;
+  if (!/^[1-9][0-9]{0,8}$/.test(value)) {
+    throw new UsageError(
+      `--${flag} must be a whole number from 1, got "${value}"`,
+      `e.g. --${flag} 64`,
+    );
+  }
+  return Number(value);
 }
 
 async function readSecret(path: string): Promise<Uint8Array> {

@@ -8,11 +8,18 @@ import { type ByteConn, FramedConn } from "../shared/framed_conn.ts";
 import { NodeTlsListener } from "../shared/tls_listener.ts";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
-import { DeviceState, ErrorCode } from "../shared/protocol/constants.ts";
-import { RelayConn, type RelayContext, serveConnection } from "./core/connection.ts";
+import { DeviceState, ErrorCode, MAX_PRELOGIN_PAYLOAD } from "../shared/protocol/constants.ts";
+import {
+  DEFAULT_LIMITS,
+  LocalDevices,
+  RelayConn,
+  type RelayContext,
+  type RelayLimits,
+  serveConnection,
+  UnauthLimiter,
+} from "./core/mod.ts";
 import { CredentialCache } from "./login/credentials.ts";
 import type { Directory } from "./directory.ts";
-import { LocalDevices } from "./core/local_devices.ts";
 import { LoginThrottle } from "./login/throttle.ts";
 import { LinkPool } from "./mesh/links.ts";
 
@@ -56,6 +63,8 @@ export interface RelayOptions {
   linkTlsCa?: string;
   /** Login throttle (default: a fresh one on the same clock). */
   throttle?: LoginThrottle;
+  /** Resource limits (defaults: {@link DEFAULT_LIMITS}). */
+  limits?: Partial<RelayLimits>;
 }
 
 /** A running relay, shaped like `Deno.serve`'s handle. */
@@ -98,6 +107,10 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? 3 * keepaliveMs;
   const loginTimeoutMs = options.loginTimeoutMs ?? 10_000;
   const directory = options.directory;
+  // Absent (undefined) limits keep their defaults.
+  const given = Object.entries(options.limits ?? {}).filter(([, v]) => v !== undefined);
+  const limits: RelayLimits = { ...DEFAULT_LIMITS, ...Object.fromEntries(given) };
+  const unauth = new UnauthLimiter(limits.maxUnauthPerAddress, limits.maxUnauth);
   const conns = new Set<RelayConn>();
   const advertised = options.advertise ?? { hostname: addr.hostname, port: addr.port };
   const links = options.meshSecret
@@ -122,6 +135,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     now,
     keepaliveMs,
     answerTimeoutMs: options.answerTimeoutMs ?? 10_000,
+    limits,
     get shuttingDown() {
       return shuttingDown;
     },
@@ -133,19 +147,36 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       : null,
   };
 
-  // One sweeper for all connections instead of a timer per connection.
-  const sweepMs = Math.max(20, Math.min(1000, Math.floor(keepaliveTimeoutMs / 4)));
+  // One sweeper for all connections instead of a timer per connection. Every state has
+  // a deadline: login, keep-alive (idle), the session idle timeout (session, ending),
+  // and the answer timeout (noticed/connecting, held by the notice itself).
+  const sessionIdleMs = limits.sessionIdleTimeoutMs;
+  const sweepMs = Math.max(
+    20,
+    Math.min(1000, Math.floor(Math.min(keepaliveTimeoutMs, sessionIdleMs || Infinity) / 4)),
+  );
   const sweeper = setInterval(() => {
     const t = now();
     for (const conn of conns) {
-      if (conn.state === "hello" && t - conn.openedAt > loginTimeoutMs) {
+      const state = conn.state;
+      if (state === "hello" && t - conn.openedAt > loginTimeoutMs) {
         logger.info("login timeout", { remote: conn.remote });
         closeWithError(conn, ErrorCode.LoginTimeout, "No login in time");
       } else if (
-        conn.state === "idle" && conn.kind === "device" && t - conn.lastSeen > keepaliveTimeoutMs
+        state === "idle" && conn.kind === "device" && t - conn.lastSeen > keepaliveTimeoutMs
       ) {
         logger.info("keep-alive missed", { device: conn.deviceId, remote: conn.remote });
         closeWithError(conn, ErrorCode.KeepaliveTimeout, "No keep-alive in time");
+      } else if (
+        sessionIdleMs > 0 && conn.session !== null &&
+        t - conn.session.lastActivity > sessionIdleMs
+      ) {
+        logger.info("session idle timeout", {
+          session: conn.session.id,
+          device: conn.deviceId,
+          relay: conn.kind === "link" ? conn.linkPeer : undefined,
+        });
+        closeWithError(conn, ErrorCode.SessionTimeout, "Session idle for too long");
       }
     }
   }, sweepMs);
@@ -160,33 +191,71 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   }
 
   const accepting = (async () => {
+    let failures = 0;
     for (;;) {
       let socket: ByteConn & { remoteAddr: Deno.Addr };
       try {
         socket = await listener.accept();
+        failures = 0;
       } catch (e) {
         if (shuttingDown) return;
         if (e instanceof Deno.errors.BadResource) return;
-        logger.warn("accept failed", { error: String(e) });
+        // Out of file descriptors (EMFILE) and the like: back off instead of spinning;
+        // the logger rate-limits the repeated line.
+        const wait = Math.min(1000, 5 * 2 ** Math.min(failures++, 8));
+        logger.warn("accept failed", { error: String(e), retryInMs: wait });
+        await new Promise((r) => setTimeout(r, wait));
         continue;
       }
       if ("setNoDelay" in socket) (socket as Deno.TcpConn).setNoDelay(true);
+      if ("setKeepAlive" in socket) (socket as Deno.TcpConn).setKeepAlive(true);
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
+      const admitted = unauth.admit(remoteAddr.hostname);
+      if (admitted !== "ok") {
+        refuseUnauthenticated(socket, remoteAddr, admitted);
+        continue;
+      }
       const conn = new RelayConn(
         // Small first reads: an idle connection holds its pending read buffer for hours
         // (10,000 of them on a busy relay); the size grows while reads come back full.
-        new FramedConn(socket, { readSize: 128 }),
+        // Before login a frame may declare only a few KiB.
+        new FramedConn(socket, { readSize: 128, maxPayload: MAX_PRELOGIN_PAYLOAD }),
         formatHostPort(remoteAddr),
+        remoteAddr.hostname,
         now,
       );
       conns.add(conn);
-      const loop = serveConnection(conn, ctx).finally(() => {
+      let counted = true;
+      const loggedIn = () => {
+        if (counted) unauth.release(remoteAddr.hostname);
+        counted = false;
+      };
+      const loop = serveConnection(conn, ctx, loggedIn).finally(() => {
+        loggedIn();
         conns.delete(conn);
         loops.delete(loop);
       });
       loops.add(loop);
     }
   })();
+
+  /** Too many connections not logged in: say so in one frame and close. */
+  function refuseUnauthenticated(socket: ByteConn, from: Deno.NetAddr, why: "address" | "total") {
+    logger.warn("connection refused", {
+      remote: from.hostname,
+      reason: why === "address"
+        ? `more than ${limits.maxUnauthPerAddress} connections from this address not logged in`
+        : `more than ${limits.maxUnauth} connections not logged in`,
+    });
+    const framed = new FramedConn(socket);
+    void framed.trySend({
+      kind: "error",
+      code: ErrorCode.TooManyUnauthenticated,
+      message: why === "address"
+        ? "Too many connections from your address that have not logged in; retry later"
+        : "Relay is busy with connections that have not logged in; retry later",
+    }).finally(() => framed.close());
+  }
 
   await directory.start({
     name,

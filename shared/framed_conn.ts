@@ -29,6 +29,8 @@ export interface FramedConnOptions {
   readSize?: number;
   /** Largest read size it grows to (default 64 KiB + a header). */
   maxReadSize?: number;
+  /** Largest payload a frame may declare (default MAX_PAYLOAD). */
+  maxPayload?: number;
 }
 
 /** Writes every byte of `bytes` to `conn`. */
@@ -58,11 +60,13 @@ export class FramedConn {
   #error: unknown = null;
   #closed = false;
   #eof = false;
+  #outboundAtBoundary = true;
 
   /** Wraps `conn`. */
   constructor(conn: ByteConn, options: FramedConnOptions = {}) {
     this.conn = conn;
     this.#readSize = this.#minReadSize = options.readSize ?? 4096;
+    if (options.maxPayload !== undefined) this.#decoder.maxPayload = options.maxPayload;
     this.#maxReadSize = Math.max(this.#minReadSize, options.maxReadSize ?? 64 * 1024 + 5);
   }
 
@@ -146,8 +150,40 @@ export class FramedConn {
     });
   }
 
-  /** Writes raw bytes (a whole frame or frames), after any writes already queued. */
+  /** True when the bytes queued so far end on a frame boundary. */
+  get outboundAtBoundary(): boolean {
+    return this.#outboundAtBoundary;
+  }
+
+  /** Sets the largest payload the decoder accepts (small before login, full after). */
+  setMaxPayload(n: number): void {
+    this.#decoder.maxPayload = n;
+  }
+
+  /** Queues pass-through bytes; `endsAtBoundary` says whether a frame ends with them. */
+  writePassthrough(bytes: Uint8Array, endsAtBoundary: boolean): Promise<void> {
+    const run = this.#queue(bytes);
+    this.#outboundAtBoundary = endsAtBoundary;
+    return run;
+  }
+
+  /**
+   * Writes raw bytes (a whole frame or frames), after any writes already queued. Refuses
+   * (and closes the connection) when the stream sits inside a half-forwarded frame.
+   */
   write(bytes: Uint8Array): Promise<void> {
+    if (!this.#outboundAtBoundary) {
+      this.close();
+      return Promise.reject(
+        new ConnectionClosedError(
+          "Cannot write a frame: it would land inside a half-forwarded frame",
+        ),
+      );
+    }
+    return this.#queue(bytes);
+  }
+
+  #queue(bytes: Uint8Array): Promise<void> {
     const run = this.#writeTail.then(async () => {
       if (this.#error !== null) throw this.#error;
       if (this.#closed) throw new ConnectionClosedError();

@@ -133,7 +133,7 @@ Deno.test("garbage clients are closed without disturbing a transfer in progress"
       const answer = await drain(oversized);
       assert.equal(answer[0], 0x12, "an ERROR frame");
       assert.equal((answer[5] << 8) | answer[6], 1, "code BadFrame");
-      assert.match(new TextDecoder().decode(answer.subarray(9)), /exceeds maximum 65536/);
+      assert.match(new TextDecoder().decode(answer.subarray(9)), /exceeds maximum 4096/);
     }
     {
       using half = await Deno.connect({ hostname, port });

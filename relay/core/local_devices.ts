@@ -17,6 +17,8 @@ export interface TrackedConn {
   readonly isIdle: boolean;
   /** The peer device ID while in a session, else null. */
   readonly peerId: string | null;
+  /** Agent instance token from LOGIN ("" for one-shot clients). */
+  readonly instance: string;
 }
 
 /** One logged-in device. */
@@ -31,6 +33,8 @@ export interface LocalDevice<C extends TrackedConn> {
   conns: Set<C>;
   /** Wall-clock time of the last change, ms. */
   lastUpdate: number;
+  /** The agent instance that holds this device here ("" until one logs in). */
+  instance: string;
 }
 
 /** The local table. `C` is the relay's connection class. */
@@ -70,9 +74,17 @@ export class LocalDevices<C extends TrackedConn> {
   attach(conn: C, type: string, attributes: string[]): void {
     let device = this.#devices.get(conn.deviceId);
     if (device === undefined) {
-      device = { id: conn.deviceId, type, attributes, conns: new Set(), lastUpdate: 0 };
+      device = {
+        id: conn.deviceId,
+        type,
+        attributes,
+        conns: new Set(),
+        lastUpdate: 0,
+        instance: "",
+      };
       this.#devices.set(conn.deviceId, device);
     }
+    if (device.instance === "") device.instance = conn.instance;
     device.conns.add(conn);
     this.changed(conn.deviceId);
   }
@@ -105,6 +117,15 @@ export class LocalDevices<C extends TrackedConn> {
     let found: C | undefined;
     for (const conn of device.conns) if (conn.isIdle && conn !== exclude) found = conn;
     return found;
+  }
+
+  /** Number of sessions the device takes part in here (connections in a session). */
+  sessionCount(id: string): number {
+    const device = this.#devices.get(id);
+    if (device === undefined) return 0;
+    let n = 0;
+    for (const conn of device.conns) if (conn.peerId !== null) n++;
+    return n;
   }
 
   /** The directory entry of a logged-in device. */

@@ -40,7 +40,7 @@ export interface FrameDecoderOptions {
  * ```
  */
 export class FrameDecoder {
-  readonly #maxPayload: number;
+  #maxPayload: number;
   /** Unparsed bytes: `#buf[#off..]`. */
   #buf: Uint8Array = new Uint8Array(0);
   #off = 0;
@@ -48,6 +48,15 @@ export class FrameDecoder {
   /** Creates a decoder. */
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxPayload = options.maxPayload ?? MAX_PAYLOAD;
+  }
+
+  /** Largest payload accepted. */
+  get maxPayload(): number {
+    return this.#maxPayload;
+  }
+
+  set maxPayload(n: number) {
+    this.#maxPayload = n;
   }
 
   /** Number of bytes received but not yet returned as frames. */

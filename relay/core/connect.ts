@@ -1,0 +1,199 @@
+/**
+ * A connection request on the requester's loop: checks, directory lookup, then either a
+ * notice to one of the target's idle connections here or forwarding to the target's
+ * relay (forward.ts).
+ *
+ * A notice that times out closes that target connection (its answer can no longer be
+ * trusted to arrive in order; it is most likely dead, e.g. behind a NAT that lost its
+ * state) and is offered to the target's next idle connection, as is one that could not
+ * be sent. The requester's own state changes only here, on its own loop.
+ *
+ * @module
+ */
+
+import {
+  DeviceState,
+  ERROR_CODE_NAMES,
+  ErrorCode,
+  FILE_ATTRIBUTE,
+  FILE_SERVICE,
+  MAX_ID_BYTES,
+  MAX_SERVICE_BYTES,
+} from "../../shared/protocol/constants.ts";
+import { encodeMessage } from "../../shared/protocol/messages.ts";
+import type { RelayConn } from "./conn.ts";
+import { type ConnectRequest, NOTICE_TIMEOUTS, type Refuse, type RelayContext } from "./context.ts";
+import { forward } from "./forward.ts";
+import { Notice } from "./notice.ts";
+import type { RelaySession, SessionSide } from "./session.ts";
+
+/** Idle connections of a target tried for one request before it counts as busy. */
+export const NOTICE_ATTEMPTS = 4;
+
+const utf8 = new TextEncoder();
+
+/**
+ * Handles CONNECT (from a device) or ROUTE (from a relay) on the requester's loop. True
+ * when the session started (the requester must then run its side); false after a
+ * REJECT was sent. The connection must be "connecting".
+ */
+export async function connect(
+  conn: RelayConn,
+  request: ConnectRequest,
+  ctx: RelayContext,
+): Promise<boolean> {
+  const { target, service } = request;
+  const refuse: Refuse = async (code, message) => {
+    conn.connectFailed();
+    ctx.logger.info("connect refused", {
+      from: request.requester,
+      to: target,
+      code: ERROR_CODE_NAMES[code],
+    });
+    await conn.framed.send({ kind: "reject", session: "", code, message });
+    return false;
+  };
+  if (utf8.encode(target).length > MAX_ID_BYTES) {
+    return refuse(ErrorCode.FieldTooLong, `Target ID longer than ${MAX_ID_BYTES} bytes`);
+  }
+  if (utf8.encode(service).length > MAX_SERVICE_BYTES) {
+    return refuse(ErrorCode.FieldTooLong, `Service name longer than ${MAX_SERVICE_BYTES} bytes`);
+  }
+  if (
+    conn.kind === "device" &&
+    ctx.devices.sessionCount(conn.deviceId) >= ctx.limits.maxSessionsPerDevice
+  ) {
+    return refuse(
+      ErrorCode.SessionLimit,
+      `Device "${conn.deviceId}" already runs ${ctx.limits.maxSessionsPerDevice} sessions ` +
+        `(the relay's limit); end one first`,
+    );
+  }
+  // A device logged in here is found without asking the directory (the hot path).
+  let entry = ctx.devices.entry(target) ?? null;
+  try {
+    entry ??= await ctx.directory.lookup(target);
+  } catch (e) {
+    ctx.logger.warn("directory unavailable", { error: String(e) });
+    return refuse(ErrorCode.DirectoryUnavailable, "Relay cannot read the directory; retry later");
+  }
+  if (entry === null) {
+    return refuse(ErrorCode.UnknownTarget, `Device "${target}" is not registered`);
+  }
+  if (entry.state === DeviceState.Offline) {
+    return refuse(ErrorCode.TargetOffline, `Device "${target}" is not logged in`);
+  }
+  if (entry.state === DeviceState.Unreachable) {
+    return refuse(
+      ErrorCode.TargetUnreachable,
+      `Device "${target}" is on relay "${entry.relay}", which is unreachable`,
+    );
+  }
+  if (service === FILE_SERVICE && !entry.attributes.includes(FILE_ATTRIBUTE)) {
+    return refuse(
+      ErrorCode.ServiceUnsupported,
+      `Device "${target}" (type ${entry.type}) does not receive files: it lacks the ` +
+        `${FILE_ATTRIBUTE} attribute`,
+    );
+  }
+  if (entry.relay !== ctx.name) return await forward(conn, request, entry.relay, refuse, ctx);
+  if (ctx.devices.sessionCount(target) >= ctx.limits.maxSessionsPerDevice) {
+    return refuse(
+      ErrorCode.SessionLimit,
+      `Device "${target}" already runs ${ctx.limits.maxSessionsPerDevice} sessions ` +
+        `(the relay's limit); retry later`,
+    );
+  }
+  return await notifyLocal(conn, request, refuse, ctx);
+}
+
+/** Offers the request to the target's idle connections, newest first. */
+async function notifyLocal(
+  conn: RelayConn,
+  request: ConnectRequest,
+  refuse: Refuse,
+  ctx: RelayContext,
+): Promise<boolean> {
+  const { target } = request;
+  let timeouts = 0;
+  for (let attempt = 0; attempt < NOTICE_ATTEMPTS; attempt++) {
+    const targetConn = ctx.devices.pickIdle(target, conn);
+    if (targetConn === undefined) break;
+    const notice = new Notice<RelayConn>(crypto.randomUUID(), conn, request);
+    const outcome = await offerNotice(targetConn, notice, ctx);
+    switch (outcome.kind) {
+      case "accepted":
+        return startRequesterSide(conn, outcome.session, ctx);
+      case "rejected":
+        return refuse(
+          ErrorCode.TargetRejected,
+          `Device "${target}" refused the connection${
+            outcome.message ? `: ${outcome.message}` : ""
+          }`,
+        );
+      case "timeout":
+        ctx.logger.info("notice timed out", {
+          device: target,
+          remote: targetConn.remote,
+          afterMs: ctx.answerTimeoutMs,
+        });
+        if (++timeouts < NOTICE_TIMEOUTS) continue; // that connection was closed; offer the next
+        return refuse(
+          ErrorCode.TargetTimeout,
+          `Device "${target}" did not answer within ${ctx.answerTimeoutMs} ms`,
+        );
+      case "gone": // the connection closed under the notice
+      case "crossed": // the device used that connection for a request of its own
+        continue;
+      default: {
+        const never: never = outcome;
+        throw new TypeError(`Unhandled outcome ${JSON.stringify(never)}`);
+      }
+    }
+  }
+  if (timeouts > 0) {
+    return refuse(
+      ErrorCode.TargetTimeout,
+      `Device "${target}" did not answer within ${ctx.answerTimeoutMs} ms`,
+    );
+  }
+  return refuse(
+    ErrorCode.TargetBusy,
+    `Device "${target}" has no idle connection: all are in sessions`,
+  );
+}
+
+/**
+ * Sends a NOTICE on `targetConn` and waits for its single outcome (bounded by the answer
+ * timeout). A target connection that is no longer idle, or whose NOTICE cannot be
+ * written, counts as gone.
+ */
+async function offerNotice(targetConn: RelayConn, notice: Notice<RelayConn>, ctx: RelayContext) {
+  const frame = encodeMessage({
+    kind: "notice",
+    session: notice.id,
+    requester: notice.request.requester,
+    requesterType: notice.request.requesterType,
+    service: notice.request.service,
+  });
+  if (!targetConn.offer(notice)) return { kind: "gone" } as const;
+  notice.startTimer(ctx.answerTimeoutMs, () => targetConn.framed.close());
+  targetConn.framed.write(frame).catch(() => {
+    if (notice.settle({ kind: "gone" })) targetConn.withdrawNotice(notice);
+  });
+  return await notice.outcome;
+}
+
+/** The requester's side of an accepted session: ACCEPT to its device, then data. */
+function startRequesterSide(
+  conn: RelayConn,
+  session: RelaySession<SessionSide>,
+  ctx: RelayContext,
+): boolean {
+  conn.enterSession(session);
+  // Queued before the session is marked ready: no session byte overtakes the ACCEPT.
+  void conn.framed.trySend({ kind: "accept", session: session.id, peer: session.b.endpointId });
+  session.markReady();
+  if (conn.kind === "device") ctx.devices.changed(conn.deviceId);
+  return true;
+}

@@ -1,0 +1,20 @@
+/**
+ * The relay core: one owner per connection (conn.ts), login (login.ts), the control and
+ * link loops (control_loop.ts), connection requests (connect.ts, forward.ts), sessions
+ * (session.ts) and the table of local devices (local_devices.ts).
+ *
+ * @module
+ */
+
+export { type ConnState, RelayConn } from "./conn.ts";
+export {
+  type ConnectRequest,
+  DEFAULT_LIMITS,
+  MAX_HOPS,
+  type RelayContext,
+  type RelayLimits,
+} from "./context.ts";
+export { LocalDevices } from "./local_devices.ts";
+export { logout } from "./control_loop.ts";
+export { serveConnection } from "./serve.ts";
+export { UnauthLimiter } from "./unauth.ts";
