@@ -6,6 +6,11 @@
  * are serialised so frames never interleave. The first I/O error kills the connection:
  * it is kept and rethrown to every later caller.
  *
+ * Outbound frame boundary: pass-through bytes ({@link FramedConn.writePassthrough}) may
+ * end inside a frame. A frame of our own written then would land inside the peer's
+ * half-forwarded frame and corrupt the stream, so `write`/`send` refuse it: they close
+ * the connection instead and put nothing on the wire.
+ *
  * @module
  */
 
@@ -29,7 +34,10 @@ export interface FramedConnOptions {
   readSize?: number;
   /** Largest read size it grows to (default 64 KiB + a header). */
   maxReadSize?: number;
-  /** Largest payload a frame may declare (default MAX_PAYLOAD). */
+  /**
+   * Largest inbound payload accepted (default `MAX_PAYLOAD`); start small before login
+   * and raise it with {@link FramedConn.setMaxPayload}.
+   */
   maxPayload?: number;
 }
 
@@ -51,7 +59,7 @@ export function isClosedError(e: unknown): boolean {
 export class FramedConn {
   /** The underlying byte connection. */
   readonly conn: ByteConn;
-  readonly #decoder = new FrameDecoder();
+  readonly #decoder: FrameDecoder;
   #readSize: number;
   readonly #minReadSize: number;
   readonly #maxReadSize: number;
@@ -60,14 +68,29 @@ export class FramedConn {
   #error: unknown = null;
   #closed = false;
   #eof = false;
+  /**
+   * Whether the outbound stream, after every write queued so far, sits on a frame
+   * boundary. Set at call time: writes run in call order, so the state a new write will
+   * find on the wire is the state the last queued write left.
+   */
   #outboundAtBoundary = true;
 
   /** Wraps `conn`. */
   constructor(conn: ByteConn, options: FramedConnOptions = {}) {
     this.conn = conn;
     this.#readSize = this.#minReadSize = options.readSize ?? 4096;
-    if (options.maxPayload !== undefined) this.#decoder.maxPayload = options.maxPayload;
     this.#maxReadSize = Math.max(this.#minReadSize, options.maxReadSize ?? 64 * 1024 + 5);
+    this.#decoder = new FrameDecoder({ maxPayload: options.maxPayload });
+  }
+
+  /** Sets the largest inbound payload accepted, e.g. raised after a successful login. */
+  setMaxPayload(n: number): void {
+    this.#decoder.maxPayload = n;
+  }
+
+  /** True when the outbound stream, after every write queued so far, is on a frame boundary. */
+  get outboundAtBoundary(): boolean {
+    return this.#outboundAtBoundary;
   }
 
   /** True once {@link close} ran or an I/O error occurred. */
@@ -150,40 +173,32 @@ export class FramedConn {
     });
   }
 
-  /** True when the bytes queued so far end on a frame boundary. */
-  get outboundAtBoundary(): boolean {
-    return this.#outboundAtBoundary;
-  }
-
-  /** Sets the largest payload the decoder accepts (small before login, full after). */
-  setMaxPayload(n: number): void {
-    this.#decoder.maxPayload = n;
-  }
-
-  /** Queues pass-through bytes; `endsAtBoundary` says whether a frame ends with them. */
-  writePassthrough(bytes: Uint8Array, endsAtBoundary: boolean): Promise<void> {
-    const run = this.#queue(bytes);
-    this.#outboundAtBoundary = endsAtBoundary;
-    return run;
-  }
-
   /**
-   * Writes raw bytes (a whole frame or frames), after any writes already queued. Refuses
-   * (and closes the connection) when the stream sits inside a half-forwarded frame.
+   * Writes raw bytes (whole frames), after any writes already queued. If the outbound
+   * stream is inside a half-forwarded frame, nothing is written: the connection is closed
+   * and the promise rejects with {@link ConnectionClosedError}.
    */
   write(bytes: Uint8Array): Promise<void> {
     if (!this.#outboundAtBoundary) {
-      this.close();
-      return Promise.reject(
-        new ConnectionClosedError(
-          "Cannot write a frame: it would land inside a half-forwarded frame",
-        ),
+      const e = new ConnectionClosedError(
+        "Cannot write frame: it would land inside a half-forwarded frame; closing the connection",
       );
+      this.#fail(e);
+      return Promise.reject(e);
     }
-    return this.#queue(bytes);
+    return this.#enqueue(bytes);
   }
 
-  #queue(bytes: Uint8Array): Promise<void> {
+  /**
+   * Forwards pass-through bytes, queued like {@link write}. `endsAtBoundary` says whether
+   * the outbound stream sits on a frame boundary after them (the caller's scanner knows).
+   */
+  writePassthrough(bytes: Uint8Array, endsAtBoundary: boolean): Promise<void> {
+    this.#outboundAtBoundary = endsAtBoundary;
+    return this.#enqueue(bytes);
+  }
+
+  #enqueue(bytes: Uint8Array): Promise<void> {
     const run = this.#writeTail.then(async () => {
       if (this.#error !== null) throw this.#error;
       if (this.#closed) throw new ConnectionClosedError();

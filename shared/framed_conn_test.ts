@@ -198,3 +198,81 @@ Deno.test("isClosedError() recognises socket-closed errors and nothing else", ()
   assert.equal(isClosedError(new Error("x")), false);
   assert.equal(isClosedError(new Deno.errors.TimedOut()), false);
 });
+
+Deno.test("FramedConn.setMaxPayload() raises the inbound limit set by the maxPayload option", async () => {
+  const [near, far] = memoryPair();
+  const conn = new FramedConn(near, { maxPayload: 4 });
+  const data = encodeMessage({ kind: "data", bytes: new Uint8Array(5) });
+  await writeAll(far, concat(encodeMessage(PING), data.subarray(0, 5)));
+  assert.deepStrictEqual(await conn.readMessage(), PING);
+  // Raised before DATA's header is complete: the new limit applies to it.
+  conn.setMaxPayload(5);
+  await writeAll(far, data.subarray(5));
+  assert.deepStrictEqual(await conn.readMessage(), { kind: "data", bytes: new Uint8Array(5) });
+  conn.setMaxPayload(4);
+  await writeAll(far, data);
+  await assert.rejects(conn.readFrame(), {
+    name: "FrameTooLargeError",
+    message: "Cannot decode frame: declared length 5 exceeds maximum 4",
+  });
+  conn.close();
+  far.close();
+});
+
+/** DATA carrying "hello", cut after its header and two payload bytes. */
+const DATA_HELLO = encodeMessage({ kind: "data", bytes: new TextEncoder().encode("hello") });
+const HALF = DATA_HELLO.subarray(0, 7);
+const REST = DATA_HELLO.subarray(7);
+
+Deno.test("FramedConn.send() after a half-forwarded frame writes nothing and closes the connection", async () => {
+  const [near, far] = memoryPair();
+  const conn = new FramedConn(near);
+  assert.equal(conn.outboundAtBoundary, true);
+  await conn.writePassthrough(HALF, false);
+  assert.equal(conn.outboundAtBoundary, false);
+  await assert.rejects(conn.send({ kind: "end", reason: 0 }), (e: unknown) => {
+    assert.ok(e instanceof ConnectionClosedError);
+    assert.match(e.message, /would land inside a half-forwarded frame/);
+    return true;
+  });
+  assert.ok(conn.closed);
+  assert.ok(near.closed);
+  await conn.trySend(PING); // swallowed, as for any closed connection
+  await assert.rejects(conn.write(encodeMessage(PING)), ConnectionClosedError);
+  assert.deepEqual(concat(...near.written), HALF, "only the forwarded bytes reached the wire");
+  // The peer sees the stream cut inside the frame, never a frame spliced into it.
+  await assert.rejects(new FramedConn(far).readFrame(), TruncatedFrameError);
+});
+
+Deno.test("FramedConn.writePassthrough() tracks the boundary in call order, before writes run", async () => {
+  // Writes of at most 3 bytes that yield first: all three calls are queued at once.
+  const [near, far] = memoryPair({ maxWrite: 3 });
+  const conn = new FramedConn(near);
+  const reader = new FramedConn(far);
+  const writes = [
+    conn.writePassthrough(HALF, false),
+    conn.writePassthrough(REST, true),
+    conn.send(PING),
+  ];
+  assert.equal(conn.outboundAtBoundary, true);
+  await Promise.all(writes);
+  assert.deepStrictEqual(await reader.readMessage(), {
+    kind: "data",
+    bytes: new TextEncoder().encode("hello"),
+  });
+  assert.deepStrictEqual(await reader.readMessage(), PING);
+  conn.close();
+  assert.equal(await reader.readMessage(), null);
+});
+
+Deno.test("FramedConn.write() queued behind a half-forwarded chunk is refused at call time", async () => {
+  const [near, far] = memoryPair();
+  const conn = new FramedConn(near);
+  const forwarding = conn.writePassthrough(HALF, false);
+  const ending = conn.send({ kind: "end", reason: 0 });
+  await assert.rejects(ending, /half-forwarded frame/);
+  // The connection died before the queued pass-through bytes ran: nothing was written.
+  await assert.rejects(forwarding, ConnectionClosedError);
+  assert.deepEqual(near.written, []);
+  far.close();
+});

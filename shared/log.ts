@@ -1,6 +1,18 @@
 /**
  * Small structured logger: one line per event on stderr, as text or JSON.
  *
+ * Logs are an attack surface: field values often come from the network (device IDs of
+ * up to 64 KB from unauthenticated clients, error messages quoting them). So the logger
+ * itself, not each caller, makes every line safe:
+ * - string values are cut to {@link LoggerOptions.maxFieldLength} characters with a
+ *   marker saying how many were cut, in both formats;
+ * - control and other invisible characters (ESC, CR/LF, C1, bidi overrides, lone
+ *   surrogates) are escaped as `\x1b` / `\u202e`, so a value cannot move the cursor,
+ *   recolour the terminal or forge a second line;
+ * - a warn or error with the same message text is written at most `rateLimit.lines`
+ *   times per `rateLimit.windowMs`; the next line after a pause says how many were
+ *   suppressed, so a flood from one peer cannot fill the disk or bury other lines.
+ *
  * @module
  */
 
@@ -12,6 +24,14 @@ export type LogFormat = "text" | "json";
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+/** How often the same warn or error message may be logged. */
+export interface LogRateLimit {
+  /** Lines of one message written per window (default 5). */
+  lines: number;
+  /** Window length in milliseconds (default 10 000). */
+  windowMs: number;
+}
+
 /** Options for {@link Logger}. */
 export interface LoggerOptions {
   /** Lowest level written (default "info"). */
@@ -22,7 +42,22 @@ export interface LoggerOptions {
   component?: string;
   /** Where lines go; defaults to stderr. */
   write?: (line: string) => void;
+  /** Clock in epoch milliseconds, for timestamps and rate limiting (default `Date.now`). */
+  now?: () => number;
+  /** Longest string value written, in UTF-16 units (default 128); the message gets twice that. */
+  maxFieldLength?: number;
+  /** Rate limit for repeated warn/error messages; `false` turns it off. */
+  rateLimit?: Partial<LogRateLimit> | false;
 }
+
+/** Default for {@link LoggerOptions.maxFieldLength}. */
+export const DEFAULT_MAX_FIELD_LENGTH = 128;
+
+/** Default for {@link LoggerOptions.rateLimit}. */
+export const DEFAULT_LOG_RATE_LIMIT: Readonly<LogRateLimit> = { lines: 5, windowMs: 10_000 };
+
+/** Distinct messages tracked by the rate limiter; beyond that, new ones are not limited. */
+const MAX_TRACKED_MESSAGES = 1024;
 
 const encoder = new TextEncoder();
 
@@ -30,12 +65,40 @@ function defaultWrite(line: string) {
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
 }
 
-/** A structured logger. `fields` values should be JSON-serialisable. */
+/** One message's count in its current window. */
+interface Window {
+  level: LogLevel;
+  event: string;
+  start: number;
+  count: number;
+  suppressed: number;
+}
+
+/**
+ * A structured logger. Every field value is made safe (see the module doc); plain
+ * values (strings, numbers, booleans) read best.
+ *
+ * @example
+ * ```ts
+ * import { Logger } from "./log.ts";
+ * const lines: string[] = [];
+ * const logger = new Logger({ component: "relay", write: (l) => lines.push(l), now: () => 0 });
+ * logger.warn("login refused", { device: "evil\x1b[2J" });
+ * console.assert(lines[0] === "1970-01-01T00:00:00.000Z WARN relay: login refused device=evil\\x1b[2J");
+ * ```
+ */
 export class Logger {
   readonly #level: number;
   readonly #format: LogFormat;
   readonly #component: string;
   readonly #write: (line: string) => void;
+  readonly #now: () => number;
+  readonly #maxField: number;
+  readonly #limit: LogRateLimit | null;
+  /** Rate-limit windows by level and message. */
+  readonly #windows = new Map<string, Window>();
+  /** When windows were last swept for ones that rolled over. */
+  #lastSweep = 0;
 
   /** Creates a logger. */
   constructor(options: LoggerOptions = {}) {
@@ -43,6 +106,12 @@ export class Logger {
     this.#format = options.format ?? "text";
     this.#component = options.component ?? "";
     this.#write = options.write ?? defaultWrite;
+    this.#now = options.now ?? Date.now;
+    this.#maxField = options.maxFieldLength ?? DEFAULT_MAX_FIELD_LENGTH;
+    this.#limit = options.rateLimit === false
+      ? null
+      : { ...DEFAULT_LOG_RATE_LIMIT, ...options.rateLimit };
+    this.#lastSweep = this.#now();
   }
 
   /** A logger that writes nothing (tests, libraries). */
@@ -58,28 +127,151 @@ export class Logger {
   info(event: string, fields: Record<string, unknown> = {}): void {
     this.#log("info", event, fields);
   }
-  /** Logs at warn level. */
+  /** Logs at warn level; repeats of one message are rate limited. */
   warn(event: string, fields: Record<string, unknown> = {}): void {
     this.#log("warn", event, fields);
   }
-  /** Logs at error level. */
+  /** Logs at error level; repeats of one message are rate limited. */
   error(event: string, fields: Record<string, unknown> = {}): void {
     this.#log("error", event, fields);
   }
 
+  /**
+   * Writes a `(N similar suppressed)` line for every message whose window has rolled
+   * over with lines suppressed, and forgets those windows. Runs by itself on any warn or
+   * error once a window length has passed; call it at shutdown or from a timer too.
+   */
+  flush(): void {
+    const now = this.#now();
+    this.#lastSweep = now;
+    if (this.#limit === null) return;
+    for (const [key, w] of this.#windows) {
+      if (now - w.start < this.#limit.windowMs) continue;
+      this.#windows.delete(key);
+      if (w.suppressed > 0) this.#emit(now, w.level, w.event, {}, w.suppressed);
+    }
+  }
+
   #log(level: LogLevel, event: string, fields: Record<string, unknown>) {
     if (LEVELS[level] < this.#level) return;
-    const time = new Date().toISOString();
+    const now = this.#now();
+    let suppressed = 0;
+    const limit = this.#limit;
+    if (limit !== null && (level === "warn" || level === "error")) {
+      const key = `${level}\0${event}`;
+      const w = this.#windows.get(key);
+      if (w !== undefined && now - w.start < limit.windowMs) {
+        if (w.count >= limit.lines) {
+          w.suppressed++;
+          return;
+        }
+        w.count++;
+      } else {
+        // A new window; the first line of it reports what the last one held back.
+        suppressed = w?.suppressed ?? 0;
+        if (w !== undefined || this.#windows.size < MAX_TRACKED_MESSAGES) {
+          this.#windows.set(key, { level, event, start: now, count: 1, suppressed: 0 });
+        }
+      }
+      if (now - this.#lastSweep >= limit.windowMs) this.flush();
+    }
+    this.#emit(now, level, event, fields, suppressed);
+  }
+
+  #emit(
+    now: number,
+    level: LogLevel,
+    event: string,
+    fields: Record<string, unknown>,
+    suppressed: number,
+  ) {
+    const time = new Date(now).toISOString();
+    const message = truncate(event, 2 * this.#maxField);
     if (this.#format === "json") {
-      this.#write(JSON.stringify({ time, level, component: this.#component, event, ...fields }));
+      const record: Record<string, unknown> = { time, level, component: this.#component };
+      record.event = message;
+      for (const [k, v] of Object.entries(fields)) {
+        record[truncate(k, this.#maxField)] = jsonValue(v, this.#maxField);
+      }
+      if (suppressed > 0) record.suppressed = suppressed;
+      this.#write(escapeJsonLine(JSON.stringify(record)));
       return;
     }
     const parts = Object.entries(fields).map(([k, v]) =>
-      `${k}=${typeof v === "string" && !/\s/.test(v) ? v : JSON.stringify(v)}`
+      `${escapeText(truncate(k, this.#maxField))}=${textValue(v, this.#maxField)}`
     );
-    const prefix = this.#component ? `${this.#component}: ` : "";
-    this.#write(`${time} ${level.toUpperCase()} ${prefix}${event} ${parts.join(" ")}`.trimEnd());
+    if (suppressed > 0) parts.push(`(${suppressed} similar suppressed)`);
+    const prefix = this.#component ? `${escapeText(this.#component)}: ` : "";
+    const head = `${time} ${level.toUpperCase()} ${prefix}${escapeText(message)}`;
+    this.#write(`${head} ${parts.join(" ")}`.trimEnd());
   }
+}
+
+/** Cuts `s` to `max` UTF-16 units (never inside a surrogate pair), marking the cut. */
+export function truncate(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let end = max;
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--; // keep a pair whole
+  return `${s.slice(0, end)}…[${s.length - end} chars cut]`;
+}
+
+/**
+ * Characters a log line must not carry raw: C0 controls, DEL, C1 controls, line and
+ * paragraph separators, bidi and zero-width marks, BOM, and lone surrogates.
+ */
+const UNSAFE =
+  // deno-lint-ignore no-control-regex -- matching control characters is the point
+  /[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+function hexEscape(c: string): string {
+  const code = c.charCodeAt(0);
+  return code < 0x100
+    ? `\\x${code.toString(16).padStart(2, "0")}`
+    : `\\u${code.toString(16).padStart(4, "0")}`;
+}
+
+/** Escapes backslashes and every unsafe character as `\xNN` / `\uNNNN`. */
+export function escapeText(s: string): string {
+  return s.replace(/\\/g, "\\\\").replace(UNSAFE, hexEscape);
+}
+
+/** JSON.stringify escapes C0 and lone surrogates; this escapes the rest of {@link UNSAFE}. */
+function escapeJsonLine(line: string): string {
+  return line.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** A value as a string for the text format, before truncation. */
+function stringOf(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (v instanceof Uint8Array) return `<${v.length} bytes>`;
+  if (v instanceof Error) return String(v);
+  if (typeof v === "object" && v !== null) {
+    try {
+      return JSON.stringify(v) ?? String(v);
+    } catch {
+      return String(v); // cycles, BigInt inside
+    }
+  }
+  return String(v);
+}
+
+/** A field value in the text format: bare when it is one safe word, else quoted. */
+function textValue(v: unknown, max: number): string {
+  const s = escapeText(truncate(stringOf(v), max));
+  // Escaped text has no line breaks; quoting values with spaces keeps fields unforgeable.
+  return s !== "" && !/\s/.test(s) ? s : `"${s.replace(/"/g, '\\"')}"`;
+}
+
+/** A field value for the JSON format: strings truncated, objects cut if too long. */
+function jsonValue(v: unknown, max: number): unknown {
+  if (typeof v === "string") return truncate(v, max);
+  if (typeof v === "number" || typeof v === "boolean" || v === null || v === undefined) return v;
+  if (typeof v === "bigint" || v instanceof Uint8Array || v instanceof Error) {
+    return truncate(stringOf(v), max);
+  }
+  const s = stringOf(v);
+  return s.length <= max ? v : truncate(s, max);
 }
 
 /** Parses a `--log-level` value; throws on an unknown one. */

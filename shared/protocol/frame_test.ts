@@ -221,6 +221,138 @@ Deno.test({
 });
 
 Deno.test({
+  name: "FrameDecoder copies a 64 KiB frame fed one byte at a time once, not O(n^2) times",
+  permissions: "none",
+  fn() {
+    const frame = encodeFrame(0x0f, Uint8Array.from({ length: MAX_PAYLOAD }, (_, i) => i * 7));
+    const decoder = new FrameDecoder();
+    const frames: Frame[] = [];
+    for (let i = 0; i < frame.length; i++) frames.push(...decoder.push(frame.slice(i, i + 1)));
+    assert.equal(frames.length, 1);
+    assert.deepEqual(frames[0].payload, frame.subarray(HEADER_SIZE));
+    // Each byte lands once: header into its 5-byte scratch, payload into its own buffer.
+    assert.equal(decoder.bytesCopied, frame.length);
+    assert.equal(decoder.pendingBytes, 0);
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder copies each byte at most once across random chunkings",
+  permissions: "none",
+  fn() {
+    let seed = 7;
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) >>> 0) % n;
+    const stream = concat(
+      ...Array.from({ length: 50 }, (_, i) => encodeFrame(0x0f, new Uint8Array(i * 997))),
+    );
+    for (let round = 0; round < 20; round++) {
+      const decoder = new FrameDecoder();
+      let payloadBytes = 0;
+      for (let off = 0; off < stream.length;) {
+        const chunk = stream.slice(off, off + 1 + rand(3000));
+        off += chunk.length;
+        for (const f of decoder.push(chunk)) payloadBytes += f.payload.length;
+      }
+      assert.equal(payloadBytes, 997 * (49 * 50) / 2);
+      assert.ok(decoder.bytesCopied <= stream.length, `copied ${decoder.bytesCopied}`);
+      decoder.finish();
+    }
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder returns a view when only the header straddles chunks",
+  permissions: "none",
+  fn() {
+    const decoder = new FrameDecoder();
+    assert.deepEqual(decoder.push(DATA_ABC.slice(0, 2)), []);
+    const rest = DATA_ABC.slice(2);
+    const [frame] = decoder.push(rest);
+    assert.deepEqual(plain(frame), { type: 0x0f, payload: [0x61, 0x62, 0x63] });
+    assert.equal(frame.payload.buffer, rest.buffer, "the body was not copied");
+    assert.equal(decoder.bytesCopied, HEADER_SIZE, "only the header went through the scratch");
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder.next() parses chunks appended several times before a call",
+  permissions: "none",
+  fn() {
+    const decoder = new FrameDecoder();
+    const bytes = concat(PING, DATA_ABC, END);
+    for (const cut of [[0, 3], [3, 4], [4, 12], [12, bytes.length]]) {
+      decoder.append(bytes.slice(cut[0], cut[1]));
+    }
+    decoder.append(new Uint8Array(0));
+    assert.equal(decoder.pendingBytes, bytes.length);
+    const frames: Frame[] = [];
+    for (let f = decoder.next(); f !== null; f = decoder.next()) frames.push(f);
+    assert.deepEqual(frames.map(plain), [
+      { type: 0x04, payload: [0xde, 0xad, 0xbe, 0xef] },
+      { type: 0x0f, payload: [0x61, 0x62, 0x63] },
+      { type: 0x10, payload: [0x00] },
+    ]);
+    decoder.finish();
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder.maxPayload can be raised after login and lowered again",
+  permissions: "none",
+  fn() {
+    const decoder = new FrameDecoder({ maxPayload: 3 });
+    assert.equal(decoder.maxPayload, 3);
+    assert.equal(decoder.push(DATA_ABC).length, 1);
+    decoder.maxPayload = 4;
+    assert.deepEqual(decoder.push(PING).map(plain), [
+      { type: 0x04, payload: [0xde, 0xad, 0xbe, 0xef] },
+    ]);
+    decoder.maxPayload = 0;
+    assert.equal(decoder.push(LOGOUT).length, 1);
+    assert.throws(() => decoder.push(END), {
+      name: "FrameTooLargeError",
+      message: "Cannot decode frame: declared length 1 exceeds maximum 0",
+    });
+    assert.throws(() => (decoder.maxPayload = -1), RangeError);
+    assert.throws(() => new FrameDecoder({ maxPayload: 1.5 }), RangeError);
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder rejects an oversized length split across chunks before allocating",
+  permissions: "none",
+  fn() {
+    const decoder = new FrameDecoder({ maxPayload: 4096 });
+    assert.deepEqual(decoder.push(new Uint8Array([0x0f, 0x00])), []);
+    assert.throws(
+      () => decoder.push(new Uint8Array([0x01, 0x00, 0x00, 0xaa, 0xbb])),
+      { name: "FrameTooLargeError", message: /declared length 65536 exceeds maximum 4096/ },
+    );
+    assert.equal(decoder.bytesCopied, HEADER_SIZE, "nothing of the body was buffered");
+  },
+});
+
+Deno.test({
+  name: "FrameDecoder.takeRest() returns a half-assembled frame's header and body, then the rest",
+  permissions: "none",
+  fn() {
+    const bytes = concat(PING, DATA_ABC, LOGOUT);
+    // Every split point: whatever was not returned as a frame comes back, in order.
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const decoder = new FrameDecoder();
+      const frames = decoder.push(bytes.slice(0, cut));
+      decoder.append(bytes.slice(cut, cut + 2)); // appended, not parsed yet
+      const taken = frames.reduce((n, f) => n + HEADER_SIZE + f.payload.length, 0);
+      const rest = decoder.takeRest();
+      assert.deepEqual([...rest], [...bytes.slice(taken, cut + 2)], `cut at ${cut}`);
+      assert.equal(decoder.pendingBytes, 0);
+      decoder.finish();
+      assert.deepEqual(decoder.push(END).map(plain), [{ type: 0x10, payload: [0x00] }]);
+    }
+  },
+});
+
+Deno.test({
   name: "encodeFrame() writes the type, a big-endian length and the payload",
   permissions: "none",
   fn() {
