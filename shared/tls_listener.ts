@@ -137,10 +137,17 @@ export class NodeTlsListener {
 
   /** Listens on `hostname:port` with PEM `cert` and `key`. */
   static listen(options: { hostname: string; port: number; cert: string; key: string }) {
-    const server = tls.createServer({ cert: options.cert, key: options.key });
+    // A handshake that does not finish in time is dropped: an unauthenticated peer holds
+    // nothing for long (node's default would be 120 s).
+    const server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      handshakeTimeout: 10_000,
+    });
     const listener = new NodeTlsListener(server);
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       socket.setNoDelay(true);
+      socket.setKeepAlive(true, 60_000);
       if (listener.#closed) return void socket.destroy();
       listener.#queue.push(new NodeSocketConn(socket));
       listener.#notify();

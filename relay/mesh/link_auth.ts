@@ -91,7 +91,7 @@ export async function dialLink(
     ...(options.signal ? [options.signal] : []),
     AbortSignal.timeout(options.timeoutMs ?? 5000),
   ]);
-  const socket = await dial(address, { tlsCa: creds.tlsCa });
+  const socket = await dial(address, { tlsCa: creds.tlsCa, signal });
   const framed = new FramedConn(socket, { readSize: 64 * 1024 + 5 });
   const onAbort = () => framed.close();
   signal.addEventListener("abort", onAbort, { once: true });
