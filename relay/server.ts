@@ -5,7 +5,7 @@
  */
 
 import { type ByteConn, FramedConn } from "../shared/framed_conn.ts";
-import { tuneSocket } from "../shared/dial.ts";
+import { type TunableSocket, tuneSocket } from "../shared/dial.ts";
 import { NodeTlsListener } from "../shared/tls_listener.ts";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
@@ -208,7 +208,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         await new Promise((r) => setTimeout(r, wait));
         continue;
       }
-      if (socket instanceof Deno.TcpConn) tuneSocket(socket);
+      if ("setKeepAlive" in socket) tuneSocket(socket as unknown as TunableSocket);
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
       const admitted = unauth.admit(remoteAddr.hostname);
       if (admitted !== "ok") {
