@@ -23,8 +23,11 @@ export class Proc implements AsyncDisposable {
   readonly #pumps: Promise<void>[];
   readonly status: Promise<Deno.CommandStatus>;
 
-  constructor(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-    this.child = new Deno.Command(Deno.execPath(), {
+  constructor(
+    args: string[],
+    options: { cwd?: string; env?: Record<string, string>; command?: string } = {},
+  ) {
+    this.child = new Deno.Command(options.command ?? Deno.execPath(), {
       args,
       cwd: options.cwd ?? ROOT,
       env: { NO_COLOR: "1", ...options.env },
@@ -220,13 +223,24 @@ export interface RelayProc extends AsyncDisposable {
   name: string;
 }
 
+/** How {@link startRelay} runs the relay process. */
+export interface StartRelayOptions {
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Run under `bash -c 'ulimit -n N; exec deno ...'` (same PID): at most N open files. */
+  openFiles?: number;
+  /** `--log-level` (default debug). */
+  logLevel?: "debug" | "info" | "warn" | "error";
+}
+
 /** Starts `deno run relay/main.ts` on 127.0.0.1:0 (or `listen`) and waits until it listens. */
 export async function startRelay(
   dataDir: string,
   extra: string[] = [],
   listen = "127.0.0.1:0",
+  options: StartRelayOptions = {},
 ): Promise<RelayProc> {
-  const proc = new Proc([
+  const args = [
     "run",
     "-A",
     "relay/main.ts",
@@ -237,9 +251,13 @@ export async function startRelay(
     "--log-format",
     "json",
     "--log-level",
-    "debug",
+    options.logLevel ?? "debug",
     ...extra,
-  ]);
+  ];
+  const proc = options.openFiles === undefined ? new Proc(args, { env: options.env }) : new Proc(
+    ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, Deno.execPath(), ...args],
+    { env: options.env, command: "bash" },
+  );
   const line = await proc.waitFor(event("listening"), "relay to listen");
   const address = String(line.address);
   return {
@@ -439,4 +457,40 @@ export async function waitPresence(
       l.state === state && l.action === "applied",
     `${r.name} to learn ${id}@${origin} state ${state}`,
   );
+}
+
+/**
+ * Re-evaluates `check` every `intervalMs` until it returns something other than
+ * `undefined`, and returns that; throws once `timeoutMs` has passed (or `signal` aborts).
+ * For conditions that no log line announces: a bounded poll, never an open-ended sleep.
+ */
+export async function pollUntil<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  what: string,
+  options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {},
+): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  const signal = AbortSignal.any([
+    ...(options.signal ? [options.signal] : []),
+    AbortSignal.timeout(timeoutMs),
+  ]);
+  let last: unknown = undefined;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (signal.aborted) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`, { cause: last });
+    }
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const timer = setTimeout(resolve, options.intervalMs ?? 50);
+    const onAbort = () => resolve();
+    signal.addEventListener("abort", onAbort, { once: true });
+    await promise;
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  }
 }

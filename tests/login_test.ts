@@ -11,6 +11,8 @@ import {
   tempDir,
 } from "./helpers.ts";
 import { rawLogin } from "./raw_device.ts";
+import { FrameDecoder } from "../shared/protocol/frame.ts";
+import { decodeMessage } from "../shared/protocol/messages.ts";
 
 Deno.test("login: a registered device is accepted, unregistered and wrong-password logins are refused", async () => {
   await using dir = await tempDir();
@@ -110,15 +112,17 @@ Deno.test("login timeout: a connection that never logs in is closed", async () =
   await using dir = await tempDir();
   await using relay = await startRelay(dir.path, ["--login-timeout", "300ms"]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.port });
+  const decoder = new FrameDecoder();
+  const frames = [];
   const buf = new Uint8Array(1024);
-  let total = 0;
-  for (;;) {
+  for (let i = 0; i < 100; i++) {
     const n = await conn.read(buf);
     if (n === null) break;
-    total += n;
+    frames.push(...decoder.push(buf.slice(0, n)));
   }
-  assert.ok(total > 0, "an ERROR frame precedes the close");
-  assert.equal(buf[0], 0x12);
+  assert.equal(frames.length, 1, "one ERROR frame precedes the close");
+  const m = decodeMessage(frames[0]);
+  assert.equal(m.kind === "error" && m.code, ErrorCode.LoginTimeout, JSON.stringify(m));
   await relay.proc.waitFor(event("login timeout"), "login timeout log");
 });
 

@@ -6,6 +6,7 @@ import {
   event,
   listFiles,
   type LogLine,
+  pollUntil,
   register,
   type RelayProc,
   sha256File,
@@ -37,16 +38,22 @@ async function view(r: RelayProc, viewerPw: string, ids: string[]) {
   );
 }
 
-/** Polls (bounded) until every relay shows `expected` for `ids`. */
+/** Polls (bounded by a deadline) until every relay shows `expected` for `ids`. */
 async function converge(relays: RelayProc[], viewerPw: string, expected: Record<string, string>) {
   const ids = Object.keys(expected);
   let last: Record<string, string>[] = [];
-  for (let i = 0; i < 100; i++) {
-    last = await Promise.all(relays.map((r) => view(r, viewerPw, ids)));
-    if (last.every((v) => JSON.stringify(v) === JSON.stringify(expected))) return;
-    await relays[0].proc.waitUntil(() => false, "a moment", 100).catch(() => {});
+  try {
+    await pollUntil(
+      async () => {
+        last = await Promise.all(relays.map((r) => view(r, viewerPw, ids)));
+        return last.every((v) => JSON.stringify(v) === JSON.stringify(expected)) || undefined;
+      },
+      "the relays to converge",
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+  } catch {
+    assert.deepEqual(last, relays.map(() => expected), "relays did not converge");
   }
-  assert.deepEqual(last, relays.map(() => expected), "relays did not converge");
 }
 
 function noticeLines(r: RelayProc, pred: (l: LogLine) => boolean) {

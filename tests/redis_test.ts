@@ -11,6 +11,7 @@ import {
   agentCommand,
   deviceFlags,
   event,
+  pollUntil,
   type RelayGroup,
   type RelayProc,
   sha256File,
@@ -61,27 +62,27 @@ function where(entries: DirectoryEntry[], id: string): string {
   return e === undefined ? "unregistered" : e.state === DeviceState.Online ? e.relay : "offline";
 }
 
-/** Polls an in-process reader of the same Redis until `id` reads as `expected`. */
+/** Polls an in-process reader of the same Redis until `id` reads as `expected` (bounded). */
 async function waitWhere(
   reader: RedisDirectory,
   id: string,
   expected: string,
-  timeoutMs = 10_000,
-): Promise<number> {
-  const t0 = performance.now();
-  for (;;) {
-    let now = "unreadable";
-    try {
-      const e = await reader.lookup(id);
-      now = e === null ? "unregistered" : e.state === DeviceState.Online ? e.relay : "offline";
-    } catch {
-      // Redis down or restarting: keep polling.
-    }
-    if (now === expected) return performance.now() - t0;
-    if (performance.now() - t0 > timeoutMs) {
-      throw new Error(`Timed out: ${id} reads "${now}", expected "${expected}"`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+  timeoutMs = 15_000,
+): Promise<void> {
+  let now = "unread";
+  try {
+    await pollUntil(
+      async () => {
+        now = "unreadable"; // Redis down or restarting: keep polling.
+        const e = await reader.lookup(id);
+        now = e === null ? "unregistered" : e.state === DeviceState.Online ? e.relay : "offline";
+        return now === expected || undefined;
+      },
+      `${id} to read "${expected}"`,
+      { timeoutMs, intervalMs: 25 },
+    );
+  } catch (e) {
+    throw new Error(`Timed out: ${id} reads "${now}", expected "${expected}"`, { cause: e });
   }
 }
 
@@ -122,8 +123,11 @@ Deno.test("redis: a killed relay's devices expire within the TTL; the device log
     await waitWhere(reader, "fax1", "r1");
     r1.proc.kill("SIGKILL");
     await r1.proc.wait();
-    const took = await waitWhere(reader, "fax1", "offline");
-    assert.ok(took <= TTL_MS + 300, `fax1 read offline ${Math.round(took)} ms after the kill`);
+    // Nothing refreshes r1's liveness key any more: Redis itself expires it within the TTL
+    // (read after the kill, so no wall-clock measurement on a busy machine is needed).
+    const pttl = Number((await server.raw("PTTL", "tsunagi:relay:r1")).match(/^:(-?\d+)/)?.[1]);
+    assert.ok(pttl === -2 || (pttl > 0 && pttl <= TTL_MS), `r1's key expires in ${pttl} ms`);
+    await waitWhere(reader, "fax1", "offline");
     assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "offline");
   }
   await using fax = await startAgent(r2.address, "fax1", faxPw);
@@ -168,11 +172,14 @@ Deno.test("redis: a Redis restart (empty) is written back by the relays; logins 
   await r2.proc.waitFor(event("connection added", { device: "pr1" }), "pr1's 2nd connection");
 
   await server.stop();
-  const t0 = performance.now();
-  const refused = await agentCommand(["list", ...deviceFlags(r3.address, "pc1", pcPw)]);
+  // No hang: the command is killed after 10 s, and a killed command prints no such line.
+  const refused = await agentCommand(
+    ["list", ...deviceFlags(r3.address, "pc1", pcPw)],
+    undefined,
+    10_000,
+  );
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /Relay cannot read its registry; retry later/);
-  assert.ok(performance.now() - t0 < 10_000, "no hang");
   await r3.proc.waitFor(event("registry unavailable"), "r3 to log the outage");
 
   await server.restart();

@@ -50,13 +50,21 @@ Deno.test("TLS: agents reach a TLS relay with --tls-ca and files arrive intact",
   // Without the CA the agent must refuse the relay's certificate.
   const plain = await agentCommand(["list", ...deviceFlags(relay.address, "pc1", pcPw)]);
   assert.notEqual(plain.code, 0);
+  // A valid CA that did not sign the relay's certificate: refused on trust, not on parsing.
+  const other = await makeCertificates(`${dir.path}/other-ca`);
   const untrusted = await agentCommand([
     "list",
     "--tls-ca",
-    pcPw,
+    other.caFile,
     ...deviceFlags(relay.address, "pc1", pcPw),
   ]);
   assert.notEqual(untrusted.code, 0);
+  // (Both CAs share a subject name, so the verifier finds "the" issuer and rejects its
+  // signature; a CA with another name gives UnknownIssuer. Both are trust failures.)
+  assert.match(untrusted.stderr, /invalid peer certificate: (BadSignature|UnknownIssuer)/);
+  // The same command with the right CA works: the failure above was the trust decision.
+  const trusted = await agentCommand(["list", ...tls, ...deviceFlags(relay.address, "pc1", pcPw)]);
+  assert.equal(trusted.code, 0, trusted.stderr);
 });
 
 Deno.test("TLS mesh: relays link over TLS (--tls-ca) and a file crosses them", async () => {
