@@ -152,7 +152,9 @@ export class Session {
     if (this.#busy++ === 0) this.#arm(this.#idleTimeoutMs, this.#idleMessage());
     try {
       const value = await op();
-      if (this.#expired === null) this.#arm(this.#idleTimeoutMs, this.#idleMessage());
+      // A close by the deadline can look like a clean end of stream to the read.
+      if (this.#expired !== null) throw new SessionTimeoutError(this.#expired);
+      this.#arm(this.#idleTimeoutMs, this.#idleMessage());
       return value;
     } catch (e) {
       if (this.#expired !== null) throw new SessionTimeoutError(this.#expired, { cause: e });

@@ -212,6 +212,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     try {
       await receiveFiles(session, options.inbox, {
         maxFileSize: maxFileSize > 0 ? maxFileSize : undefined,
+        onFileStart: (name, size) => logger.info("receiving file", { from, name, bytes: size }),
         onFile: (f) =>
           logger.info("file received", {
             from,

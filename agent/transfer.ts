@@ -222,6 +222,8 @@ export interface ReceivedFile {
 export interface ReceiveOptions {
   /** Called for each file that arrived intact. */
   onFile?: (file: ReceivedFile) => void;
+  /** Called when a file starts arriving (its partial file exists from then on). */
+  onFileStart?: (name: string, size: number) => void;
   /** Largest file accepted, bytes (default: no limit). */
   maxFileSize?: number;
 }
@@ -273,6 +275,7 @@ export async function receiveFiles(
     const file = await Deno.open(tmp, { write: true, createNew: true });
     let closed = false;
     try {
+      options.onFileStart?.(name, size);
       const hash = createHash("sha256");
       let written = 0;
       await reader.readExact(size, async (chunk) => {
