@@ -6,8 +6,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { formatHostPort } from "../shared/address.ts";
-import { ExitCode, parseCount, printError } from "../shared/cli.ts";
+import { formatHostPort, type HostPort } from "../shared/address.ts";
+import { ExitCode, parseCount, parseDuration, parseSize, printError } from "../shared/cli.ts";
 import {
   ConnectionClosedError,
   LoginRefusedError,
@@ -17,14 +17,20 @@ import {
   UsageError,
 } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
-import { DeviceState, ERROR_CODE_NAMES, FILE_SERVICE } from "../shared/protocol/constants.ts";
+import { DeviceState, ERROR_CODE_NAMES } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import { loadConfig, pick, resolveCommon } from "./config.ts";
 import { formatBytes, ProgressBar } from "./progress.ts";
-import { connectRelay, type RelayConnection } from "./relay_client.ts";
+import type { RelayConnection } from "./relay_client.ts";
+import { DEFAULT_COMMAND_TIMEOUT_MS, openRelay, sendToDevice } from "./send.ts";
 import { SessionAbortedError } from "./session.ts";
-import { FatalLoginError, runAgent } from "./supervisor.ts";
-import { sendFiles } from "./transfer.ts";
+import {
+  AgentReplacedError,
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_MAX_FILE_SIZE,
+  FatalLoginError,
+  runAgent,
+} from "./supervisor.ts";
 
 const PROGRAM = "tsunagi";
 
@@ -40,8 +46,9 @@ const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FIL
   --log-level LEVEL       debug, info, warn or error (default info)
   -h, --help              show help`;
 
-const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused, 4 relay unreachable,
-            5 target unavailable (unknown, offline, busy, refused, timed out).`;
+const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused (or run replaced by
+            another agent with the same ID), 4 relay unreachable, 5 target unavailable
+            (unknown, offline, busy, refused, timed out).`;
 
 const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
 
@@ -65,6 +72,11 @@ and receives files into the inbox. Reconnects with backoff when the relay goes a
   --idle N                idle connections to keep (default 2)
   --inbox DIR             where received files go (env TSUNAGI_INBOX, default ./inbox)
   --accept-from ID,...    accept sessions only from these devices (default: all)
+  --keepalive DURATION    ping interval; a relay silent half an interval after a ping
+                          is dead and redialled (env TSUNAGI_KEEPALIVE, default 15s;
+                          the relay's interval wins if shorter)
+  --max-file-size SIZE    refuse larger files, e.g. 10MiB, 2GB; 0 = no limit
+                          (env TSUNAGI_MAX_FILE_SIZE, default 4GiB)
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
@@ -74,6 +86,9 @@ Sends files to a device with the FILE TX/RX attribute. Success is reported only 
 the receiver confirmed each file's length and SHA-256. Shows progress on a terminal.
 
   --to ID                 receiving device
+  --timeout DURATION      give up if the session cannot start, or the transfer makes
+                          no progress, for this long (default 60s); a busy or slow
+                          target is retried until then
   --json                  print the receipts as JSON on stdout
 ${COMMON_HELP}
 
@@ -130,6 +145,9 @@ export async function agentMain(args: string[]): Promise<number> {
         "accept-from": { type: "string" },
         to: { type: "string" },
         all: { type: "boolean" },
+        keepalive: { type: "string" },
+        "max-file-size": { type: "string" },
+        timeout: { type: "string" },
       },
       strict: true,
       allowPositionals: true,
@@ -147,12 +165,22 @@ export async function agentMain(args: string[]): Promise<number> {
       level: parseLogLevel(values["log-level"] ?? "info"),
     });
     const common = await resolveCommon(values, config);
+    const timeoutMs = values.timeout === undefined
+      ? DEFAULT_COMMAND_TIMEOUT_MS
+      : positiveDuration(values.timeout, "timeout");
     switch (command) {
       case "run": {
         if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
         const idleText = pick(values.idle, "TSUNAGI_IDLE", config, "idle");
         const acceptText = pick(values["accept-from"], "TSUNAGI_ACCEPT_FROM", config, "acceptFrom");
         const inbox = pick(values.inbox, "TSUNAGI_INBOX", config, "inbox") ?? "./inbox";
+        const keepaliveText = pick(values.keepalive, "TSUNAGI_KEEPALIVE", config, "keepalive");
+        const maxSizeText = pick(
+          values["max-file-size"],
+          "TSUNAGI_MAX_FILE_SIZE",
+          config,
+          "maxFileSize",
+        );
         await Deno.mkdir(inbox, { recursive: true });
         const controller = new AbortController();
         const stop = () => controller.abort(new Error("stopped by signal"));
@@ -166,6 +194,12 @@ export async function agentMain(args: string[]): Promise<number> {
             acceptFrom: acceptText
               ? new Set(acceptText.split(",").map((s) => s.trim()).filter(Boolean))
               : undefined,
+            keepaliveMs: keepaliveText
+              ? positiveDuration(keepaliveText, "keepalive")
+              : DEFAULT_KEEPALIVE_MS,
+            maxFileSize: maxSizeText
+              ? parseSize(maxSizeText, "max-file-size")
+              : DEFAULT_MAX_FILE_SIZE,
             logger,
             signal: controller.signal,
           });
@@ -189,31 +223,32 @@ export async function agentMain(args: string[]): Promise<number> {
           }
           if (!info.isFile) throw new UsageError(`"${path}" is not a regular file`);
         }
-        const conn = await open(common);
-        try {
-          const session = await conn.connect(values.to, FILE_SERVICE);
-          const bar = new ProgressBar();
-          const receipts = await sendFiles(session, positionals.map((path) => ({ path })), {
-            onProgress: (done, total, name) => bar.update(done, total, name),
-          });
-          await session.release();
-          if (values.json) console.log(JSON.stringify(receipts));
-          else {
-            for (const r of receipts) {
-              console.log(
-                `sent ${r.name} (${formatBytes(r.size)}) to ${values.to}: sha256 ${r.sha256}`,
-              );
-            }
+        const to = values.to;
+        const bar = new ProgressBar();
+        const receipts = await sendToDevice({
+          ...common,
+          to,
+          files: positionals.map((path) => ({ path })),
+          timeoutMs,
+          onProgress: (done, total, name) => bar.update(done, total, name),
+          onWait: (why, inMs) =>
+            console.error(`${PROGRAM}: ${why}; retrying in ${(inMs / 1000).toFixed(1)} s`),
+          onFallback,
+        });
+        if (values.json) console.log(JSON.stringify(receipts));
+        else {
+          for (const r of receipts) {
+            console.log(`sent ${r.name} (${formatBytes(r.size)}) to ${to}: sha256 ${r.sha256}`);
           }
-        } finally {
-          conn.close();
         }
         return ExitCode.Ok;
       }
       case "list": {
-        const conn = await open(common);
+        const conn = await open(common, timeoutMs);
         try {
-          const entries = await conn.list(values.all ?? false);
+          const entries = await conn.list(values.all ?? false, {
+            signal: AbortSignal.timeout(timeoutMs),
+          });
           if (values.json) console.log(JSON.stringify(entries));
           else printTable(entries);
         } finally {
@@ -224,9 +259,9 @@ export async function agentMain(args: string[]): Promise<number> {
       case "status": {
         const id = positionals[0];
         if (!id) throw new UsageError("No device ID given", "tsunagi status ID");
-        const conn = await open(common);
+        const conn = await open(common, timeoutMs);
         try {
-          const entry = await conn.status(id);
+          const entry = await conn.status(id, { signal: AbortSignal.timeout(timeoutMs) });
           if (values.json) console.log(JSON.stringify(entry));
           else if (entry === null) console.log(`${id}: not registered`);
           else printTable([entry]);
@@ -242,25 +277,22 @@ export async function agentMain(args: string[]): Promise<number> {
   }
 }
 
-async function open(common: Awaited<ReturnType<typeof resolveCommon>>): Promise<RelayConnection> {
-  let lastError: unknown;
-  for (const address of common.relays) {
-    try {
-      return await connectRelay({
-        address,
-        id: common.id,
-        password: common.password,
-        tlsCa: common.tlsCa,
-      });
-    } catch (e) {
-      if (e instanceof LoginRefusedError) throw e;
-      lastError = e;
-      if (common.relays.length > 1) {
-        console.error(`${PROGRAM}: ${formatHostPort(address)} failed, trying next relay`);
-      }
-    }
-  }
-  throw lastError;
+function open(
+  common: Awaited<ReturnType<typeof resolveCommon>>,
+  timeoutMs: number,
+): Promise<RelayConnection> {
+  return openRelay(common, { signal: AbortSignal.timeout(timeoutMs), onFallback });
+}
+
+function onFallback(address: HostPort) {
+  console.error(`${PROGRAM}: ${formatHostPort(address)} failed, trying next relay`);
+}
+
+/** A duration flag that must be above zero. */
+function positiveDuration(text: string, flag: string): number {
+  const ms = parseDuration(text, flag);
+  if (ms <= 0) throw new UsageError(`--${flag} must be above zero`, "e.g. 15s");
+  return ms;
 }
 
 const STATE_NAMES: Record<number, string> = {
@@ -299,6 +331,14 @@ function reportError(e: unknown): number {
   if (e instanceof RangeError) {
     printError(PROGRAM, e.message, "run tsunagi <command> --help");
     return ExitCode.Usage;
+  }
+  if (e instanceof AgentReplacedError) {
+    printError(
+      PROGRAM,
+      `Stopped: ${e.message}`,
+      "run one `tsunagi run` per device ID; stop the other agent to use this one",
+    );
+    return ExitCode.AuthFailed;
   }
   if (e instanceof LoginRefusedError || e instanceof FatalLoginError) {
     printError(

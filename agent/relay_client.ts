@@ -5,6 +5,10 @@
  * request methods (`list`, `status`, `connect`) or `nextControl` (idle connections
  * waiting for notices), never both at once.
  *
+ * Every wait here has a deadline: dial and login share `timeoutMs`, and the request
+ * methods take a `signal` that closes the connection when it aborts (the pending read
+ * then fails).
+ *
  * @module
  */
 
@@ -20,7 +24,7 @@ import { FramedConn } from "../shared/framed_conn.ts";
 import { dial } from "../shared/dial.ts";
 import { type DirectoryEntry, encodeMessage, type Message } from "../shared/protocol/messages.ts";
 import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
-import { Session } from "./session.ts";
+import { Session, type SessionOptions } from "./session.ts";
 
 /** Software name announced in HELLO. */
 export const SOFTWARE = "tsunagi-agent/0.1";
@@ -33,6 +37,11 @@ export interface RelayLogin {
   id: string;
   /** Device password. */
   password: string;
+  /**
+   * Agent instance token (random per `tsunagi run` process) sent in LOGIN; a later login
+   * with another token replaces this instance. Omitted by one-shot commands.
+   */
+  instance?: string;
   /** PEM CA certificate: connect with TLS and trust this CA. */
   tlsCa?: string;
   /** Read size per socket read (default 64 KiB + header). */
@@ -45,6 +54,14 @@ export interface ConnectRelayOptions {
   signal?: AbortSignal;
   /** Gives up on dial + login after this, ms (default 10000). */
   timeoutMs?: number;
+  /** Deadlines of the sessions this connection will carry. */
+  session?: SessionOptions;
+}
+
+/** Options of a request on a logged-in connection. */
+export interface RequestOptions {
+  /** Aborting it closes the connection and fails the request. */
+  signal?: AbortSignal;
 }
 
 /** A NOTICE received on an idle connection. */
@@ -60,7 +77,17 @@ export async function connectRelay(
     AbortSignal.timeout(options.timeoutMs ?? 10_000),
   ]);
   signal.throwIfAborted();
-  const socket = await dial(login.address, { tlsCa: login.tlsCa });
+  // `signal` lets dial give up on a silent TCP or TLS handshake; until shared/dial.ts
+  // takes it, the race below stops waiting and closes a late socket.
+  const dialOptions = { tlsCa: login.tlsCa, signal };
+  const socket = await untilAborted(dial(login.address, dialOptions), signal, (c) => c.close())
+    .catch((e) => {
+      if (!signal.aborted) throw e;
+      throw new ConnectionClosedError(
+        `Cannot reach relay ${formatHostPort(login.address)}: ${reasonText(signal)}`,
+        { cause: e },
+      );
+    });
   const framed = new FramedConn(socket, { readSize: login.readSize ?? 64 * 1024 + 5 });
   const onAbort = () => framed.close();
   signal.addEventListener("abort", onAbort, { once: true });
@@ -71,7 +98,12 @@ export async function connectRelay(
       role: Role.Device,
       software: SOFTWARE,
     });
-    const request = encodeMessage({ kind: "login", id: login.id, password: login.password });
+    const request = encodeMessage({
+      kind: "login",
+      id: login.id,
+      password: login.password,
+      ...(login.instance ? { instance: login.instance } : {}),
+    });
     const both = new Uint8Array(hello.length + request.length);
     both.set(hello);
     both.set(request, hello.length);
@@ -89,14 +121,12 @@ export async function connectRelay(
     if (answer.code !== ErrorCode.Ok) {
       throw new LoginRefusedError(answer.code, answer.message, answer.retryAfterMs);
     }
-    return new RelayConnection(framed, login, answer.relay, answer.keepaliveMs);
+    return new RelayConnection(framed, login, answer.relay, answer.keepaliveMs, options.session);
   } catch (e) {
     framed.close();
     if (signal.aborted && !(e instanceof RelayError)) {
       throw new ConnectionClosedError(
-        `Cannot log in to relay ${formatHostPort(login.address)}: ${
-          signal.reason instanceof Error ? signal.reason.message : "aborted"
-        }`,
+        `Cannot log in to relay ${formatHostPort(login.address)}: ${reasonText(signal)}`,
         { cause: signal.reason },
       );
     }
@@ -116,14 +146,22 @@ export class RelayConnection {
   readonly relayName: string;
   /** Keep-alive interval the relay asked for, ms. */
   readonly keepaliveMs: number;
+  readonly #sessionOptions: SessionOptions;
   #nonce = 0;
 
   /** Wraps a logged-in socket; use {@link connectRelay}. */
-  constructor(framed: FramedConn, login: RelayLogin, relayName: string, keepaliveMs: number) {
+  constructor(
+    framed: FramedConn,
+    login: RelayLogin,
+    relayName: string,
+    keepaliveMs: number,
+    sessionOptions: SessionOptions = {},
+  ) {
     this.framed = framed;
     this.login = login;
     this.relayName = relayName;
     this.keepaliveMs = keepaliveMs;
+    this.#sessionOptions = sessionOptions;
   }
 
   /** Sends a PING (the PONG is read by whoever reads the connection). */
@@ -133,38 +171,44 @@ export class RelayConnection {
   }
 
   /** The devices the relay knows (online only unless `includeOffline`). */
-  async list(includeOffline = false): Promise<DirectoryEntry[]> {
-    await this.framed.send({ kind: "list", includeOffline });
-    const entries: DirectoryEntry[] = [];
-    for (let frames = 0; frames < 100_000; frames++) {
-      const m = await this.#answer("listResult");
-      entries.push(...m.entries);
-      if (!m.more) break;
-    }
-    return entries;
+  list(includeOffline = false, options: RequestOptions = {}): Promise<DirectoryEntry[]> {
+    return this.#closeOnAbort(options.signal, async () => {
+      await this.framed.send({ kind: "list", includeOffline });
+      const entries: DirectoryEntry[] = [];
+      for (let frames = 0; frames < 100_000; frames++) {
+        const m = await this.#answer("listResult");
+        entries.push(...m.entries);
+        if (!m.more) break;
+      }
+      return entries;
+    });
   }
 
   /** One device's entry, or null if it is not registered. */
-  async status(id: string): Promise<DirectoryEntry | null> {
-    await this.framed.send({ kind: "status", id });
-    const m = await this.#answer("statusResult");
-    return m.entry;
+  status(id: string, options: RequestOptions = {}): Promise<DirectoryEntry | null> {
+    return this.#closeOnAbort(options.signal, async () => {
+      await this.framed.send({ kind: "status", id });
+      const m = await this.#answer("statusResult");
+      return m.entry;
+    });
   }
 
   /**
    * Asks for a session with `target`. Resolves with the session once the target
    * accepted; throws {@link PeerUnavailableError} with the relay's reason otherwise.
    */
-  async connect(target: string, service: string): Promise<Session> {
-    await this.framed.send({ kind: "connect", target, service });
-    for (;;) {
-      const m = await this.#next();
-      // A NOTICE that crossed our CONNECT on this connection is void (docs/protocol.md 6.4).
-      if (m.kind === "pong" || m.kind === "notice") continue;
-      if (m.kind === "accept") return new Session(this, m.session, m.peer);
-      if (m.kind === "reject") throw new PeerUnavailableError(m.code, m.message);
-      throw new ProtocolError(`Expected ACCEPT or REJECT, got ${m.kind}`);
-    }
+  connect(target: string, service: string, options: RequestOptions = {}): Promise<Session> {
+    return this.#closeOnAbort(options.signal, async () => {
+      await this.framed.send({ kind: "connect", target, service });
+      for (;;) {
+        const m = await this.#next();
+        // A NOTICE that crossed our CONNECT on this connection is void (docs/protocol.md 6.4).
+        if (m.kind === "pong" || m.kind === "notice") continue;
+        if (m.kind === "accept") return new Session(this, m.session, m.peer, this.#sessionOptions);
+        if (m.kind === "reject") throw new PeerUnavailableError(m.code, m.message);
+        throw new ProtocolError(`Expected ACCEPT or REJECT, got ${m.kind}`);
+      }
+    });
   }
 
   /** Waits for the next message that is not a PONG (idle connections: a NOTICE). */
@@ -178,7 +222,7 @@ export class RelayConnection {
   /** Answers a notice with ACCEPT; the connection now carries the session. */
   async accept(notice: Notice): Promise<Session> {
     await this.framed.send({ kind: "accept", session: notice.session, peer: "" });
-    return new Session(this, notice.session, notice.requester);
+    return new Session(this, notice.session, notice.requester, this.#sessionOptions);
   }
 
   /** Answers a notice with REJECT; the connection stays idle. */
@@ -202,6 +246,24 @@ export class RelayConnection {
     this.close();
   }
 
+  /** Runs a request; if `signal` aborts first, closes the connection and fails it. */
+  async #closeOnAbort<T>(signal: AbortSignal | undefined, request: () => Promise<T>): Promise<T> {
+    if (signal === undefined) return await request();
+    signal.throwIfAborted();
+    const onAbort = () => this.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await request();
+    } catch (e) {
+      if (!signal.aborted) throw e;
+      throw new ConnectionClosedError(`Relay did not answer in time: ${reasonText(signal)}`, {
+        cause: e,
+      });
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
   async #next(): Promise<Message> {
     const m = await this.framed.readMessage();
     if (m === null) throw new ConnectionClosedError("Relay closed the connection");
@@ -217,4 +279,33 @@ export class RelayConnection {
       throw new ProtocolError(`Expected ${kind}, got ${m.kind}`);
     }
   }
+}
+
+/**
+ * Resolves like `promise`, or rejects with the signal's reason once it aborts; a value
+ * that arrives after that is handed to `discard` (e.g. a socket to close).
+ */
+function untilAborted<T>(
+  promise: Promise<T>,
+  signal: AbortSignal,
+  discard: (late: T) => void,
+): Promise<T> {
+  if (signal.aborted) {
+    promise.then(discard, () => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      promise.then(discard, () => {});
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function reasonText(signal: AbortSignal): string {
+  const reason = signal.reason;
+  if (reason instanceof DOMException && reason.name === "TimeoutError") return "timed out";
+  return reason instanceof Error ? reason.message : "aborted";
 }

@@ -5,14 +5,51 @@
  *
  * One task reads (`read`), any task may write (`write`, `end`); writes are serialised.
  *
+ * Every wait has a deadline. While a read or write is pending, the session must make
+ * progress (a frame in, a write done) at least every `idleTimeoutMs`; otherwise the
+ * connection is closed and the pending call fails with {@link SessionTimeoutError}.
+ * {@link Session.release} has an overall deadline of its own. The idle timer is owned
+ * here and only closes the connection; the read loop turns that close into the error.
+ *
  * @module
  */
 
-import { ConnectionClosedError, ProtocolError, RelayError } from "../shared/errors.ts";
+import {
+  ConnectionClosedError,
+  ProtocolError,
+  RelayError,
+  TransferAbortedError,
+  TruncatedFrameError,
+} from "../shared/errors.ts";
 import { EndReason, FrameType, HEADER_SIZE, MAX_PAYLOAD } from "../shared/protocol/constants.ts";
 import { writeHeader } from "../shared/protocol/frame.ts";
 import { decodeMessage } from "../shared/protocol/messages.ts";
+import type { Frame } from "../shared/protocol/frame.ts";
+import { type Clock, systemClock } from "./clock.ts";
 import type { RelayConnection } from "./relay_client.ts";
+
+/** Default for {@link SessionOptions.idleTimeoutMs}: 2 minutes. */
+export const DEFAULT_SESSION_IDLE_MS = 120_000;
+
+/** Default overall deadline of {@link Session.release}: 30 seconds. */
+export const DEFAULT_RELEASE_MS = 30_000;
+
+/** Deadlines of a session. */
+export interface SessionOptions {
+  /** A pending read or write must make progress this often, ms (default 2 min; 0 = never). */
+  idleTimeoutMs?: number;
+  /** Time source for the deadlines (default {@link systemClock}). */
+  clock?: Clock;
+}
+
+/** A session made no progress within its deadline; its connection was closed. */
+export class SessionTimeoutError extends TransferAbortedError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "SessionTimeoutError";
+  }
+}
 
 /** The peer ended the session abnormally (its side vanished or broke the protocol). */
 export class SessionAbortedError extends Error {
@@ -34,12 +71,21 @@ export class Session {
   #sentEnd = false;
   #receivedEnd: EndReason | null = null;
   #released = false;
+  readonly #idleTimeoutMs: number;
+  readonly #clock: Clock;
+  /** Reads and writes in progress; the idle timer runs while this is above 0. */
+  #busy = 0;
+  #idleTimer: unknown;
+  /** Set (with the reason) when a deadline closed the connection. */
+  #expired: string | null = null;
 
   /** Binds a session to its connection; made by `RelayConnection.connect`/`accept`. */
-  constructor(connection: RelayConnection, id: string, peer: string) {
+  constructor(connection: RelayConnection, id: string, peer: string, options: SessionOptions = {}) {
     this.connection = connection;
     this.id = id;
     this.peer = peer;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_SESSION_IDLE_MS;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** True once the peer's END arrived. */
@@ -59,9 +105,8 @@ export class Session {
    */
   async read(): Promise<Uint8Array | null> {
     if (this.#receivedEnd !== null) return this.#endResult();
-    const framed = this.connection.framed;
     for (;;) {
-      const frame = await framed.readFrame();
+      const frame = await this.#guard(() => this.#readFrame());
       if (frame === null) throw new ConnectionClosedError("Relay connection closed mid-session");
       switch (frame.type) {
         case FrameType.Data:
@@ -83,6 +128,63 @@ export class Session {
           throw new ProtocolError(`Unexpected frame type 0x${frame.type.toString(16)} in session`);
       }
     }
+  }
+
+  async #readFrame(): Promise<Frame | null> {
+    try {
+      return await this.connection.framed.readFrame();
+    } catch (e) {
+      if (!(e instanceof TruncatedFrameError)) throw e;
+      // The relay closes a session outright when the peer died in the middle of a frame.
+      throw new TransferAbortedError(
+        "Relay closed the session in the middle of a frame: the peer's side failed",
+        { cause: e },
+      );
+    }
+  }
+
+  /**
+   * Runs one read or write under the idle deadline: the timer starts when the first
+   * operation starts and restarts whenever one completes.
+   */
+  async #guard<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#expired !== null) throw new SessionTimeoutError(this.#expired);
+    if (this.#busy++ === 0) this.#arm(this.#idleTimeoutMs, this.#idleMessage());
+    try {
+      const value = await op();
+      // A close by the deadline can look like a clean end of stream to the read.
+      if (this.#expired !== null) throw new SessionTimeoutError(this.#expired);
+      this.#arm(this.#idleTimeoutMs, this.#idleMessage());
+      return value;
+    } catch (e) {
+      if (this.#expired !== null) throw new SessionTimeoutError(this.#expired, { cause: e });
+      throw e;
+    } finally {
+      if (--this.#busy === 0) this.#disarm();
+    }
+  }
+
+  #idleMessage(): string {
+    return `Session with ${this.peer} made no progress for ${
+      formatSeconds(this.#idleTimeoutMs)
+    }: connection closed`;
+  }
+
+  #arm(ms: number, message: string) {
+    this.#disarm();
+    if (ms <= 0) return;
+    this.#idleTimer = this.#clock.setTimeout(() => this.#expire(message), ms);
+  }
+
+  #disarm() {
+    if (this.#idleTimer !== undefined) this.#clock.clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  #expire(message: string) {
+    if (this.#expired !== null) return;
+    this.#expired = message;
+    this.connection.close(); // wakes the pending read or write, which reports the timeout
   }
 
   #endResult(): null {
@@ -113,32 +215,53 @@ export class Session {
 
   #writeFrame(frame: Uint8Array): Promise<void> {
     if (this.#sentEnd) throw new ProtocolError("Cannot write after end()");
-    return this.connection.framed.write(frame);
+    return this.#guard(() => this.connection.framed.write(frame));
   }
 
   /** Half-closes: tells the peer no more data comes from this side. Idempotent. */
   async end(reason: EndReason = EndReason.Normal): Promise<void> {
     if (this.#sentEnd) return;
     this.#sentEnd = true;
-    await this.connection.framed.send({ kind: "end", reason });
+    await this.#guard(() => this.connection.framed.send({ kind: "end", reason }));
   }
 
   /**
    * Finishes the session: sends END if not yet sent, reads (and drops) the peer's data
-   * until its END, then RELEASE. The connection is idle again afterwards.
+   * until its END, then RELEASE. The connection is idle again afterwards. Fails with
+   * {@link SessionTimeoutError} (connection closed) if that takes longer than
+   * `timeoutMs` (default 30 s); aborting `signal` closes the connection too.
    */
-  async release(options: { signal?: AbortSignal } = {}): Promise<void> {
+  async release(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
     if (this.#released) return;
-    await this.end();
-    while (this.#receivedEnd === null) {
-      options.signal?.throwIfAborted();
-      try {
-        await this.read();
-      } catch (e) {
-        if (!(e instanceof SessionAbortedError)) throw e;
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const timeoutMs = options.timeoutMs ?? DEFAULT_RELEASE_MS;
+    const timer = this.#clock.setTimeout(
+      () =>
+        this.#expire(`Session with ${this.peer} did not end within ${formatSeconds(timeoutMs)}`),
+      timeoutMs,
+    );
+    const onAbort = () => this.connection.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.end();
+      while (this.#receivedEnd === null) {
+        try {
+          await this.read();
+        } catch (e) {
+          signal?.throwIfAborted();
+          if (!(e instanceof SessionAbortedError)) throw e;
+        }
       }
+      await this.#guard(() => this.connection.framed.send({ kind: "release" }));
+      this.#released = true;
+    } finally {
+      this.#clock.clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
     }
-    this.#released = true;
-    await this.connection.framed.send({ kind: "release" });
   }
+}
+
+function formatSeconds(ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`;
 }

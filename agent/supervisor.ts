@@ -8,6 +8,12 @@
  * session is released, the connection rejoins the idle set or, if there are enough idle
  * connections already, is closed.
  *
+ * Each idle connection pings at the shorter of the agent's and the relay's keep-alive
+ * interval and is declared dead (closed, then redialled) when the relay stays silent
+ * for half an interval after a PING (see keepalive.ts). Every `run` process logs in with
+ * its own random instance token; when another instance with the same device ID logs
+ * in, the relay answers `Replaced` and this one stops for good ({@link AgentReplacedError}).
+ *
  * @module
  */
 
@@ -16,8 +22,16 @@ import { backoffDelay, delay } from "../shared/backoff.ts";
 import { LoginRefusedError, RelayError } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { ErrorCode, FILE_SERVICE } from "../shared/protocol/constants.ts";
+import { type Clock, systemClock } from "./clock.ts";
+import { KeepaliveMonitor, pingInterval } from "./keepalive.ts";
 import { connectRelay, type Notice, type RelayConnection } from "./relay_client.ts";
-import { receiveFiles } from "./transfer.ts";
+import { FileTooLargeError, receiveFiles, removeStalePartials } from "./transfer.ts";
+
+/** Default keep-alive interval of the agent, ms (the relay may ask for a shorter one). */
+export const DEFAULT_KEEPALIVE_MS = 15_000;
+
+/** Default largest file `run` accepts: 4 GiB. */
+export const DEFAULT_MAX_FILE_SIZE = 4 * 1024 ** 3;
 
 /** Options for {@link runAgent}. */
 export interface AgentOptions {
@@ -43,6 +57,16 @@ export interface AgentOptions {
   backoffBaseMs?: number;
   /** Backoff ceiling, ms (default 15000). */
   backoffMaxMs?: number;
+  /** Own keep-alive interval, ms (default {@link DEFAULT_KEEPALIVE_MS}). */
+  keepaliveMs?: number;
+  /** Largest file received, bytes (default {@link DEFAULT_MAX_FILE_SIZE}; 0 = no limit). */
+  maxFileSize?: number;
+  /** A session with no progress this long fails, ms (default 2 min). */
+  sessionIdleMs?: number;
+  /** Instance token sent in LOGIN (default: a random UUID per call). */
+  instance?: string;
+  /** Time source for keep-alives and session deadlines (default the system clock). */
+  clock?: Clock;
 }
 
 /** Thrown when the relay refuses our credentials: retrying cannot help. */
@@ -54,13 +78,43 @@ export class FatalLoginError extends Error {
   }
 }
 
+/** Another agent logged in with this device ID and took over: this one must stop. */
+export class AgentReplacedError extends Error {
+  /** Creates the error with the relay's message. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "AgentReplacedError";
+  }
+}
+
 /**
  * Runs until `signal` aborts. Resolves normally on abort; rejects with
- * {@link FatalLoginError} when the relay refuses the login (wrong ID or password).
+ * {@link FatalLoginError} when the relay refuses the login (wrong ID or password), and
+ * with {@link AgentReplacedError} when another instance took over the device ID.
  */
 export async function runAgent(options: AgentOptions): Promise<void> {
   const want = options.idle ?? 2;
-  const { logger, signal } = options;
+  const { logger } = options;
+  const clock = options.clock ?? systemClock;
+  const ownKeepaliveMs = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+  const maxFileSize = options.maxFileSize ?? DEFAULT_MAX_FILE_SIZE;
+  const instance = options.instance ?? crypto.randomUUID();
+  /** Set once, by whichever loop learns that this instance was replaced; stops everything. */
+  let fatal: AgentReplacedError | null = null;
+  const stopAll = new AbortController();
+  const signal = AbortSignal.any([options.signal, stopAll.signal]);
+  const replaced = (message: string, cause?: unknown) => {
+    if (fatal !== null) return;
+    fatal = new AgentReplacedError(
+      `Another agent logged in as "${options.id}" and took over (relay: ${message})`,
+      { cause },
+    );
+    logger.error("replaced by another agent", { id: options.id, message });
+    stopAll.abort(fatal);
+  };
+  const isReplaced = (e: unknown) => e instanceof RelayError && e.code === ErrorCode.Replaced;
+  const stale = await removeStalePartials(options.inbox);
+  if (stale > 0) logger.info("removed stale partial files", { count: stale });
   const idle = new Set<RelayConnection>();
   const loops = new Set<Promise<void>>();
   let relayIndex = 0;
@@ -85,32 +139,32 @@ export async function runAgent(options: AgentOptions): Promise<void> {
 
   /** The idle connection's loop: keep-alive, notices, sessions. */
   async function serveIdle(conn: RelayConnection): Promise<void> {
-    let lastPong = Date.now();
-    let pinger: ReturnType<typeof setInterval> | undefined;
-    const startPinging = () => {
-      lastPong = Date.now();
-      pinger = setInterval(() => {
-        if (Date.now() - lastPong > 2 * conn.keepaliveMs + 1000) {
-          logger.warn("relay stopped answering keep-alives", { relay: conn.relayName });
-          conn.close();
-          return;
-        }
-        conn.ping().catch(() => conn.close());
-      }, conn.keepaliveMs);
-    };
-    const stopPinging = () => clearInterval(pinger);
+    const intervalMs = pingInterval(ownKeepaliveMs, conn.keepaliveMs);
+    const monitor = new KeepaliveMonitor({
+      intervalMs,
+      clock,
+      ping: () => conn.ping(),
+      onDead: (silentMs) => {
+        logger.warn("relay connection dead", {
+          relay: conn.relayName,
+          address: formatHostPort(conn.login.address),
+          silentMs: Math.round(silentMs),
+          keepaliveMs: intervalMs,
+        });
+        conn.close();
+      },
+    });
     const onAbort = () => conn.close();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      startPinging();
+      monitor.start();
       for (;;) {
         const m = await conn.framed.readMessage();
         if (m === null) return;
-        if (m.kind === "pong") {
-          lastPong = Date.now();
-          continue;
-        }
+        monitor.heard();
+        if (m.kind === "pong") continue;
         if (m.kind === "error") {
+          if (m.code === ErrorCode.Replaced) return replaced(m.message);
           logger.warn("relay error", { code: m.code, message: m.message });
           return;
         }
@@ -118,7 +172,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
           logger.warn("unexpected message on idle connection", { kind: m.kind });
           return;
         }
-        stopPinging();
+        monitor.stop();
         idle.delete(conn);
         poke(); // dial a replacement while this one serves the session
         const keep = await handleNotice(conn, m);
@@ -128,12 +182,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
           return;
         }
         idle.add(conn);
-        startPinging();
+        monitor.start();
       }
     } catch (e) {
       if (!signal.aborted) logger.debug("connection lost", { error: String(e) });
     } finally {
-      stopPinging();
+      monitor.stop();
       signal.removeEventListener("abort", onAbort);
       conn.close();
     }
@@ -157,6 +211,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     logger.info("session accepted", { from, session: notice.session });
     try {
       await receiveFiles(session, options.inbox, {
+        maxFileSize: maxFileSize > 0 ? maxFileSize : undefined,
+        onFileStart: (name, size) => logger.info("receiving file", { from, name, bytes: size }),
         onFile: (f) =>
           logger.info("file received", {
             from,
@@ -170,6 +226,14 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       logger.info("session ended", { from, session: notice.session });
       return true;
     } catch (e) {
+      if (isReplaced(e)) {
+        replaced((e as Error).message, e);
+        return false;
+      }
+      if (e instanceof FileTooLargeError) {
+        logger.warn("file refused", { from, session: notice.session, reason: e.message });
+        return false;
+      }
       logger.warn("session failed", { from, session: notice.session, error: String(e) });
       return false; // the caller closes the connection; the relay aborts the peer's side
     }
@@ -185,8 +249,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       const address = options.relays[relayIndex % options.relays.length];
       try {
         const conn = await connectRelay(
-          { address, id: options.id, password: options.password, tlsCa: options.tlsCa },
-          { signal },
+          { address, id: options.id, password: options.password, tlsCa: options.tlsCa, instance },
+          { signal, session: { idleTimeoutMs: options.sessionIdleMs, clock } },
         );
         if (loops.size === 0) {
           logger.info("logged in", {
@@ -201,6 +265,10 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         serve(conn);
       } catch (e) {
         if (signal.aborted) break;
+        if (isReplaced(e)) {
+          replaced((e as Error).message, e);
+          break;
+        }
         if (e instanceof LoginRefusedError && e.code === ErrorCode.AuthFailed) {
           // Retrying cannot fix a wrong ID or password, but one relay of several may not
           // have learnt a new registration yet: give up once every relay refused in a row.
@@ -233,4 +301,5 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     for (const conn of idle) conn.close();
     await Promise.allSettled([...loops]);
   }
+  if (fatal !== null) throw fatal;
 }

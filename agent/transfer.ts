@@ -10,8 +10,15 @@
  * `{"ok":false,"error":"<why>"}\n`. When the sender has no more files it sends END; the
  * receiver answers END; both RELEASE.
  *
+ * A refusal may come early: a receiver refuses a file announced over its size limit right
+ * after the header line, then fails the session. The sender therefore reads the answer
+ * while it sends the body, and stops as soon as a refusal arrives.
+ *
  * The receiver writes into `<inbox>/.tsunagi-partial/` and hard-links the file into the
  * inbox only once length and SHA-256 match, so a half-received file never appears there.
+ * Whatever ends a transfer early (END(aborted), the relay closing the connection inside a
+ * frame, a deadline, a refusal) removes the partial file; `tsunagi run` also clears the
+ * folder of partial files left by a killed process when it starts.
  *
  * @module
  */
@@ -128,38 +135,45 @@ export async function sendFiles(
     const size = (await handle.stat()).size;
     const name = file.name ?? basename(file.path);
     await session.write(encoder.encode(JSON.stringify({ file: name, size }) + "\n"));
+    // The receiver may refuse before the body is through (e.g. over its size limit): read
+    // its answer while sending, and stop on an early one.
+    const answer = settle(reader.readLine());
     const hash = createHash("sha256");
     let done = 0;
+    let sha256 = "";
     options.onProgress?.(0, size, name);
-    while (done < size) {
-      const n = await handle.read(
-        buf.subarray(HEADER_SIZE, HEADER_SIZE + Math.min(MAX_PAYLOAD, size - done)),
-      );
-      if (n === null) break;
-      hash.update(buf.subarray(HEADER_SIZE, HEADER_SIZE + n));
-      await session.writeInPlace(buf, n);
-      done += n;
-      options.onProgress?.(done, size, name);
+    try {
+      while (done < size && !answer.settled) {
+        const n = await handle.read(
+          buf.subarray(HEADER_SIZE, HEADER_SIZE + Math.min(MAX_PAYLOAD, size - done)),
+        );
+        if (n === null) break;
+        hash.update(buf.subarray(HEADER_SIZE, HEADER_SIZE + n));
+        await session.writeInPlace(buf, n);
+        done += n;
+        options.onProgress?.(done, size, name);
+      }
+      if (!answer.settled) {
+        if (done !== size) {
+          throw new TransferAbortedError(`File "${file.path}" changed size while being sent`);
+        }
+        sha256 = hash.digest("hex");
+        await session.write(encoder.encode(JSON.stringify({ sha256 }) + "\n"));
+      }
+    } catch (e) {
+      // A write that failed because the receiver refused and left: report the refusal.
+      session.connection.close();
+      const early = await answer.promise.catch(() => null);
+      if (early !== null) refusal(early, name);
+      throw e;
     }
-    if (done !== size) {
-      throw new TransferAbortedError(`File "${file.path}" changed size while being sent`);
-    }
-    const sha256 = hash.digest("hex");
-    await session.write(encoder.encode(JSON.stringify({ sha256 }) + "\n"));
-    const line = await reader.readLine();
+    const line = await answer.promise;
     if (line === null) {
       throw new TransferAbortedError(`Receiver ended the session before confirming "${name}"`);
     }
-    const receipt = parseJson(line, "receipt") as {
-      ok?: boolean;
-      name?: string;
-      sha256?: string;
-      error?: string;
-    };
-    if (receipt.ok !== true) {
-      throw new TransferAbortedError(
-        `Receiver refused "${name}": ${receipt.error ?? "no reason given"}`,
-      );
+    const receipt = refusal(line, name);
+    if (sha256 === "") {
+      throw new TransferAbortedError(`Receiver answered before the end of "${name}"`);
     }
     if (receipt.sha256 !== sha256) {
       throw new TransferAbortedError(`Receiver confirmed "${name}" with a different SHA-256`);
@@ -167,6 +181,29 @@ export async function sendFiles(
     receipts.push({ name: String(receipt.name ?? name), size, sha256 });
   }
   return receipts;
+}
+
+/** The receiver's answer line parsed; throws {@link TransferAbortedError} on a refusal. */
+function refusal(line: string, name: string): { name?: string; sha256?: string } {
+  const receipt = parseJson(line, "receipt") as {
+    ok?: boolean;
+    name?: string;
+    sha256?: string;
+    error?: string;
+  };
+  if (receipt.ok !== true) {
+    throw new TransferAbortedError(
+      `Receiver refused "${name}": ${receipt.error ?? "no reason given"}`,
+    );
+  }
+  return receipt;
+}
+
+/** A promise with a synchronous view of whether it settled (and no unhandled rejection). */
+function settle<T>(promise: Promise<T>): { promise: Promise<T>; readonly settled: boolean } {
+  const state = { promise, settled: false };
+  promise.then(() => (state.settled = true), () => (state.settled = true));
+  return state;
 }
 
 /** A file that arrived intact. */
@@ -181,15 +218,35 @@ export interface ReceivedFile {
   sha256: string;
 }
 
+/** Options for {@link receiveFiles}. */
+export interface ReceiveOptions {
+  /** Called for each file that arrived intact. */
+  onFile?: (file: ReceivedFile) => void;
+  /** Called when a file starts arriving (its partial file exists from then on). */
+  onFileStart?: (name: string, size: number) => void;
+  /** Largest file accepted, bytes (default: no limit). */
+  maxFileSize?: number;
+}
+
+/** A file was refused for its size: the sender was told why. */
+export class FileTooLargeError extends TransferAbortedError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "FileTooLargeError";
+  }
+}
+
 /**
  * Receives files from `session` into `inbox` until the sender ends the session, calling
- * `onFile` for each file that arrived intact. Partial files are removed on any failure.
- * Does not release the session.
+ * `onFile` for each file that arrived intact. A file over `maxFileSize` is refused (the
+ * sender gets the reason) and the call fails with {@link FileTooLargeError}. Partial
+ * files are removed on any failure. Does not release the session.
  */
 export async function receiveFiles(
   session: Session,
   inbox: string,
-  options: { onFile?: (file: ReceivedFile) => void; maxFileSize?: number } = {},
+  options: ReceiveOptions = {},
 ): Promise<ReceivedFile[]> {
   const reader = new SessionReader(session);
   const partialDir = join(inbox, PARTIAL_DIR);
@@ -208,15 +265,26 @@ export async function receiveFiles(
       throw new TransferAbortedError(`Malformed file header: ${line.slice(0, 200)}`);
     }
     const name = safeFileName(header.file);
-    if (options.maxFileSize !== undefined && size > options.maxFileSize) {
-      throw new TransferAbortedError(`File "${name}" is ${size} bytes, over the limit`);
+    const limit = options.maxFileSize;
+    if (limit !== undefined && size > limit) {
+      const why = `"${name}" is ${size} bytes, over this device's limit of ${limit} bytes`;
+      await reply({ ok: false, error: why });
+      throw new FileTooLargeError(`Refused ${why}`);
     }
     const tmp = join(partialDir, `${crypto.randomUUID()}.part`);
     const file = await Deno.open(tmp, { write: true, createNew: true });
     let closed = false;
     try {
+      options.onFileStart?.(name, size);
       const hash = createHash("sha256");
+      let written = 0;
       await reader.readExact(size, async (chunk) => {
+        // The announced size binds the sender, so this cannot trip today; it guards the
+        // limit should the format ever allow a file of unknown length.
+        written += chunk.length;
+        if (limit !== undefined && written > limit) {
+          throw new FileTooLargeError(`"${name}" grew past this device's limit of ${limit} bytes`);
+        }
         hash.update(chunk);
         let off = 0;
         while (off < chunk.length) off += await file.write(chunk.subarray(off));
@@ -246,6 +314,25 @@ export async function receiveFiles(
       throw e;
     }
   }
+}
+
+/**
+ * Removes the partial files (`*.part`) that a killed receiver left in `inbox`'s partial
+ * folder; returns how many. Call it before receiving anything.
+ */
+export async function removeStalePartials(inbox: string): Promise<number> {
+  const dir = join(inbox, PARTIAL_DIR);
+  let removed = 0;
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !entry.name.endsWith(".part")) continue;
+      await Deno.remove(join(dir, entry.name)).catch(() => {});
+      removed++;
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return removed;
 }
 
 /** Reduces an announced name to a safe base name inside the inbox. */

@@ -42,6 +42,44 @@ export function parseDuration(value: string, flag: string): number {
   return Math.round(unit === "ms" ? n : unit === "s" ? n * 1000 : n * 60_000);
 }
 
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+/**
+ * Parses a byte size: plain bytes (`1048576`) or with a unit, decimal (`kB`, `MB`, `GB`,
+ * `TB`) or binary (`KiB`, `MiB`, `GiB`, `TiB`), case-insensitive. Returns bytes; throws
+ * {@link UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { parseSize } from "./cli.ts";
+ * console.assert(parseSize("10MiB", "max-file-size") === 10 * 1024 * 1024);
+ * console.assert(parseSize("2GB", "max-file-size") === 2e9);
+ * ```
+ */
+export function parseSize(value: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(bytes)) {
+    throw new UsageError(
+      `Invalid size for --${flag}: "${value}"`,
+      "use bytes (1048576) or a unit: 500kB, 10MiB, 2GB, 4GiB",
+    );
+  }
+  return bytes;
+}
+
 /** Parses a positive integer flag; throws {@link UsageError}. */
 export function parseCount(value: string, flag: string, min = 1, max = 1000): number {
   const n = Number(value);

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { PARTIAL_DIR } from "../agent/transfer.ts";
+import { delay } from "../shared/backoff.ts";
+import { FILE_SERVICE, FrameType } from "../shared/protocol/constants.ts";
+import { encodeFrame } from "../shared/protocol/frame.ts";
+import { encodeMessage } from "../shared/protocol/messages.ts";
+import type { RelayConnection } from "../agent/relay_client.ts";
+import { PARTIAL_DIR, receiveFiles } from "../agent/transfer.ts";
+import { nextNotice, rawLogin } from "./raw_device.ts";
 import {
   agentCommand,
   deviceFlags,
@@ -87,18 +93,10 @@ Deno.test("send: 50 concurrent sends to one FAX agent all arrive intact", async 
   }
   // One process sending all 50 at once would not be "concurrent sessions", so run 50
   // processes; the FAX agent keeps spare idle connections and dials more as they go busy.
-  // A busy moment may refuse a send (TargetBusy, exit 5): the sender retries, bounded.
+  // A busy moment refuses a CONNECT (TargetBusy): `send` itself retries within --timeout.
   const sendOne = async (i: number) => {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const r = await agentCommand(["send", "--to", "fax1", ...flags, `${dir.path}/c${i}.bin`]);
-      if (r.code === 0) return attempt;
-      assert.equal(r.code, 5, r.stderr);
-      assert.match(r.stderr, /TargetBusy/);
-      // Wait for the agent to log something (a session ending frees a connection).
-      const seen = fax.lines.length;
-      await fax.waitUntil(() => fax.lines.length > seen, "agent activity", 5000).catch(() => {});
-    }
-    throw new Error(`send ${i} kept failing`);
+    const r = await agentCommand(["send", "--to", "fax1", ...flags, `${dir.path}/c${i}.bin`]);
+    assert.equal(r.code, 0, r.stderr);
   };
   await Promise.all(Array.from({ length: 50 }, (_, i) => sendOne(i)));
   const got = await listFiles(inbox);
@@ -143,11 +141,25 @@ Deno.test("send: a device without FILE TX/RX, an unknown ID and an offline devic
   }
 });
 
-Deno.test("a sender killed mid-transfer leaves no file in the inbox", async () => {
+/** A seeded xorshift PRNG: the seed is in every failure message, to replay a run. */
+function prng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+}
+
+const TEST_SEED = Number(Deno.env.get("TSUNAGI_TEST_SEED") ?? Date.now() % 2 ** 31);
+
+Deno.test("a sender killed mid-transfer (inside a frame) leaves no file in the inbox", async () => {
   await using dir = await tempDir();
   const { relay, fax, inbox, pcPw } = await setup(dir.path);
   await using _r = relay;
   await using _f = fax;
+  const cut = 1 + prng(TEST_SEED)(65_540); // 1-4: inside the header; more: in the payload
   await using sender = new Proc([
     "run",
     "-A",
@@ -157,11 +169,181 @@ Deno.test("a sender killed mid-transfer leaves no file in the inbox", async () =
     pcPw,
     "fax1",
     String(8 << 20),
+    String(cut),
   ]);
   await sender.waitUntil(() => sender.stdout.includes("HALF"), "half the file sent");
   sender.kill("SIGKILL");
-  await fax.waitFor(event("session failed", { from: "pc1" }), "receiver to drop the session");
+  const what = `cut ${cut} bytes into a DATA frame (TSUNAGI_TEST_SEED=${TEST_SEED})`;
+  await fax.waitFor(
+    event("session failed", { from: "pc1" }),
+    `receiver to drop the session, ${what}`,
+  );
+  assert.deepEqual(await listFiles(inbox), [], what);
+  assert.deepEqual(await listFiles(`${inbox}/${PARTIAL_DIR}`), [], what);
+});
+
+/** The bytes a sender would put into a session for one file, frame after frame. */
+function sessionStream(size: number): { bytes: Uint8Array; frameStarts: number[] } {
+  const encoder = new TextEncoder();
+  const frames = [
+    encodeFrame(FrameType.Data, encoder.encode(JSON.stringify({ file: "cut.bin", size }) + "\n")),
+  ];
+  for (let off = 0; off < size; off += 65_536) {
+    frames.push(encodeFrame(FrameType.Data, new Uint8Array(Math.min(65_536, size - off)).fill(5)));
+  }
+  frames.push(encodeFrame(FrameType.Data, encoder.encode(JSON.stringify({ sha256: "0" }) + "\n")));
+  frames.push(encodeMessage({ kind: "end", reason: 0 }));
+  const frameStarts: number[] = [];
+  let total = 0;
+  for (const f of frames) {
+    frameStarts.push(total);
+    total += f.length;
+  }
+  const bytes = new Uint8Array(total);
+  frames.forEach((f, i) => bytes.set(f, frameStarts[i]));
+  return { bytes, frameStarts };
+}
+
+/** Polls `status` until the device shows no session; bounded by a deadline. */
+async function waitNoSession(conn: RelayConnection, id: string, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const entry = await conn.status(id);
+    if (entry !== null && entry.sessions === 0) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${id} still shows ${entry?.sessions} sessions after ${timeoutMs} ms: ${what}`,
+      );
+    }
+    await delay(50); // poll pacing; the condition above is what the test waits on
+  }
+}
+
+Deno.test("a sender cut off at random byte offsets: the receiver ends the session promptly and keeps nothing", async () => {
+  await using dir = await tempDir();
+  const { relay, fax, inbox, pcPw, flags } = await setup(dir.path);
+  await using _r = relay;
+  await using _f = fax;
+  const { bytes, frameStarts } = sessionStream(200_000);
+  const random = prng(TEST_SEED);
+  const [header, body1, body2] = [frameStarts[0], frameStarts[1], frameStarts[2]];
+  const cuts = [
+    header + 1 + random(4), // inside the first frame's header
+    header + 5 + random(body1 - header - 5), // inside the file header line
+    body1 + 1 + random(4), // inside a DATA frame's header
+    body1 + 5 + random(65_536), // inside a DATA frame's payload
+    body2 + 5 + random(65_536), // deeper inside the body
+    frameStarts[frameStarts.length - 2] + 1 + random(10), // inside the trailer frame
+    body2, // on a frame boundary: the relay sends END(aborted)
+  ];
+  const observer = await rawLogin(relay.address, "pc1", pcPw);
+  try {
+    for (const [i, cut] of cuts.entries()) {
+      const what = `cut at byte ${cut} of ${bytes.length} (TSUNAGI_TEST_SEED=${TEST_SEED})`;
+      const conn = await rawLogin(relay.address, "pc1", pcPw);
+      await conn.connect("fax1", FILE_SERVICE);
+      await conn.framed.write(bytes.subarray(0, cut));
+      conn.close();
+      await fax.waitForCount(
+        event("session failed", { from: "pc1" }),
+        i + 1,
+        `receiver to end the session, ${what}`,
+        10_000,
+      );
+      await waitNoSession(observer, "fax1", what);
+      assert.deepEqual(await listFiles(inbox), [], what);
+      assert.deepEqual(await listFiles(`${inbox}/${PARTIAL_DIR}`), [], what);
+    }
+  } finally {
+    observer.close();
+  }
+  // The agent is still fine: a normal send goes through.
+  await writeRandomFile(`${dir.path}/after.bin`, 100_000, 3);
+  const r = await agentCommand(["send", "--to", "fax1", ...flags, `${dir.path}/after.bin`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await listFiles(inbox), ["after.bin"]);
+});
+
+Deno.test("run: stale partial files go at start; a file over --max-file-size is refused with the reason", async () => {
+  await using dir = await tempDir();
+  const inbox = `${dir.path}/inbox`;
+  await Deno.mkdir(`${inbox}/${PARTIAL_DIR}`, { recursive: true });
+  await Deno.writeTextFile(`${inbox}/${PARTIAL_DIR}/left-by-a-crash.part`, "half");
+  const { relay, fax, flags } = await setup(dir.path, [], ["--max-file-size", "1KiB"]);
+  await using _r = relay;
+  await using _f = fax;
+  await fax.waitFor(event("removed stale partial files", { count: 1 }), "stale cleanup log");
+  assert.deepEqual(await listFiles(`${inbox}/${PARTIAL_DIR}`), []);
+
+  await writeRandomFile(`${dir.path}/big.bin`, 2000, 1);
+  const refused = await agentCommand(["send", "--to", "fax1", ...flags, `${dir.path}/big.bin`]);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /"big\.bin" is 2000 bytes, over this device's limit of 1024 bytes/);
+  await fax.waitFor(event("file refused", { from: "pc1" }), "refusal log");
   assert.deepEqual(await listFiles(inbox), []);
   assert.deepEqual(await listFiles(`${inbox}/${PARTIAL_DIR}`), []);
-  await relay.proc.waitFor(event("session aborted", { device: "pc1" }), "relay abort log");
+
+  await writeRandomFile(`${dir.path}/small.bin`, 1024, 2);
+  const ok = await agentCommand(["send", "--to", "fax1", ...flags, `${dir.path}/small.bin`]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.deepEqual(await listFiles(inbox), ["small.bin"]);
+});
+
+Deno.test("send: a busy target is retried until it frees up; --timeout bounds the wait", async () => {
+  await using dir = await tempDir();
+  const pcPw = await register(dir.path, "pc1", "USER");
+  const holderPw = await register(dir.path, "pc2", "USER");
+  const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+  await using relay = await startRelay(dir.path);
+  const flags = deviceFlags(relay.address, "pc1", pcPw);
+  // fax1 is a raw device with one connection, taken by pc2's session: fax1 is busy.
+  const target = await rawLogin(relay.address, "fax1", faxPw);
+  const holder = await rawLogin(relay.address, "pc2", holderPw);
+  try {
+    const held = holder.connect("fax1", FILE_SERVICE);
+    const heldHere = await target.accept(await nextNotice(target));
+    const heldThere = await held;
+    await writeRandomFile(`${dir.path}/x.bin`, 5000, 1);
+
+    const short = await agentCommand([
+      "send",
+      "--to",
+      "fax1",
+      "--timeout",
+      "1s",
+      ...flags,
+      `${dir.path}/x.bin`,
+    ]);
+    assert.equal(short.code, 5, short.stderr);
+    assert.match(short.stderr, /fax1 is busy \(TargetBusy\); retrying in/);
+    assert.match(short.stderr, /gave up after 1 s \(--timeout\)/);
+
+    await using sender = new Proc([
+      "run",
+      "-A",
+      "agent/main.ts",
+      "send",
+      "--to",
+      "fax1",
+      "--timeout",
+      "30s",
+      ...flags,
+      `${dir.path}/x.bin`,
+    ]);
+    await sender.waitUntil(
+      () => sender.rawStderr.some((l) => /fax1 is busy \(TargetBusy\); retrying/.test(l)),
+      "the sender to say what it waits for",
+    );
+    // pc2's session ends; fax1's connection is idle again and takes the retried request.
+    await Promise.all([heldHere.release(), heldThere.release()]);
+    const session = await target.accept(await nextNotice(target));
+    const received = await receiveFiles(session, `${dir.path}/inbox`);
+    await session.release();
+    assert.equal((await sender.wait()).code, 0, sender.rawStderr.join("\n"));
+    assert.equal(received.length, 1);
+    assert.equal(await sha256File(received[0].path), await sha256File(`${dir.path}/x.bin`));
+  } finally {
+    target.close();
+    holder.close();
+  }
 });

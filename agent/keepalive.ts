@@ -1,0 +1,102 @@
+/**
+ * Keep-alive and dead-connection detection for one idle relay connection.
+ *
+ * A NAT box that flushes its state drops packets silently: no RST, no FIN, and a read
+ * on the socket just waits. The monitor sends a PING every `intervalMs` and requires
+ * something from the relay (the PONG, or any other frame) within `intervalMs / 2` of it.
+ * A connection that dies right after an answer is thus noticed at most 1.5 intervals
+ * later: at the next PING plus half an interval.
+ *
+ * The monitor owns only its timer; the connection's read loop tells it what arrived
+ * (`heard`) and the monitor tells the loop, through `onDead`, that it must close.
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "./clock.ts";
+
+/** Options for {@link KeepaliveMonitor}. */
+export interface KeepaliveOptions {
+  /** Ping interval, ms (> 0). */
+  intervalMs: number;
+  /** Sends one PING; a rejection counts as a dead connection. */
+  ping: () => Promise<void>;
+  /** Called once when the connection is declared dead, with the ms since it was last heard. */
+  onDead: (silentMs: number) => void;
+  /** Time source (default {@link systemClock}). */
+  clock?: Clock;
+}
+
+/** The ping interval an agent uses: its own, or the relay's if that is shorter (0 = unset). */
+export function pingInterval(ownMs: number, relayMs: number): number {
+  return relayMs > 0 ? Math.min(ownMs, relayMs) : ownMs;
+}
+
+/** Pings a connection on a timer and declares it dead when answers stop. */
+export class KeepaliveMonitor {
+  readonly #intervalMs: number;
+  readonly #ping: () => Promise<void>;
+  readonly #onDead: (silentMs: number) => void;
+  readonly #clock: Clock;
+  #timer: unknown;
+  #lastHeard: number;
+  #dead = false;
+
+  /** Creates a stopped monitor; call {@link start}. */
+  constructor(options: KeepaliveOptions) {
+    if (!(options.intervalMs > 0)) {
+      throw new RangeError(`Keep-alive interval must be positive, got ${options.intervalMs}`);
+    }
+    this.#intervalMs = options.intervalMs;
+    this.#ping = options.ping;
+    this.#onDead = options.onDead;
+    this.#clock = options.clock ?? systemClock;
+    this.#lastHeard = this.#clock.now();
+  }
+
+  /** True once the connection was declared dead. */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** (Re)starts pinging: the first PING goes out one interval from now. */
+  start(): void {
+    this.stop();
+    if (this.#dead) return;
+    this.#lastHeard = this.#clock.now();
+    this.#timer = this.#clock.setTimeout(() => this.#sendPing(), this.#intervalMs);
+  }
+
+  /** Stops the timer (the connection went into a session or is closing). */
+  stop(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Records that a frame arrived from the relay. */
+  heard(): void {
+    this.#lastHeard = this.#clock.now();
+  }
+
+  #sendPing() {
+    const sentAt = this.#clock.now();
+    this.#ping().catch(() => this.#declareDead());
+    this.#timer = this.#clock.setTimeout(() => {
+      if (this.#lastHeard >= sentAt) {
+        this.#timer = this.#clock.setTimeout(
+          () => this.#sendPing(),
+          this.#intervalMs - Math.floor(this.#intervalMs / 2),
+        );
+      } else {
+        this.#declareDead();
+      }
+    }, Math.floor(this.#intervalMs / 2));
+  }
+
+  #declareDead() {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.stop();
+    this.#onDead(this.#clock.now() - this.#lastHeard);
+  }
+}
