@@ -4,6 +4,8 @@
  * @module
  */
 
+import { basename, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { UsageError } from "./errors.ts";
 
 /** Documented exit codes of every tsunagi command. */
@@ -78,4 +80,21 @@ export async function readPasswordFile(path: string): Promise<string> {
 export function printError(program: string, message: string, hint = ""): void {
   console.error(`${program}: ${message}`);
   if (hint) console.error(`hint: ${hint}`);
+}
+
+/**
+ * How the user started this program, for usage lines and hints: the command a `deno
+ * task` names in the environment variable `env` (e.g. `deno task agent`), a compiled
+ * binary's file name, `deno run -A PATH` for a bundled `.js` file, else `fallback`.
+ */
+export function invokedAs(env: string, fallback: string): string {
+  const fromTask = Deno.env.get(env);
+  if (fromTask) return fromTask;
+  const exe = basename(Deno.execPath());
+  if (exe !== "deno" && exe !== "deno.exe") return exe;
+  const main = Deno.mainModule;
+  if (main.startsWith("file:") && main.endsWith(".js")) {
+    return `deno run -A ${relative(Deno.cwd(), fileURLToPath(main))}`;
+  }
+  return fallback;
 }
