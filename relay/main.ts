@@ -135,7 +135,8 @@ export async function relayMain(args: string[]): Promise<number> {
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
     // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
     const offset = Number(values["clock-offset-ms"] ?? 0);
-    const now = offset === 0 ? Date.now : () => Date.now() + offset;
+    const now = offset === 0 ? Date.now : () =>
+      Date.now() + offset;
     const peers = (values.peer ?? []).map((p) => parseHostPort(p));
     const meshSecret = values["mesh-secret-file"]
       ? await readSecret(values["mesh-secret-file"])

@@ -7,6 +7,7 @@
 import { basename, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UsageError } from "./errors.ts";
+import { describeReadError } from "./json_file.ts";
 
 /** Documented exit codes of every tsunagi command. */
 export const ExitCode = {
@@ -18,7 +19,7 @@ export const ExitCode = {
   Usage: 2,
   /** Login refused (unknown device, wrong password, throttled). */
   AuthFailed: 3,
-  /** The relay could not be reached. */
+  /** The relay could not be reached, or cannot serve now (its directory is down): retry later. */
   Unreachable: 4,
   /** The target device refused or could not take the session. */
   PeerUnavailable: 5,
@@ -65,7 +66,7 @@ export async function readPasswordFile(path: string): Promise<string> {
       : await Deno.readTextFile(path);
   } catch (e) {
     throw new UsageError(
-      `Cannot read password file "${path}": ${e instanceof Error ? e.message : e}`,
+      `Cannot read password file "${path}": ${describeReadError(e)}`,
       "check the path given to --password-file",
     );
   }

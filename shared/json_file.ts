@@ -47,7 +47,10 @@ export function parseJsonObject(text: string, file: string): Record<string, unkn
     );
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new UsageError(`${file}: not a JSON object`, 'the file holds one object, e.g. {"id": "fax1"}');
+    throw new UsageError(
+      `${file}: not a JSON object`,
+      'the file holds one object, e.g. {"id": "fax1"}',
+    );
   }
   return value as Record<string, unknown>;
 }
