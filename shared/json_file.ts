@@ -34,13 +34,14 @@ export function parseJsonObject(text: string, file: string): Record<string, unkn
   try {
     value = JSON.parse(text);
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    const at = /\(line (\d+) column (\d+)\)/.exec(message);
-    const where = at ? `${file}:${at[1]}:${at[2]}` : file;
-    const what = message.replace(/\s*\(line \d+ column \d+\)/, "").replace(
-      / in JSON at position \d+/,
-      "",
-    );
+    // V8 gives a position for some errors only; find it ourselves for all of them.
+    const offset = jsonErrorOffset(text);
+    const before = text.slice(0, offset).split("\n");
+    const where = `${file}:${before.length}:${before[before.length - 1].length + 1}`;
+    const what = (e instanceof Error ? e.message : String(e))
+      .replace(/\s*\(line \d+ column \d+\)/, "")
+      .replace(/ in JSON at position \d+/, "")
+      .replace(/, "[\s\S]*$/, "");
     throw new UsageError(
       `${where}: JSON syntax error: ${what}`,
       "fix the JSON (keys and strings in double quotes, no trailing commas)",
@@ -53,6 +54,75 @@ export function parseJsonObject(text: string, file: string): Record<string, unkn
     );
   }
   return value as Record<string, unknown>;
+}
+
+/** The offset in `text` where JSON parsing fails (a small validating scanner). */
+export function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const ws = () => {
+    while (i < text.length && " \t\r\n".includes(text[i])) i++;
+  };
+  const fail = (): never => {
+    throw i;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === "{") {
+      i++;
+      ws();
+      if (text[i] === "}") return void i++;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        string();
+        ws();
+        if (text[i] !== ":") fail();
+        i++;
+        value();
+        ws();
+        if (text[i] === ",") i++;
+        else if (text[i] === "}") return void i++;
+        else fail();
+      }
+    }
+    if (c === "[") {
+      i++;
+      ws();
+      if (text[i] === "]") return void i++;
+      for (;;) {
+        value();
+        ws();
+        if (text[i] === ",") i++;
+        else if (text[i] === "]") return void i++;
+        else fail();
+      }
+    }
+    if (c === '"') return string();
+    const m = /^(?:true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(
+      text.slice(i, i + 400),
+    );
+    if (!m) fail();
+    i += m![0].length;
+  };
+  const string = () => {
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === "\\") i++;
+      else if (text.charCodeAt(i) < 0x20) fail();
+      i++;
+    }
+    if (i >= text.length) fail();
+    i++;
+  };
+  try {
+    value();
+    ws();
+    return i < text.length ? i : text.length;
+  } catch (at) {
+    if (typeof at === "number") return Math.min(at, text.length);
+    throw at;
+  }
 }
 
 /** Reads `file` and parses it with {@link parseJsonObject}; unreadable files are a {@link UsageError}. */
