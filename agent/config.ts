@@ -3,9 +3,9 @@
  * of precedence.
  *
  * Environment: TSUNAGI_RELAY (comma-separated), TSUNAGI_ID, TSUNAGI_PASSWORD_FILE,
- * TSUNAGI_TLS_CA, TSUNAGI_INBOX, TSUNAGI_CONFIG. Config file (JSON):
- * `{ "relay": ["HOST:PORT"], "id": "...", "passwordFile": "...", "tlsCa": "...",
- *    "inbox": "...", "idle": 2, "acceptFrom": ["ID"], "logFormat": "json" }`.
+ * TSUNAGI_TLS_CA, TSUNAGI_INBOX, TSUNAGI_CONFIG. The config file is a JSON object with
+ * the keys in {@link CONFIG_KEYS} (documented in docs/operations.md, "Agent config
+ * file"); any other key is an error, and paths are resolved from the file's folder.
  *
  * @module
  */
@@ -13,6 +13,8 @@
 import { type HostPort, parseHostPort } from "../shared/address.ts";
 import { readPasswordFile } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
+import { describeReadError, readJsonObject, rejectUnknownKeys } from "../shared/json_file.ts";
+import { dirname, isAbsolute, join } from "node:path";
 
 /** Settings common to every agent command. */
 export interface CommonSettings {
@@ -38,26 +40,42 @@ export interface CommonFlags {
 /** A parsed config file. */
 export type ConfigFile = Record<string, unknown>;
 
-/** Loads the config file named by `--config` or TSUNAGI_CONFIG ({} if none). */
+/** The keys an agent config file may hold, with what each stands for. */
+export const CONFIG_KEYS: Readonly<Record<string, string>> = {
+  relay: '["HOST:PORT", ...] or "HOST:PORT" (--relay)',
+  id: "device ID (--id)",
+  passwordFile: "password file, relative to the config file's folder (--password-file)",
+  tlsCa: "PEM CA file, relative to the config file's folder (--tls-ca)",
+  inbox: "folder for received files, relative to the config file's folder (--inbox)",
+  idle: "idle connections to keep, a number (--idle)",
+  acceptFrom: '["ID", ...] (--accept-from)',
+  logFormat: '"text" or "json" (--log-format)',
+  keepalive: 'ping interval, e.g. "10s" (--keepalive)',
+  maxFileSize: 'largest file accepted, e.g. "2GiB"; 0 = no limit (--max-file-size)',
+};
+
+/** Keys whose value is a path resolved from the config file's folder. */
+const PATH_KEYS = ["passwordFile", "tlsCa", "inbox"];
+
+/**
+ * Loads the config file named by `--config` or TSUNAGI_CONFIG ({} if none). Throws
+ * {@link UsageError} for an unreadable file, broken JSON (with line and column) or an
+ * unknown key.
+ */
 export async function loadConfig(path: string | undefined): Promise<ConfigFile> {
   const file = path ?? Deno.env.get("TSUNAGI_CONFIG");
   if (!file) return {};
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    throw new UsageError(
-      `Cannot read config file "${file}": ${e instanceof Error ? e.message : e}`,
-      "check --config or TSUNAGI_CONFIG",
-    );
+  const config = await readJsonObject(file, "--config or TSUNAGI_CONFIG");
+  rejectUnknownKeys(config, Object.keys(CONFIG_KEYS), file);
+  for (const key of PATH_KEYS) {
+    const value = config[key];
+    if (value === undefined) continue;
+    if (typeof value !== "string" || value === "") {
+      throw new UsageError(`${file}: key "${key}" must be a path`, CONFIG_KEYS[key]);
+    }
+    if (!isAbsolute(value)) config[key] = join(dirname(file), value);
   }
-  try {
-    const v = JSON.parse(text);
-    if (typeof v === "object" && v !== null && !Array.isArray(v)) return v;
-  } catch {
-    // reported below
-  }
-  throw new UsageError(`Config file "${file}" is not a JSON object`, 'e.g. {"id": "fax1"}');
+  return config;
 }
 
 /** Picks the first defined value: flag, environment variable, config key. */
@@ -112,7 +130,7 @@ export async function resolveCommon(
       tlsCa = await Deno.readTextFile(caFile);
     } catch (e) {
       throw new UsageError(
-        `Cannot read --tls-ca file "${caFile}": ${e instanceof Error ? e.message : e}`,
+        `Cannot read --tls-ca file "${caFile}": ${describeReadError(e)}`,
         "give the PEM certificate of the CA that signed the relay's certificate",
       );
     }

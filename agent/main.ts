@@ -7,7 +7,15 @@
 
 import { parseArgs } from "node:util";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
-import { ExitCode, parseCount, parseDuration, parseSize, printError } from "../shared/cli.ts";
+import {
+  ExitCode,
+  invokedAs,
+  parseCount,
+  parseDuration,
+  parseSize,
+  printError,
+} from "../shared/cli.ts";
+import { describeReadError } from "../shared/json_file.ts";
 import {
   ConnectionClosedError,
   LoginRefusedError,
@@ -17,7 +25,12 @@ import {
   UsageError,
 } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
-import { DeviceState, ERROR_CODE_NAMES } from "../shared/protocol/constants.ts";
+import {
+  DeviceState,
+  ERROR_CODE_NAMES,
+  ErrorCode,
+  FILE_SERVICE,
+} from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import { loadConfig, pick, resolveCommon } from "./config.ts";
 import { formatBytes, ProgressBar } from "./progress.ts";
@@ -33,6 +46,8 @@ import {
 } from "./supervisor.ts";
 
 const PROGRAM = "tsunagi";
+/** The command the user typed to start the agent (`deno task agent`, `tsunagi`, ...). */
+const CMD = invokedAs("TSUNAGI_AGENT_CMD", PROGRAM);
 
 const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FILE):
   --relay HOST:PORT       relay address; repeat for fail-over (env TSUNAGI_RELAY,
@@ -47,12 +62,12 @@ const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FIL
   -h, --help              show help`;
 
 const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused (or run replaced by
-            another agent with the same ID), 4 relay unreachable, 5 target unavailable
-            (unknown, offline, busy, refused, timed out).`;
+            another agent with the same ID), 4 relay unreachable or temporarily unavailable
+            (retry later), 5 target unavailable (unknown, offline, busy, refused, timed out).`;
 
 const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
 
-Usage: tsunagi <command> [options]
+Usage: ${CMD} <command> [options]
 
 Commands:
   run       stay logged in, keep idle connections, receive files into an inbox
@@ -60,11 +75,11 @@ Commands:
   list      list the devices the relay knows
   status    show one device
 
-Run "tsunagi <command> --help" for a command's options.
+Run "${CMD} <command> --help" for a command's options.
 ${EXIT_HELP}`;
 
 const HELPS: Record<string, string> = {
-  run: `Usage: tsunagi run [options]
+  run: `Usage: ${CMD} run [options]
 
 Logs in, keeps idle connections open with keep-alives, answers connection requests,
 and receives files into the inbox. Reconnects with backoff when the relay goes away.
@@ -80,7 +95,7 @@ and receives files into the inbox. Reconnects with backoff when the relay goes a
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
-  send: `Usage: tsunagi send --to ID [options] FILE...
+  send: `Usage: ${CMD} send --to ID [options] FILE...
 
 Sends files to a device with the FILE TX/RX attribute. Success is reported only after
 the receiver confirmed each file's length and SHA-256. Shows progress on a terminal.
@@ -93,7 +108,7 @@ the receiver confirmed each file's length and SHA-256. Shows progress on a termi
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
-  list: `Usage: tsunagi list [options]
+  list: `Usage: ${CMD} list [options]
 
 Lists the devices the relay knows (online ones; --all adds offline ones).
 
@@ -102,7 +117,7 @@ Lists the devices the relay knows (online ones; --all adds offline ones).
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
-  status: `Usage: tsunagi status ID [options]
+  status: `Usage: ${CMD} status ID [options]
 
 Shows one device's entry: type, attributes, state, relay, connections.
 
@@ -132,7 +147,7 @@ export async function agentMain(args: string[]): Promise<number> {
     return command === undefined ? ExitCode.Usage : ExitCode.Ok;
   }
   if (!(command in HELPS)) {
-    printError(PROGRAM, `Unknown command "${command}"`, "run tsunagi --help");
+    printError(PROGRAM, `Unknown command "${command}"`, `run ${CMD} --help`);
     return ExitCode.Usage;
   }
   try {
@@ -183,9 +198,15 @@ export async function agentMain(args: string[]): Promise<number> {
         );
         await Deno.mkdir(inbox, { recursive: true });
         const controller = new AbortController();
-        const stop = () => controller.abort(new Error("stopped by signal"));
-        Deno.addSignalListener("SIGINT", stop);
-        Deno.addSignalListener("SIGTERM", stop);
+        let stoppedBy = "";
+        const onSignal = (signal: Deno.Signal) => () => {
+          stoppedBy ||= signal;
+          controller.abort(new Error(`stopped by ${signal}`));
+        };
+        const onInt = onSignal("SIGINT");
+        const onTerm = onSignal("SIGTERM");
+        Deno.addSignalListener("SIGINT", onInt);
+        Deno.addSignalListener("SIGTERM", onTerm);
         try {
           await runAgent({
             ...common,
@@ -204,24 +225,34 @@ export async function agentMain(args: string[]): Promise<number> {
             signal: controller.signal,
           });
         } finally {
-          Deno.removeSignalListener("SIGINT", stop);
-          Deno.removeSignalListener("SIGTERM", stop);
+          Deno.removeSignalListener("SIGINT", onInt);
+          Deno.removeSignalListener("SIGTERM", onTerm);
         }
+        logger.info("stopped", { id: common.id, reason: stoppedBy || "done" });
         return ExitCode.Ok;
       }
       case "send": {
         if (!values.to) throw new UsageError("No receiver given", "use --to ID");
         if (positionals.length === 0) {
-          throw new UsageError("No files given", "tsunagi send --to ID FILE...");
+          throw new UsageError("No files given", `${CMD} send --to ID FILE...`);
         }
         for (const path of positionals) {
           let info: Deno.FileInfo;
           try {
             info = await Deno.stat(path);
-          } catch {
-            throw new UsageError(`Cannot read "${path}"`, "check the file path");
+          } catch (e) {
+            throw new UsageError(
+              `Cannot read ${path}: ${describeReadError(e)}`,
+              "check the file path",
+            );
           }
-          if (!info.isFile) throw new UsageError(`"${path}" is not a regular file`);
+          if (info.isDirectory) {
+            throw new UsageError(
+              `Cannot send ${path}: is a directory`,
+              "give the files, not a folder",
+            );
+          }
+          if (!info.isFile) throw new UsageError(`Cannot send ${path}: not a regular file`);
         }
         const to = values.to;
         const bar = new ProgressBar();
@@ -249,7 +280,7 @@ export async function agentMain(args: string[]): Promise<number> {
           const entries = await conn.list(values.all ?? false, {
             signal: AbortSignal.timeout(timeoutMs),
           });
-          if (values.json) console.log(JSON.stringify(entries));
+          if (values.json) console.log(JSON.stringify(entries.map(jsonEntry)));
           else printTable(entries);
         } finally {
           conn.close();
@@ -258,11 +289,11 @@ export async function agentMain(args: string[]): Promise<number> {
       }
       case "status": {
         const id = positionals[0];
-        if (!id) throw new UsageError("No device ID given", "tsunagi status ID");
+        if (!id) throw new UsageError("No device ID given", `${CMD} status ID`);
         const conn = await open(common, timeoutMs);
         try {
           const entry = await conn.status(id, { signal: AbortSignal.timeout(timeoutMs) });
-          if (values.json) console.log(JSON.stringify(entry));
+          if (values.json) console.log(JSON.stringify(entry && jsonEntry(entry)));
           else if (entry === null) console.log(`${id}: not registered`);
           else printTable([entry]);
           return entry === null ? ExitCode.PeerUnavailable : ExitCode.Ok;
@@ -301,6 +332,11 @@ const STATE_NAMES: Record<number, string> = {
   [DeviceState.Unreachable]: "unreachable",
 };
 
+/** A directory entry for `--json`: the state as its name ("online"), not its wire number. */
+function jsonEntry(entry: DirectoryEntry): Omit<DirectoryEntry, "state"> & { state: string } {
+  return { ...entry, state: STATE_NAMES[entry.state] ?? String(entry.state) };
+}
+
 function printTable(entries: DirectoryEntry[]) {
   const rows = entries.map((e) => [
     e.id,
@@ -321,15 +357,15 @@ function printTable(entries: DirectoryEntry[]) {
 
 function reportError(e: unknown): number {
   if (e instanceof UsageError) {
-    printError(PROGRAM, e.message, e.hint || "run tsunagi --help");
+    printError(PROGRAM, e.message, e.hint || `run ${CMD} --help`);
     return ExitCode.Usage;
   }
   if (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS")) {
-    printError(PROGRAM, e.message, "run tsunagi <command> --help");
+    printError(PROGRAM, e.message, `run ${CMD} <command> --help`);
     return ExitCode.Usage;
   }
   if (e instanceof RangeError) {
-    printError(PROGRAM, e.message, "run tsunagi <command> --help");
+    printError(PROGRAM, e.message, `run ${CMD} <command> --help`);
     return ExitCode.Usage;
   }
   if (e instanceof AgentReplacedError) {
@@ -339,6 +375,15 @@ function reportError(e: unknown): number {
       "run one `tsunagi run` per device ID; stop the other agent to use this one",
     );
     return ExitCode.AuthFailed;
+  }
+  if (e instanceof LoginRefusedError && e.code === ErrorCode.DirectoryUnavailable) {
+    printError(
+      PROGRAM,
+      `Relay temporarily unavailable: ${e.message}`,
+      "the relay's directory (Redis) is down; your ID and password were not checked. " +
+        "Retry later, or try another relay with --relay",
+    );
+    return ExitCode.Unreachable;
   }
   if (e instanceof LoginRefusedError || e instanceof FatalLoginError) {
     printError(
@@ -352,7 +397,7 @@ function reportError(e: unknown): number {
     printError(
       PROGRAM,
       `${e.message} (${ERROR_CODE_NAMES[e.code] ?? e.code})`,
-      "check the target with: tsunagi status ID",
+      `check the target with: ${CMD} status ID`,
     );
     return ExitCode.PeerUnavailable;
   }

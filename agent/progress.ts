@@ -18,7 +18,20 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
-/** Renders one progress line (pure, for tests). */
+/** Formats a duration in seconds as `m:ss` (or `h:mm:ss`); `--:--` when unknown. */
+export function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "--:--";
+  const s = Math.ceil(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+/**
+ * Renders one progress line (pure, for tests): name, bar, percentage, bytes done of
+ * the total, rate, and the time left at that rate (`ETA --:--` until there is a rate).
+ */
 export function renderProgress(
   name: string,
   done: number,
@@ -29,8 +42,10 @@ export function renderProgress(
   const ratio = total === 0 ? 1 : done / total;
   const filled = Math.round(ratio * width);
   const rate = elapsedMs > 0 ? done / (elapsedMs / 1000) : 0;
+  const eta = done >= total ? 0 : rate > 0 ? (total - done) / rate : NaN;
   return `${name.slice(0, 30).padEnd(30)} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ` +
-    `${(ratio * 100).toFixed(0).padStart(3)}% ${formatBytes(done)} ${formatBytes(rate)}/s`;
+    `${(ratio * 100).toFixed(0).padStart(3)}% ${formatBytes(done)} of ${formatBytes(total)} ` +
+    `${formatBytes(rate)}/s ETA ${formatEta(eta)}`;
 }
 
 /** Draws progress on stderr at most every 100 ms; silent when stderr is not a terminal. */

@@ -13,12 +13,17 @@ Deno.test({
 });
 
 Deno.test({
-  name: "renderProgress() shows a bar, percentage, bytes and rate",
+  name: "renderProgress() shows a bar, percentage, bytes of the total, rate and ETA",
   permissions: "none",
   fn() {
     const line = renderProgress("scan.pdf", 512 * 1024, 1024 * 1024, 1000, 10);
-    assert.match(line, /^scan\.pdf\s+\[#####-----\] {2}50% 512\.0 KiB 512\.0 KiB\/s$/);
-    assert.match(renderProgress("empty", 0, 0, 0, 4), /\[####\] 100%/);
+    assert.match(
+      line,
+      /^scan\.pdf\s+\[#####-----\] {2}50% 512\.0 KiB of 1\.0 MiB 512\.0 KiB\/s ETA 0:01$/,
+    );
+    assert.match(renderProgress("big.iso", 2 ** 20, 4000 * 2 ** 20, 1000, 4), /ETA 1:06:39$/);
+    assert.match(renderProgress("slow", 0, 100, 0, 4), /ETA --:--$/);
+    assert.match(renderProgress("empty", 0, 0, 0, 4), /\[####\] 100% 0 B of 0 B .* ETA 0:00$/);
   },
 });
 

@@ -66,7 +66,9 @@ export async function openRelay(
         { signal: options.signal, session: options.session },
       );
     } catch (e) {
-      if (e instanceof LoginRefusedError) throw e;
+      // A refused ID or password is the same on every relay; a relay whose directory
+      // is down is not, so the next one is worth a try.
+      if (e instanceof LoginRefusedError && e.code !== ErrorCode.DirectoryUnavailable) throw e;
       lastError = e;
       if (i + 1 < login.relays.length) options.onFallback?.(address, e);
     }

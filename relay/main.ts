@@ -6,20 +6,28 @@
 
 import { parseArgs } from "node:util";
 import { parseHostPort } from "../shared/address.ts";
-import { parseDuration, printError } from "../shared/cli.ts";
+import { invokedAs, parseDuration, printError } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
+import { describeReadError } from "../shared/json_file.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
+import { applyConfigFile } from "./config_file.ts";
 import { EmbeddedDirectory } from "./directory.ts";
 import { MeshDirectory } from "./mesh/mesh.ts";
 import { RedisDirectory } from "./redis/redis_directory.ts";
 import { FileRegistry } from "./registry/registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
 
+/** The command that started this relay, for help and hints. */
+const RELAY_CMD = invokedAs("TSUNAGI_RELAY_CMD", "deno task relay");
+
 const HELP = `tsunagi relay: lets devices behind NAT reach each other by ID.
 
-Usage: deno task relay [options]
+Usage: ${RELAY_CMD} [options]
 
 Options:
+  --config FILE             JSON config file: every option below has a key, named
+                            like the flag without "--" (see docs/operations.md);
+                            flags given on the command line override it
   --listen HOST:PORT        address to listen on (default 127.0.0.1:${DEFAULT_PORT})
   --name NAME               relay name shown in the directory (default relay-<port>)
   --data DIR                folder for the device registry (default $TSUNAGI_DATA
@@ -27,6 +35,12 @@ Options:
   --tls-cert FILE           serve TLS with this PEM certificate chain (needs --tls-key)
   --tls-key FILE            PEM private key for --tls-cert
   --tls-ca FILE             dial other relays with TLS, trusting this PEM CA
+
+Devices:
+  --keepalive DURATION      keep-alive interval asked of devices (default 15s);
+                            idle connections silent for 3 intervals are closed
+  --login-timeout DURATION  a new connection must log in within this (default 10s)
+  --answer-timeout DURATION a target must accept or reject within this (default 10s)
 
 Relay mesh (share connection information, route sessions across relays):
   --mesh-secret-file FILE   shared secret that authenticates relay links (>= 16 bytes);
@@ -43,11 +57,6 @@ Shared database (instead of the mesh: every relay reads and writes one Redis):
                             manage devices with deno task registry ... --directory URL.
                             --mesh-secret-file then only authenticates relay links
 
-  --keepalive DURATION      keep-alive interval asked of devices (default 15s);
-                            idle connections silent for 3 intervals are closed
-  --login-timeout DURATION  a new connection must log in within this (default 10s)
-  --answer-timeout DURATION a target must accept or reject within this (default 10s)
-
 Limits (what one peer can make the relay hold; refused with a clear error code):
   --max-unauth-per-address N  connections not yet logged in, per address (default 64)
   --max-unauth N              connections not yet logged in, in total (default 4096)
@@ -57,6 +66,7 @@ Limits (what one peer can make the relay hold; refused with a clear error code):
                               a session silent both ways this long is closed
                               (default 10m; 0 = never)
 
+Logging:
   --log-format text|json    log format on stderr (default text)
   --log-level LEVEL         debug, info, warn or error (default info)
   -h, --help                show this help
@@ -64,48 +74,64 @@ Limits (what one peer can make the relay hold; refused with a clear error code):
 Register devices first: deno task registry add ID --type FAX --password-file F
 Exit codes: 0 stopped cleanly, 1 failed at run time, 2 bad options.`;
 
+/** The relay's flags; the config file has one key per flag (see config_file.ts). */
+const OPTIONS = {
+  config: { type: "string" },
+  listen: { type: "string" },
+  name: { type: "string" },
+  data: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-ca": { type: "string" },
+  "mesh-secret-file": { type: "string" },
+  peer: { type: "string", multiple: true },
+  advertise: { type: "string" },
+  "mesh-heartbeat": { type: "string" },
+  "mesh-timeout": { type: "string" },
+  directory: { type: "string" },
+  // Hidden, for tests: lifetime of this relay's key in Redis (default 10s).
+  "directory-ttl": { type: "string" },
+  "clock-offset-ms": { type: "string" },
+  keepalive: { type: "string" },
+  "login-timeout": { type: "string" },
+  "answer-timeout": { type: "string" },
+  "max-unauth-per-address": { type: "string" },
+  "max-unauth": { type: "string" },
+  "max-conns-per-device": { type: "string" },
+  "max-sessions-per-device": { type: "string" },
+  "session-idle-timeout": { type: "string" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Relay flag values after the config file is applied. */
+type RelayValues = {
+  [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[]
+    : (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean
+    : string;
+};
+
 /** Parses relay options and runs until SIGINT/SIGTERM. Returns the exit code. */
 export async function relayMain(args: string[]): Promise<number> {
   let relay: RelayHandle;
+  let listen = `127.0.0.1:${DEFAULT_PORT}`;
   try {
-    const { values } = parseArgs({
+    const { values: flags } = parseArgs({
       args,
-      options: {
-        listen: { type: "string" },
-        name: { type: "string" },
-        data: { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        "tls-ca": { type: "string" },
-        "mesh-secret-file": { type: "string" },
-        peer: { type: "string", multiple: true },
-        advertise: { type: "string" },
-        "mesh-heartbeat": { type: "string" },
-        "mesh-timeout": { type: "string" },
-        directory: { type: "string" },
-        // Hidden, for tests: lifetime of this relay's key in Redis (default 10s).
-        "directory-ttl": { type: "string" },
-        "clock-offset-ms": { type: "string" },
-        keepalive: { type: "string" },
-        "login-timeout": { type: "string" },
-        "answer-timeout": { type: "string" },
-        "max-unauth-per-address": { type: "string" },
-        "max-unauth": { type: "string" },
-        "max-conns-per-device": { type: "string" },
-        "max-sessions-per-device": { type: "string" },
-        "session-idle-timeout": { type: "string" },
-        "log-format": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+      options: OPTIONS,
       strict: true,
       allowPositionals: false,
     });
-    if (values.help) {
+    if (flags.help) {
       console.log(HELP);
       return 0;
     }
-    const { hostname, port } = parseHostPort(values.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
+    const values = (flags.config !== undefined
+      ? await applyConfigFile(flags.config, OPTIONS, flags)
+      : flags) as RelayValues;
+    listen = values.listen ?? listen;
+    const { hostname, port } = parseHostPort(listen);
     const logger = new Logger({
       component: "relay",
       format: parseLogFormat(values["log-format"] ?? "text"),
@@ -123,7 +149,8 @@ export async function relayMain(args: string[]): Promise<number> {
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
     // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
     const offset = Number(values["clock-offset-ms"] ?? 0);
-    const now = offset === 0 ? Date.now : () => Date.now() + offset;
+    const now = offset === 0 ? Date.now : () =>
+      Date.now() + offset;
     const peers = (values.peer ?? []).map((p) => parseHostPort(p));
     const meshSecret = values["mesh-secret-file"]
       ? await readSecret(values["mesh-secret-file"])
@@ -141,6 +168,12 @@ export async function relayMain(args: string[]): Promise<number> {
         "--directory and --peer are alternatives",
         "share connection information either through Redis or through the mesh",
       );
+    }
+    if (values.directory !== undefined && !meshSecret) {
+      logger.warn("no --mesh-secret-file: relay links are off", {
+        effect: "devices on other relays answer TargetUnreachable; give every relay the same " +
+          "--mesh-secret-file to forward sessions between them",
+      });
     }
     const directory = values.directory !== undefined
       ? await RedisDirectory.open(values.directory, {
@@ -188,15 +221,19 @@ export async function relayMain(args: string[]): Promise<number> {
       return 2;
     }
     if (e instanceof TypeError && /parseArgs|option|argument/i.test(e.message)) {
-      printError("tsunagi-relay", e.message, "see deno task relay --help");
+      printError("tsunagi-relay", e.message, `see ${RELAY_CMD} --help`);
       return 2;
     }
     if (e instanceof RangeError) {
-      printError("tsunagi-relay", e.message, "see deno task relay --help");
+      printError("tsunagi-relay", e.message, `see ${RELAY_CMD} --help`);
       return 2;
     }
     if (e instanceof Deno.errors.AddrInUse) {
-      printError("tsunagi-relay", `Cannot listen: ${e.message}`, "pick another --listen port");
+      printError(
+        "tsunagi-relay",
+        `Cannot listen on ${listen}: address already in use`,
+        "another process (another relay?) holds that port; stop it or pick another --listen",
+      );
       return 1;
     }
     printError("tsunagi-relay", e instanceof Error ? e.message : String(e));
@@ -246,7 +283,7 @@ async function readText(path: string, flag: string): Promise<string> {
     return await Deno.readTextFile(path);
   } catch (e) {
     throw new UsageError(
-      `Cannot read ${flag} file "${path}": ${e instanceof Error ? e.message : e}`,
+      `Cannot read ${flag} file "${path}": ${describeReadError(e)}`,
       `check the path given to ${flag}`,
     );
   }

@@ -88,14 +88,36 @@ export async function makeCertificates(dir: string, host = "127.0.0.1"): Promise
   };
 }
 
+const CERTS_HELP = `Usage: deno task certs [DIR] [--host IP_OR_NAME]
+
+Makes a private CA and a relay certificate signed by it, with openssl, for trying TLS.
+Writes into DIR (default ./tls):
+  ca.pem, ca.key        the CA; give ca.pem to agents and other relays (--tls-ca)
+  relay.pem, relay.key  the relay's certificate and key (--tls-cert, --tls-key)
+Existing files in DIR are overwritten.
+
+  --host IP_OR_NAME     the address agents dial the relay at, written into the
+                        certificate (default 127.0.0.1); a certificate for one name
+                        is refused when the relay is dialled by another
+  -h, --help            show this help
+
+Example:
+  deno task certs ./tls --host relay.example.com
+  deno task relay --tls-cert tls/relay.pem --tls-key tls/relay.key
+  deno task agent list --tls-ca tls/ca.pem --relay relay.example.com:7800 ...
+
+For production, use a certificate from your own or a public CA instead.
+Needs openssl on PATH. Exit codes: 0 done, 1 openssl failed.`;
+
 if (import.meta.main) {
   const { values, positionals } = parseArgs({
     args: Deno.args,
     options: { host: { type: "string" }, help: { type: "boolean", short: "h" } },
     allowPositionals: true,
   });
+  // Printed before anything runs: --help must not make certificates.
   if (values.help) {
-    console.log("Usage: deno task certs [DIR] [--host IP_OR_NAME]   (default ./tls, 127.0.0.1)");
+    console.log(CERTS_HELP);
     Deno.exit(0);
   }
   const files = await makeCertificates(positionals[0] ?? "tls", values.host);

@@ -1,6 +1,6 @@
 /**
- * `deno task test`: makes sure the servers the tests run for real are installed
- * (redis-server, openssl; from Debian with apt-get when missing and running as root),
+ * `deno task test`: makes sure the servers and tools the tests run for real are
+ * installed (redis-server, openssl, systemd-analyze; from Debian with apt-get when missing and running as root),
  * runs the whole suite, and prints a plain `N passed, N failed` closing line.
  *
  * JSDoc `@example` blocks run too (`--doc`). Extra arguments go to `deno test` (e.g.
@@ -9,7 +9,12 @@
  * @module
  */
 
-const NEEDED: Record<string, string> = { "redis-server": "redis-server", openssl: "openssl" };
+const NEEDED: Record<string, string> = {
+  "redis-server": "redis-server",
+  openssl: "openssl",
+  // deploy_test.ts verifies the service units with systemd-analyze.
+  "systemd-analyze": "systemd",
+};
 
 async function has(command: string): Promise<boolean> {
   try {

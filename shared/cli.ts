@@ -4,7 +4,10 @@
  * @module
  */
 
+import { basename, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { UsageError } from "./errors.ts";
+import { describeReadError } from "./json_file.ts";
 
 /** Documented exit codes of every tsunagi command. */
 export const ExitCode = {
@@ -16,7 +19,7 @@ export const ExitCode = {
   Usage: 2,
   /** Login refused (unknown device, wrong password, throttled). */
   AuthFailed: 3,
-  /** The relay could not be reached. */
+  /** The relay could not be reached, or cannot serve now (its directory is down): retry later. */
   Unreachable: 4,
   /** The target device refused or could not take the session. */
   PeerUnavailable: 5,
@@ -101,7 +104,7 @@ export async function readPasswordFile(path: string): Promise<string> {
       : await Deno.readTextFile(path);
   } catch (e) {
     throw new UsageError(
-      `Cannot read password file "${path}": ${e instanceof Error ? e.message : e}`,
+      `Cannot read password file "${path}": ${describeReadError(e)}`,
       "check the path given to --password-file",
     );
   }
@@ -116,4 +119,21 @@ export async function readPasswordFile(path: string): Promise<string> {
 export function printError(program: string, message: string, hint = ""): void {
   console.error(`${program}: ${message}`);
   if (hint) console.error(`hint: ${hint}`);
+}
+
+/**
+ * How the user started this program, for usage lines and hints: the command a `deno
+ * task` names in the environment variable `env` (e.g. `deno task agent`), a compiled
+ * binary's file name, `deno run -A PATH` for a bundled `.js` file, else `fallback`.
+ */
+export function invokedAs(env: string, fallback: string): string {
+  const fromTask = Deno.env.get(env);
+  if (fromTask) return fromTask;
+  const exe = basename(Deno.execPath());
+  if (exe !== "deno" && exe !== "deno.exe") return exe;
+  const main = Deno.mainModule;
+  if (main.startsWith("file:") && main.endsWith(".js")) {
+    return `deno run -A ${relative(Deno.cwd(), fileURLToPath(main))}`;
+  }
+  return fallback;
 }

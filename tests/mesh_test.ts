@@ -22,6 +22,12 @@ import { nextNotice, rawLogin } from "./raw_device.ts";
 
 const ONLINE = DeviceState.Online;
 const OFFLINE = DeviceState.Offline;
+/** `list --json` names states; the expectations here use their wire numbers. */
+const STATE_NUMBERS: Record<string, number> = {
+  online: ONLINE,
+  offline: OFFLINE,
+  unreachable: DeviceState.Unreachable,
+};
 
 /** The directory as relay `r` shows it, for devices `ids`, via a `list --all` as `viewer`. */
 async function view(r: RelayProc, viewerPw: string, ids: string[]) {
@@ -32,9 +38,12 @@ async function view(r: RelayProc, viewerPw: string, ids: string[]) {
     ...deviceFlags(r.address, "viewer", viewerPw),
   ]);
   assert.equal(out.code, 0, out.stderr);
-  const entries = JSON.parse(out.stdout) as { id: string; state: number; relay: string }[];
+  const entries = JSON.parse(out.stdout) as { id: string; state: string; relay: string }[];
   return Object.fromEntries(
-    entries.filter((e) => ids.includes(e.id)).map((e) => [e.id, `${e.state}@${e.relay}`]),
+    entries.filter((e) => ids.includes(e.id)).map((e) => [
+      e.id,
+      `${STATE_NUMBERS[e.state] ?? e.state}@${e.relay}`,
+    ]),
   );
 }
 

@@ -51,15 +51,18 @@ function startRedisRelay(root: string, server: RedisServer, name: string): Promi
 }
 
 /** `tsunagi list --all --json` through relay `via`, logged in as `as`. */
-async function listVia(via: RelayProc, as: string, pw: string): Promise<DirectoryEntry[]> {
+async function listVia(via: RelayProc, as: string, pw: string): Promise<ListedEntry[]> {
   const out = await agentCommand(["list", "--all", "--json", ...deviceFlags(via.address, as, pw)]);
   assert.equal(out.code, 0, out.stderr);
   return JSON.parse(out.stdout);
 }
 
-function where(entries: DirectoryEntry[], id: string): string {
+/** An entry as `list --json` prints it: the state by name. */
+type ListedEntry = Omit<DirectoryEntry, "state"> & { state: string };
+
+function where(entries: ListedEntry[], id: string): string {
   const e = entries.find((x) => x.id === id);
-  return e === undefined ? "unregistered" : e.state === DeviceState.Online ? e.relay : "offline";
+  return e === undefined ? "unregistered" : e.state === "online" ? e.relay : "offline";
 }
 
 /** Polls an in-process reader of the same Redis until `id` reads as `expected` (bounded). */

@@ -80,6 +80,11 @@ export interface DialedLink {
   address: string;
 }
 
+/** True when `e` is a relay refusing our link (wrong mesh secret on one side). */
+export function isLinkRefused(e: unknown): boolean {
+  return e instanceof RelayError && e.code === ErrorCode.AuthFailed;
+}
+
 /** Dials `address` and authenticates a link for `purpose`. */
 export async function dialLink(
   address: HostPort,

@@ -14,7 +14,7 @@ import { formatHostPort } from "../../shared/address.ts";
 import type { Logger } from "../../shared/log.ts";
 import { LinkPurposes } from "../../shared/protocol/messages.ts";
 import type { Hop } from "../directory.ts";
-import { type DialedLink, dialLink, type LinkCredentials } from "./link_auth.ts";
+import { type DialedLink, dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
 
 /** Options for {@link LinkPool}. */
 export interface LinkPoolOptions {
@@ -64,7 +64,18 @@ export class LinkPool {
       }
       link.framed.close();
     }
-    const link = await dialLink(hop.address, LinkPurposes.Data, this.#creds);
+    let link: DialedLink;
+    try {
+      link = await dialLink(hop.address, LinkPurposes.Data, this.#creds);
+    } catch (e) {
+      if (isLinkRefused(e)) {
+        this.#logger.warn("peer refused our mesh secret", {
+          peer: key,
+          error: e instanceof Error ? e.message : String(e),
+        });
+      }
+      throw e;
+    }
     this.#logger.debug("data link dialed", { relay: link.name, address: key });
     if (this.#closed) link.framed.close();
     this.#inUse.add(link);

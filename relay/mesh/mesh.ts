@@ -18,7 +18,7 @@ import type { FramedConn } from "../../shared/framed_conn.ts";
 import type { Logger } from "../../shared/log.ts";
 import { type DirectoryEntry, LinkPurposes } from "../../shared/protocol/messages.ts";
 import { type Directory, type Hop, offlineEntry, type SelfInfo } from "../directory.ts";
-import { dialLink, type LinkCredentials } from "./link_auth.ts";
+import { dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
 import { type Digest, MeshState, type Notice, parseNotice } from "./mesh_state.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
 
@@ -198,17 +198,28 @@ export class MeshDirectory implements Directory {
     };
     const signal = this.#abort.signal;
     let attempt = 0;
+    let refused = false;
     while (!signal.aborted) {
       try {
         const link = await dialLink(address, LinkPurposes.Control, creds, { signal });
         attempt = 0;
+        refused = false;
         await this.#runControl(link.framed, { name: link.name, address: link.address });
       } catch (e) {
         if (signal.aborted) return;
-        this.#logger.debug("peer dial failed", {
+        const fields = {
           peer: formatHostPort(address),
           error: e instanceof Error ? e.message : String(e),
-        });
+        };
+        // A refused secret will not fix itself: say so once per streak of refusals,
+        // instead of retrying silently at debug level.
+        if (isLinkRefused(e)) {
+          if (!refused) this.#logger.warn("peer refused our mesh secret", fields);
+          refused = true;
+        } else {
+          refused = false;
+          this.#logger.debug("peer dial failed", fields);
+        }
       }
       try {
         await delay(backoffDelay(attempt++, { baseMs: 200, maxMs: 5000 }), { signal });

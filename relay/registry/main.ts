@@ -28,13 +28,15 @@ import { hashPassword } from "./password.ts";
 import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
 import { RedisRegistry } from "../redis/redis_registry.ts";
 import {
+  DEVICE_ATTRIBUTES,
+  DEVICE_TYPES,
   FileRegistry,
+  normalizeAttribute,
+  normalizeDeviceType,
   type Registration,
   RegistryCorruptError,
   type RegistryStore,
-  validateAttribute,
   validateDeviceId,
-  validateDeviceType,
 } from "./registry.ts";
 
 /** Exit code: success. */
@@ -67,6 +69,7 @@ Manage the devices allowed to log in to a tsunagi relay.
 
 Commands:
   add ID       register a device
+  set ID       change a device's type or attributes
   remove ID    unregister a device
   list         show registered devices
   passwd ID    change a device's password
@@ -90,14 +93,29 @@ const COMMAND_HELP: Record<string, string> = {
 Register device ID. Fails if ID is already registered (use passwd to change a password).
 
   ID                    1-64 characters of A-Z a-z 0-9 . _ @ -
-  --type TYPE           device type, e.g. USER, FAX, PRINTER (upper-cased;
-                        1-32 characters of A-Z 0-9 _ -)
-  --attr ATTR           attribute tied to the type, e.g. "FILE TX/RX"; repeatable
+  --type TYPE           device type: ${DEVICE_TYPES.join(", ")} (any case)
+  --attr ATTR           attribute tied to the type, repeatable, any case:
+                        ${DEVICE_ATTRIBUTES.map((a) => JSON.stringify(a)).join(", ")};
+                        a FAX needs "FILE TX/RX" to receive files
   --password-file FILE  file holding the password; '-' reads stdin.
                         One trailing newline is removed; empty passwords are refused.
   --data DIR            data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
   --directory URL       use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help            show this help
+`,
+  set: `Usage: deno task registry set ID [--type TYPE] [--attr ATTR]... [--no-attr] [--data DIR]
+
+Change the type or attributes of registered device ID; the password stays.
+--attr replaces all attributes; --no-attr removes them.
+
+  --type TYPE      device type: ${DEVICE_TYPES.join(", ")} (any case)
+  --attr ATTR      attribute, repeatable: ${
+    DEVICE_ATTRIBUTES.map((a) => JSON.stringify(a)).join(", ")
+  }
+  --no-attr        no attributes
+  --data DIR       data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
+  -h, --help       show this help
 `,
   remove: `Usage: deno task registry remove ID [--data DIR]
 
@@ -148,6 +166,12 @@ const COMMAND_OPTIONS: Record<string, Options> = {
     ...PASSWORD_OPTIONS,
     type: { type: "string" },
     attr: { type: "string", multiple: true },
+  },
+  set: {
+    ...COMMON_OPTIONS,
+    type: { type: "string" },
+    attr: { type: "string", multiple: true },
+    "no-attr": { type: "boolean" },
   },
   remove: { ...COMMON_OPTIONS },
   list: { ...COMMON_OPTIONS, json: { type: "boolean" } },
@@ -249,6 +273,8 @@ export async function registryMain(
     switch (command) {
       case "add":
         return await add(context);
+      case "set":
+        return await set(context);
       case "remove":
         return await remove(context);
       case "list":
@@ -286,15 +312,8 @@ async function add(ctx: Context): Promise<number> {
   if (typeValue === undefined) {
     throw new UsageError("add needs --type", "e.g. --type USER, --type FAX or --type PRINTER");
   }
-  const type = typeValue.toUpperCase();
-  const typeError = validateDeviceType(type);
-  if (typeError) throw new UsageError(typeError, "e.g. --type USER, --type FAX or --type PRINTER");
-  const attributes: string[] = [];
-  for (const attribute of (ctx.values.attr as string[] | undefined) ?? []) {
-    const error = validateAttribute(attribute);
-    if (error) throw new UsageError(error, 'quote attributes with spaces: --attr "FILE TX/RX"');
-    if (!attributes.includes(attribute)) attributes.push(attribute);
-  }
+  const type = deviceType(typeValue);
+  const attributes = deviceAttributes(ctx);
   const cost = hashCost(ctx);
   const password = await readPassword(ctx, "add");
 
@@ -316,6 +335,57 @@ async function add(ctx: Context): Promise<number> {
   await registry.put(reg);
   ctx.out(`Added device ${id} (${type}) to ${store.where}\n`);
   return EXIT_OK;
+}
+
+/** `set ID [--type T] [--attr A]...`: changes a device's type and attributes. */
+async function set(ctx: Context): Promise<number> {
+  const id = deviceIdArgument(ctx, "set");
+  const typeValue = ctx.values.type as string | undefined;
+  const type = typeValue === undefined ? undefined : deviceType(typeValue);
+  if (ctx.values.attr !== undefined && ctx.values["no-attr"] === true) {
+    throw new UsageError("--attr and --no-attr are alternatives", helpHint("set"));
+  }
+  const attrGiven = ctx.values.attr !== undefined || ctx.values["no-attr"] === true;
+  const attributes = deviceAttributes(ctx);
+  if (type === undefined && !attrGiven) {
+    throw new UsageError("set needs --type, --attr or --no-attr", helpHint("set"));
+  }
+  await using store = await openStore(ctx, { create: false });
+  const current = await store.registry.get(id);
+  if (!current) throw notFound(id);
+  const next: Registration = {
+    ...current,
+    type: type ?? current.type,
+    attributes: attrGiven ? attributes : current.attributes,
+    updatedAt: ctx.now(),
+  };
+  await store.registry.put(next);
+  ctx.out(
+    `Set device ${id}: ${next.type}${
+      next.attributes.length > 0 ? `, ${next.attributes.join(", ")}` : ", no attributes"
+    }\n`,
+  );
+  return EXIT_OK;
+}
+
+/** A known device type from `--type`, normalised; a usage error listing them otherwise. */
+function deviceType(text: string): string {
+  const type = normalizeDeviceType(text);
+  if (type.error !== undefined) throw new UsageError(type.error, "e.g. --type FAX");
+  return type.value;
+}
+
+/** Known attributes from `--attr`, normalised and without duplicates. */
+function deviceAttributes(ctx: Context): string[] {
+  const attributes: string[] = [];
+  for (const text of (ctx.values.attr as string[] | undefined) ?? []) {
+    const attribute = normalizeAttribute(text);
+    if (attribute.error !== undefined) {
+      throw new UsageError(attribute.error, 'quote attributes with spaces: --attr "FILE TX/RX"');
+    }
+    if (!attributes.includes(attribute.value)) attributes.push(attribute.value);
+  }
+  return attributes;
 }
 
 async function remove(ctx: Context): Promise<number> {
@@ -491,7 +561,7 @@ function notFound(id: string): CommandError {
 function unknownCommand(command: string): UsageError {
   return new UsageError(
     `Unknown command '${command}'`,
-    "commands are add, remove, list, passwd; run 'deno task registry --help'",
+    "commands are add, set, remove, list, passwd; run 'deno task registry --help'",
   );
 }
 

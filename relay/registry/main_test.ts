@@ -197,8 +197,15 @@ Deno.test("registry usage errors exit 2 with one line and a hint", async () => {
     [["add", "bad id", "--type", "FAX", ...pw], /may only contain/],
     [["add", "x".repeat(65), "--type", "FAX", ...pw], /maximum is 64/],
     [["add", "fax", ...pw], /add needs --type/],
-    [["add", "fax", "--type", "FAX MACHINE", ...pw], /Device type/],
-    [["add", "fax", "--type", "FAX", "--attr", "", ...pw], /Attribute must not be empty/],
+    [
+      ["add", "fax", "--type", "FAX MACHINE", ...pw],
+      /Unknown device type "FAX MACHINE": use one of USER, FAX/,
+    ],
+    [
+      ["add", "fax", "--type", "FAX", "--attr", "", ...pw],
+      /Unknown attribute "": use one of "FILE TX\/RX"/,
+    ],
+    [["add", "fax", "--type", "FAX", "--attr", "FILE RX", ...pw], /Unknown attribute "FILE RX"/],
     [["add", "fax", "--type", "FAX"], /add needs --password-file/],
     [["add", "fax", "--type", "FAX", "--password-file", empty], /password .* is empty/],
     [["add", "fax", "--type", "FAX", "--password-file", "-"], /password from stdin is empty/],
@@ -263,4 +270,44 @@ Deno.test("registry --data defaults to TSUNAGI_DATA", async () => {
   assert.equal((await registry.get("printer-7"))?.type, "PRINTER");
   const list = await t.run(["list"], { env, withData: false });
   assert.match(list.stdout, /printer-7 +PRINTER/);
+});
+
+Deno.test("registry add normalises type and attributes; set changes them and keeps the password", async () => {
+  await using t = await setup();
+  const pw = ["--password-file", t.passwordFile, ...FAST];
+  const add = await t.run(["add", "fax1", "--type", "fax", "--attr", "file  tx/rx", ...pw]);
+  assert.equal(add.code, EXIT_OK, add.stderr);
+  const registry = await FileRegistry.open(t.data);
+  const before = await registry.get("fax1");
+  assert.equal(before?.type, "FAX");
+  assert.deepEqual(before?.attributes, ["FILE TX/RX"]);
+
+  const set = await t.run([
+    "set",
+    "fax1",
+    "--type",
+    "Printer",
+    "--attr",
+    "print",
+    "--attr",
+    "color",
+  ]);
+  assert.equal(set.code, EXIT_OK, set.stderr);
+  assert.equal(set.stdout, "Set device fax1: PRINTER, PRINT, COLOR\n");
+  const after = await (await FileRegistry.open(t.data)).get("fax1");
+  assert.equal(after?.passwordHash, before?.passwordHash);
+  assert.deepEqual(after?.attributes, ["PRINT", "COLOR"]);
+
+  const none = await t.run(["set", "fax1", "--no-attr"]);
+  assert.equal(none.code, EXIT_OK, none.stderr);
+  assert.deepEqual((await (await FileRegistry.open(t.data)).get("fax1"))?.attributes, []);
+
+  const bad = await t.run(["set", "fax1", "--attr", "FILE TX"]);
+  assert.equal(bad.code, EXIT_USAGE);
+  assertError(bad.stderr, /Unknown attribute "FILE TX": use one of "FILE TX\/RX", "PRINT"/);
+  const nothing = await t.run(["set", "fax1"]);
+  assert.equal(nothing.code, EXIT_USAGE);
+  assertError(nothing.stderr, /set needs --type, --attr or --no-attr/);
+  const ghost = await t.run(["set", "ghost", "--type", "FAX"]);
+  assert.equal(ghost.code, EXIT_FAILURE);
 });

@@ -27,6 +27,7 @@
  */
 
 import { join } from "node:path";
+import { FILE_ATTRIBUTE } from "../../shared/protocol/constants.ts";
 
 /** One registered device. */
 export interface Registration {
@@ -106,6 +107,59 @@ export function validateAttribute(attribute: string): string | null {
     return `Attribute ${JSON.stringify(attribute)} has leading or trailing spaces`;
   }
   return null;
+}
+
+/** A value mapped onto a known vocabulary word, or why it could not be. */
+export type Normalized = { value: string; error?: undefined } | {
+  value?: undefined;
+  error: string;
+};
+
+/** Device types `registry add/set` accept (compared case-insensitively). */
+export const DEVICE_TYPES: readonly string[] = ["USER", "FAX", "PRINTER", "SCANNER"];
+
+/**
+ * Attributes `registry add/set` accept (compared case-insensitively, spaces collapsed).
+ * `FILE TX/RX` is the one the agent acts on: it receives files.
+ */
+export const DEVICE_ATTRIBUTES: readonly string[] = [FILE_ATTRIBUTE, "PRINT", "SCAN", "COLOR"];
+
+/**
+ * The known device type `text` names (`fax` → `FAX`), or an error message listing the
+ * known ones.
+ *
+ * @example
+ * ```ts
+ * import { normalizeDeviceType } from "./registry.ts";
+ * if (normalizeDeviceType(" fax ").value !== "FAX") throw new Error("unexpected");
+ * ```
+ */
+export function normalizeDeviceType(text: string): Normalized {
+  const value = text.trim().toUpperCase();
+  if (DEVICE_TYPES.includes(value)) return { value };
+  return {
+    error: `Unknown device type ${JSON.stringify(text)}: use one of ${DEVICE_TYPES.join(", ")}`,
+  };
+}
+
+/**
+ * The known attribute `text` names (`file tx/rx` → `FILE TX/RX`), or an error message
+ * listing the known ones.
+ *
+ * @example
+ * ```ts
+ * import { normalizeAttribute } from "./registry.ts";
+ * if (normalizeAttribute("file  tx/rx").value !== "FILE TX/RX") throw new Error("unexpected");
+ * ```
+ */
+export function normalizeAttribute(text: string): Normalized {
+  const value = text.trim().replace(/\s+/g, " ").toUpperCase();
+  if (DEVICE_ATTRIBUTES.includes(value)) return { value };
+  return {
+    error: `Unknown attribute ${JSON.stringify(text)}: use one of ${
+      DEVICE_ATTRIBUTES.map((a) => JSON.stringify(a)).join(", ")
+    }`,
+  };
 }
 
 /** Checks a whole registration; returns an error message or null. */
