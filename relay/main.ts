@@ -14,6 +14,7 @@ import { MeshDirectory } from "./mesh/mesh.ts";
 import { RedisDirectory } from "./redis/redis_directory.ts";
 import { FileRegistry } from "./registry/registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
+import { checkAdminOptions } from "./admin/mod.ts";
 
 const HELP = `tsunagi relay: lets devices behind NAT reach each other by ID.
 
@@ -42,6 +43,12 @@ Shared database (instead of the mesh: every relay reads and writes one Redis):
                             keep registrations and connection information in Redis;
                             manage devices with deno task registry ... --directory URL.
                             --mesh-secret-file then only authenticates relay links
+
+Admin HTTP listener (off by default):
+  --admin HOST:PORT         serve /metrics (Prometheus), /healthz, /readyz and a live
+                            status page at http://HOST:PORT/ (e.g. 127.0.0.1:9780)
+  --admin-token-file FILE   require "Authorization: Bearer <token in FILE>" (>= 16 bytes);
+                            needed to bind anything but a loopback address
 
   --keepalive DURATION      keep-alive interval asked of devices (default 15s);
                             idle connections silent for 3 intervals are closed
@@ -79,6 +86,8 @@ export async function relayMain(args: string[]): Promise<number> {
         keepalive: { type: "string" },
         "login-timeout": { type: "string" },
         "answer-timeout": { type: "string" },
+        admin: { type: "string" },
+        "admin-token-file": { type: "string" },
         "log-format": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -105,6 +114,16 @@ export async function relayMain(args: string[]): Promise<number> {
         key: await readText(values["tls-key"]!, "--tls-key"),
       }
       : undefined;
+    if (values["admin-token-file"] !== undefined && values.admin === undefined) {
+      throw new UsageError("--admin-token-file needs --admin", "e.g. --admin 127.0.0.1:9780");
+    }
+    const admin = values.admin === undefined ? undefined : {
+      ...parseHostPort(values.admin),
+      token: values["admin-token-file"] === undefined
+        ? undefined
+        : (await readText(values["admin-token-file"], "--admin-token-file")).trim(),
+    };
+    if (admin) checkAdminOptions(admin);
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
     // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
     const offset = Number(values["clock-offset-ms"] ?? 0);
@@ -159,6 +178,7 @@ export async function relayMain(args: string[]): Promise<number> {
       loginTimeoutMs: optionalDuration(values, "login-timeout"),
       answerTimeoutMs: optionalDuration(values, "answer-timeout"),
       logger,
+      admin,
     });
   } catch (e) {
     if (e instanceof UsageError) {
