@@ -25,12 +25,7 @@ import {
   UsageError,
 } from "../shared/errors.ts";
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
-import {
-  DeviceState,
-  ERROR_CODE_NAMES,
-  ErrorCode,
-  FILE_SERVICE,
-} from "../shared/protocol/constants.ts";
+import { DeviceState, ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import { loadConfig, pick, resolveCommon } from "./config.ts";
 import { formatBytes, ProgressBar } from "./progress.ts";

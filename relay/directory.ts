@@ -34,6 +34,22 @@ export interface SelfInfo {
   local: (id: string) => DirectoryEntry | undefined;
 }
 
+/** A directory's backend and whether it can answer now (for `/readyz` and metrics). */
+export interface DirectoryHealth {
+  /** `embedded`, `mesh` or `redis`. */
+  backend: string;
+  /** False while lookups and logins would fail (e.g. Redis unreachable). */
+  up: boolean;
+}
+
+/** The relays a mesh directory knows and this relay's own control links. */
+export interface MeshTopology {
+  /** Every relay with a record, this one included. */
+  relays: { name: string; address: string; alive: boolean; neighbors: string[] }[];
+  /** This relay's links: live ones, and configured peers it cannot reach (name "" if unknown). */
+  links: { relay: string; address: string; up: boolean }[];
+}
+
 /** Where the relay looks devices up and announces changes of its own devices. */
 export interface Directory {
   /** Registration data (for login); may be remote. */
@@ -56,6 +72,10 @@ export interface Directory {
    * when the link closes.
    */
   acceptControlLink?(framed: FramedConn, peer: { name: string; address: string }): Promise<void>;
+  /** Backend and availability; absent means always available. */
+  health?(): DirectoryHealth;
+  /** Mesh directories: relays and links, for the admin status page and metrics. */
+  topology?(): MeshTopology;
   /** Releases resources (timers, connections). */
   close(): Promise<void>;
 }
@@ -119,6 +139,11 @@ export class EmbeddedDirectory implements Directory {
   start(self: SelfInfo): Promise<void> {
     this.#local = self.local;
     return Promise.resolve();
+  }
+
+  /** See {@link Directory.health}: the registry file is read on demand. */
+  health(): DirectoryHealth {
+    return { backend: "embedded", up: true };
   }
 
   /** Nothing to release. */

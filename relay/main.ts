@@ -16,6 +16,7 @@ import { MeshDirectory } from "./mesh/mesh.ts";
 import { RedisDirectory } from "./redis/redis_directory.ts";
 import { FileRegistry } from "./registry/registry.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
+import { checkAdminOptions } from "./admin/mod.ts";
 
 /** The command that started this relay, for help and hints. */
 const RELAY_CMD = invokedAs("TSUNAGI_RELAY_CMD", "deno task relay");
@@ -57,6 +58,12 @@ Shared database (instead of the mesh: every relay reads and writes one Redis):
                             manage devices with deno task registry ... --directory URL.
                             --mesh-secret-file then only authenticates relay links
 
+Admin HTTP listener (off by default):
+  --admin HOST:PORT         serve /metrics (Prometheus), /healthz, /readyz and a live
+                            status page at http://HOST:PORT/ (e.g. 127.0.0.1:9780)
+  --admin-token-file FILE   require "Authorization: Bearer <token in FILE>" (>= 16 bytes);
+                            needed to bind anything but a loopback address
+
 Limits (what one peer can make the relay hold; refused with a clear error code):
   --max-unauth-per-address N  connections not yet logged in, per address (default 64)
   --max-unauth N              connections not yet logged in, in total (default 4096)
@@ -95,6 +102,8 @@ const OPTIONS = {
   keepalive: { type: "string" },
   "login-timeout": { type: "string" },
   "answer-timeout": { type: "string" },
+  admin: { type: "string" },
+  "admin-token-file": { type: "string" },
   "max-unauth-per-address": { type: "string" },
   "max-unauth": { type: "string" },
   "max-conns-per-device": { type: "string" },
@@ -146,6 +155,18 @@ export async function relayMain(args: string[]): Promise<number> {
         key: await readText(values["tls-key"]!, "--tls-key"),
       }
       : undefined;
+    if (values["admin-token-file"] !== undefined && values.admin === undefined) {
+      throw new UsageError("--admin-token-file needs --admin", "e.g. --admin 127.0.0.1:9780");
+    }
+    const admin = values.admin === undefined ? undefined : {
+      ...parseHostPort(values.admin),
+      token: values["admin-token-file"] === undefined
+        ? undefined
+        : (await readText(values["admin-token-file"], "--admin-token-file")).trim(),
+    };
+    if (admin) {
+      checkAdminOptions(admin);
+    }
     const dataDir = values.data ?? Deno.env.get("TSUNAGI_DATA") ?? "./tsunagi-data";
     // Hidden, for tests of clock skew: this relay's wall clock runs this far off.
     const offset = Number(values["clock-offset-ms"] ?? 0);
@@ -214,6 +235,7 @@ export async function relayMain(args: string[]): Promise<number> {
         sessionIdleTimeoutMs: optionalDuration(values, "session-idle-timeout"),
       },
       logger,
+      admin,
     });
   } catch (e) {
     if (e instanceof UsageError) {

@@ -23,6 +23,16 @@ import { CredentialCache } from "./login/credentials.ts";
 import type { Directory } from "./directory.ts";
 import { LoginThrottle } from "./login/throttle.ts";
 import { LinkPool } from "./mesh/links.ts";
+import {
+  type AdminHandle,
+  type AdminOptions,
+  checkAdminOptions,
+  RelayMetrics,
+  type RelaySnapshot,
+  startAdmin,
+  TableObserver,
+  takeSnapshot,
+} from "./admin/mod.ts";
 
 /** TLS material for the listener, as PEM text. */
 export interface TlsMaterial {
@@ -66,6 +76,10 @@ export interface RelayOptions {
   throttle?: LoginThrottle;
   /** Resource limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<RelayLimits>;
+  /** Counters the relay feeds (default: fresh ones; read them from the handle). */
+  metrics?: RelayMetrics;
+  /** Serve the admin HTTP listener (metrics, health, status page); off by default. */
+  admin?: AdminOptions;
 }
 
 /** A running relay, shaped like `Deno.serve`'s handle. */
@@ -78,6 +92,12 @@ export interface RelayHandle extends AsyncDisposable {
   readonly finished: Promise<void>;
   /** Number of devices logged in here. */
   readonly deviceCount: number;
+  /** The relay's counters. */
+  readonly metrics: RelayMetrics;
+  /** The admin listener, when {@link RelayOptions.admin} was given. */
+  readonly admin: AdminHandle | null;
+  /** The relay's tables and counters at this instant. */
+  snapshot(): RelaySnapshot;
   /** Stops accepting, closes every connection, waits for their loops. */
   shutdown(): Promise<void>;
 }
@@ -94,6 +114,7 @@ export const DEFAULT_PORT = 7800;
 
 /** Starts a relay and returns once it listens. */
 export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
+  if (options.admin) checkAdminOptions(options.admin);
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? DEFAULT_PORT;
   // TLS through node:tls: its sockets can turn Nagle off (see shared/tls_listener.ts).
@@ -122,12 +143,16 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     : null;
   const loops = new Set<Promise<void>>();
   let shuttingDown = false;
+  const metrics = options.metrics ?? new RelayMetrics();
+  // Interim, until the core feeds logins, setups and bytes itself (see table_observer.ts).
+  const observer = new TableObserver<RelayConn>(metrics);
 
   const ctx: RelayContext = {
     name,
     directory,
     devices: new LocalDevices<RelayConn>(name, (entry) => {
       directory.publish(entry);
+      observer.deviceChanged(ctx.devices.get(entry.id)?.conns ?? []);
       if (entry.state === DeviceState.Offline) logger.info("offline", { device: entry.id });
     }, now),
     throttle: options.throttle ?? new LoginThrottle({ now }),
@@ -188,6 +213,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   function closeWithError(conn: RelayConn, code: ErrorCode, message: string) {
     if (told.has(conn)) return conn.framed.close();
     told.add(conn);
+    metrics.refusal(code);
     void conn.framed.trySend({ kind: "error", code, message }).finally(() => conn.framed.close());
   }
 
@@ -209,6 +235,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         continue;
       }
       if ("setKeepAlive" in socket) tuneSocket(socket as unknown as TunableSocket);
+      metrics.accepted();
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
       const admitted = unauth.admit(remoteAddr.hostname);
       if (admitted !== "ok") {
@@ -234,6 +261,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         loggedIn();
         conns.delete(conn);
         loops.delete(loop);
+        observer.connClosed(conn);
       });
       loops.add(loop);
     }
@@ -266,6 +294,27 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   logger.info("listening", { name, address: formatHostPort(addr), tls: !!options.tls });
   const finished = Promise.withResolvers<void>();
   let stopping: Promise<void> | null = null;
+  let admin: AdminHandle | null = null;
+
+  const snapshot = () => {
+    observer.sync();
+    return takeSnapshot({
+      name,
+      address: formatHostPort(addr),
+      shuttingDown,
+      devices: ctx.devices.devices(),
+      conns,
+      directory: directory.health?.() ?? { backend: "custom", up: true },
+      topology: directory.topology?.() ?? null,
+      metrics,
+      now: now(),
+    });
+  };
+  const notReady = () => {
+    if (shuttingDown) return "shutting down";
+    const health = directory.health?.();
+    return health === undefined || health.up ? null : `directory (${health.backend}) unavailable`;
+  };
 
   const shutdown = () => {
     stopping ??= (async () => {
@@ -292,11 +341,23 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       await Promise.allSettled([...loops]);
       links?.close();
       await directory.close();
+      // Last: /readyz answers 503 to load balancers for the whole shutdown.
+      await admin?.shutdown();
       logger.info("stopped", { name });
       finished.resolve();
     })();
     return stopping;
   };
+
+  if (options.admin) {
+    try {
+      admin = await startAdmin(options.admin, { snapshot, notReady }, logger);
+    } catch (e) {
+      await shutdown();
+      throw e;
+    }
+    logger.info("admin listening", { address: formatHostPort(admin.addr) });
+  }
 
   return {
     addr,
@@ -305,6 +366,9 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     get deviceCount() {
       return ctx.devices.size;
     },
+    metrics,
+    admin,
+    snapshot,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };

@@ -17,7 +17,14 @@ import { backoffDelay, delay } from "../../shared/backoff.ts";
 import type { FramedConn } from "../../shared/framed_conn.ts";
 import type { Logger } from "../../shared/log.ts";
 import { type DirectoryEntry, LinkPurposes } from "../../shared/protocol/messages.ts";
-import { type Directory, type Hop, offlineEntry, type SelfInfo } from "../directory.ts";
+import {
+  type Directory,
+  type DirectoryHealth,
+  type Hop,
+  type MeshTopology,
+  offlineEntry,
+  type SelfInfo,
+} from "../directory.ts";
 import { dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
 import { type Digest, MeshState, type Notice, parseNotice } from "./mesh_state.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
@@ -180,6 +187,42 @@ export class MeshDirectory implements Directory {
   /** Names of the relays this one has a live control link with. */
   neighbors(): string[] {
     return [...this.#links.keys()].sort();
+  }
+
+  /** See {@link Directory.health}: the mesh answers from memory and the local registry. */
+  health(): DirectoryHealth {
+    return { backend: "mesh", up: true };
+  }
+
+  /** See {@link Directory.topology}. */
+  topology(): MeshTopology {
+    if (this.#state === null) return { relays: [], links: [] };
+    const mesh = this.#state;
+    const self = this.#self!;
+    const relays = mesh.relayNames().sort().map((name) => {
+      const record = mesh.relay(name)!;
+      return {
+        name,
+        address: record.address,
+        alive: mesh.isAlive(name, this.#timeoutMs),
+        neighbors: name === self.name ? this.neighbors() : [...record.neighbors].sort(),
+      };
+    });
+    const links: MeshTopology["links"] = [];
+    const upAddresses = new Set<string>();
+    for (const [name, set] of this.#links) {
+      const address = set.values().next().value?.address ?? "";
+      upAddresses.add(address);
+      links.push({ relay: name, address, up: true });
+    }
+    for (const peer of this.#options.peers) {
+      const address = formatHostPort(peer);
+      if (upAddresses.has(address)) continue;
+      const known = relays.find((r) => r.address === address);
+      if (known !== undefined && this.#links.has(known.name)) continue;
+      links.push({ relay: known?.name ?? "", address, up: false });
+    }
+    return { relays, links };
   }
 
   /** See {@link Directory.acceptControlLink}. */

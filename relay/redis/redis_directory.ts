@@ -43,7 +43,13 @@ import { formatHostPort, parseHostPort } from "../../shared/address.ts";
 import { Logger } from "../../shared/log.ts";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
-import { type Directory, type Hop, offlineEntry, type SelfInfo } from "../directory.ts";
+import {
+  type Directory,
+  type DirectoryHealth,
+  type Hop,
+  offlineEntry,
+  type SelfInfo,
+} from "../directory.ts";
 import {
   DirectoryUnavailableError,
   LuaScript,
@@ -303,6 +309,11 @@ export class RedisDirectory implements Directory, AsyncDisposable {
       });
     }
     return directory;
+  }
+
+  /** See {@link Directory.health}: up while the Redis connection is ready. */
+  health(): DirectoryHealth {
+    return { backend: "redis", up: this.conn.isReady };
   }
 
   /** Changes not yet written (for tests and metrics). */
