@@ -30,7 +30,6 @@ import {
   RelayMetrics,
   type RelaySnapshot,
   startAdmin,
-  TableObserver,
   takeSnapshot,
 } from "./admin/mod.ts";
 
@@ -144,19 +143,17 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const loops = new Set<Promise<void>>();
   let shuttingDown = false;
   const metrics = options.metrics ?? new RelayMetrics();
-  // Interim, until the core feeds logins, setups and bytes itself (see table_observer.ts).
-  const observer = new TableObserver<RelayConn>(metrics);
 
   const ctx: RelayContext = {
     name,
     directory,
     devices: new LocalDevices<RelayConn>(name, (entry) => {
       directory.publish(entry);
-      observer.deviceChanged(ctx.devices.get(entry.id)?.conns ?? []);
       if (entry.state === DeviceState.Offline) logger.info("offline", { device: entry.id });
     }, now),
     throttle: options.throttle ?? new LoginThrottle({ now }),
     credentials: new CredentialCache(),
+    metrics,
     logger,
     now,
     keepaliveMs,
@@ -261,7 +258,6 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         loggedIn();
         conns.delete(conn);
         loops.delete(loop);
-        observer.connClosed(conn);
       });
       loops.add(loop);
     }
@@ -275,6 +271,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         ? `more than ${limits.maxUnauthPerAddress} connections from this address not logged in`
         : `more than ${limits.maxUnauth} connections not logged in`,
     });
+    metrics.refusal(ErrorCode.TooManyUnauthenticated);
     const framed = new FramedConn(socket);
     void framed.trySend({
       kind: "error",
@@ -297,7 +294,6 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   let admin: AdminHandle | null = null;
 
   const snapshot = () => {
-    observer.sync();
     return takeSnapshot({
       name,
       address: formatHostPort(addr),

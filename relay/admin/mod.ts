@@ -32,4 +32,3 @@ export {
   isLoopback,
   startAdmin,
 } from "./server.ts";
-export { TableObserver } from "./table_observer.ts";

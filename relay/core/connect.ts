@@ -45,6 +45,7 @@ export async function connect(
   const { target, service } = request;
   const refuse: Refuse = async (code, message) => {
     conn.connectFailed();
+    ctx.metrics.setup(code);
     ctx.logger.info("connect refused", {
       from: request.requester,
       to: target,
@@ -191,6 +192,7 @@ function startRequesterSide(
   ctx: RelayContext,
 ): boolean {
   conn.enterSession(session);
+  ctx.metrics.setup("ok");
   // Queued before the session is marked ready: no session byte overtakes the ACCEPT.
   void conn.framed.trySend({ kind: "accept", session: session.id, peer: session.b.endpointId });
   session.markReady();

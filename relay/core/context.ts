@@ -11,6 +11,7 @@ import type { CredentialCache } from "../login/credentials.ts";
 import type { LoginThrottle } from "../login/throttle.ts";
 import type { LinkPool } from "../mesh/links.ts";
 import type { Directory } from "../directory.ts";
+import type { RelayMetrics } from "../admin/metrics.ts";
 import type { LocalDevices } from "./local_devices.ts";
 import type { RelayConn } from "./conn.ts";
 
@@ -51,6 +52,8 @@ export interface RelayContext {
   readonly credentials: CredentialCache;
   /** Logger. */
   readonly logger: Logger;
+  /** Counters for the admin listener's /metrics. */
+  readonly metrics: RelayMetrics;
   /** Clock, ms. */
   readonly now: () => number;
   /** Keep-alive interval the relay asks devices to use. */

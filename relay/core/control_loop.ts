@@ -105,7 +105,10 @@ async function answerNotice(
     notice.settle({ kind: "rejected", message: msg.message });
     return true;
   }
-  const session = new RelaySession<SessionSide>(notice.id, notice.requester, conn, ctx.now);
+  const session = new RelaySession<SessionSide>(notice.id, notice.requester, conn, {
+    now: ctx.now,
+    onBytes: (n) => ctx.metrics.bytesRelayed(n),
+  });
   conn.enterSession(session);
   if (!notice.settle({ kind: "accepted", session })) void session.abort(notice.requester);
   ctx.devices.changed(conn.deviceId);

@@ -82,8 +82,12 @@ export async function forward(
       return unreachable(`relay "${hop.name}" answered ${answer.kind}`);
     }
     const far = new LinkSide(link.framed, request.target);
-    const relaySession = new RelaySession<SessionSide>(answer.session, conn, far, ctx.now);
+    const relaySession = new RelaySession<SessionSide>(answer.session, conn, far, {
+      now: ctx.now,
+      onBytes: (n) => ctx.metrics.bytesRelayed(n),
+    });
     conn.enterSession(relaySession);
+    ctx.metrics.setup("ok");
     void conn.framed.trySend({ kind: "accept", session: answer.session, peer: answer.peer });
     relaySession.markReady();
     if (conn.kind === "device") ctx.devices.changed(conn.deviceId);

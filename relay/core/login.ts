@@ -49,6 +49,7 @@ async function checkLogin(
   ctx: RelayContext,
 ): Promise<ConnRole> {
   const refuse = async (code: ErrorCode, message: string, retryAfterMs = 0) => {
+    ctx.metrics.loginResult(code);
     await conn.framed.trySend({
       kind: "loginResult",
       code,
@@ -135,6 +136,7 @@ async function checkLogin(
     relay: ctx.name,
     message: "",
   });
+  ctx.metrics.loginResult("ok");
   const isNew = ctx.devices.get(reg.id) === undefined;
   ctx.devices.attach(conn, reg.type, reg.attributes);
   if (isNew) ctx.logger.info("login", { device: reg.id, remote: conn.remote });

@@ -64,6 +64,7 @@ async function reportFailure(conn: RelayConn, ctx: RelayContext, e: unknown) {
       code: ERROR_CODE_NAMES[code],
       error: e.message,
     });
+    ctx.metrics.refusal(code);
     await conn.framed.trySend({ kind: "error", code, message: e.message });
     return;
   }

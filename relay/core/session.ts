@@ -38,6 +38,14 @@ export interface SessionSide {
   readonly endpointId: string;
 }
 
+/** Options for {@link RelaySession}. */
+export interface SessionOptions {
+  /** Clock, ms (default Date.now). */
+  now?: () => number;
+  /** Called with every count of bytes passed (the relay's bytes-relayed counter). */
+  onBytes?: (n: number) => void;
+}
+
 /** A session: two sides, which of them have sent END, and which have vanished. */
 export class RelaySession<S extends SessionSide> {
   /** Session ID, as sent in NOTICE and ACCEPT. */
@@ -55,14 +63,23 @@ export class RelaySession<S extends SessionSide> {
   readonly #bothEnded = Promise.withResolvers<void>();
   readonly #ready = Promise.withResolvers<void>();
   readonly #now: () => number;
+  readonly #onBytes: (n: number) => void;
 
   /** Creates a session between `a` (requester) and `b` (target). */
-  constructor(id: string, a: S, b: S, now: () => number = Date.now) {
+  constructor(id: string, a: S, b: S, options: SessionOptions = {}) {
     this.id = id;
     this.a = a;
     this.b = b;
-    this.#now = now;
-    this.lastActivity = now();
+    this.#now = options.now ?? Date.now;
+    this.#onBytes = options.onBytes ?? (() => {});
+    this.lastActivity = this.#now();
+  }
+
+  /** Counts `n` bytes passed from `side` to its peer. */
+  counted(side: S, n: number): void {
+    if (side === this.a) this.bytes.ab += n;
+    else this.bytes.ba += n;
+    this.#onBytes(n);
   }
 
   /** The other side. */
@@ -171,7 +188,6 @@ export async function pumpSession<S extends SessionSide>(
   const peerSide = session.peerOf(side);
   const peer = peerSide.framed;
   const scanner = new PassthroughScanner();
-  const counter = side === session.a ? "ab" : "ba";
   let buf: Uint8Array = new Uint8Array(SESSION_MIN_READ_SIZE);
   await session.ready;
   try {
@@ -191,7 +207,7 @@ export async function pumpSession<S extends SessionSide>(
         if (endSeen) session.markEnded(side);
         try {
           await written;
-          session.bytes[counter] += forwardEnd;
+          session.counted(side, forwardEnd);
         } catch {
           // The peer's connection failed: its own loop aborts its side.
         }
