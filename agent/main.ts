@@ -173,6 +173,9 @@ export async function agentMain(args: string[]): Promise<number> {
         pick(values["log-format"], "TSUNAGI_LOG_FORMAT", config, "logFormat") ?? "text",
       ),
       level: parseLogLevel(values["log-level"] ?? "info"),
+      // One line per failed session is what a device's operator (and a script reading the
+      // log) needs; the relay, which faces strangers, is the one that rate-limits.
+      rateLimit: false,
     });
     const common = await resolveCommon(values, config);
     const timeoutMs = values.timeout === undefined

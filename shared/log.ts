@@ -263,9 +263,13 @@ function textValue(v: unknown, max: number): string {
   return s !== "" && !/\s/.test(s) ? s : `"${s.replace(/"/g, '\\"')}"`;
 }
 
-/** A field value for the JSON format: strings truncated, objects cut if too long. */
+/**
+ * A field value for the JSON format: strings truncated and escaped (a consumer that
+ * decodes the line and prints a field must not print control characters from the
+ * network either), objects cut if too long.
+ */
 function jsonValue(v: unknown, max: number): unknown {
-  if (typeof v === "string") return truncate(v, max);
+  if (typeof v === "string") return escapeText(truncate(v, max));
   if (typeof v === "number" || typeof v === "boolean" || v === null || v === undefined) return v;
   if (typeof v === "bigint" || v instanceof Uint8Array || v instanceof Error) {
     return truncate(stringOf(v), max);

@@ -109,7 +109,7 @@ Deno.test({
       nested: '{"list":[1…[12 chars cut]',
       small: { a: 1 },
       bytes: "<70000 byt…[3 chars cut]",
-      ctl: "\x1b\x9b\u2028",
+      ctl: "\\x1b\\x9b\\u2028", // escaped in the decoded value too
     });
   },
 });
