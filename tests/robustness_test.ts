@@ -34,10 +34,13 @@ Deno.test("busy: a target whose only connection is in a session is refused with 
     assert.equal(notice?.requesterType, "USER");
     assert.equal(sessionA.peer, "fax9");
     assert.equal(sessionB.peer, "pc2");
+    // send retries a busy target within its --timeout, then gives up with the reason.
     const r = await agentCommand([
       "send",
       "--to",
       "fax9",
+      "--timeout",
+      "1s",
       ...deviceFlags(relay.address, "pc1", pcPw),
       pcPw,
     ]);
