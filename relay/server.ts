@@ -156,6 +156,10 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     metrics,
     logger,
     now,
+    setTimer: (ms, fn) => {
+      const timer = setTimeout(fn, ms);
+      return () => clearTimeout(timer);
+    },
     keepaliveMs,
     answerTimeoutMs: options.answerTimeoutMs ?? 10_000,
     limits,

@@ -178,7 +178,7 @@ async function offerNotice(targetConn: RelayConn, notice: Notice<RelayConn>, ctx
     service: notice.request.service,
   });
   if (!targetConn.offer(notice)) return { kind: "gone" } as const;
-  notice.startTimer(ctx.answerTimeoutMs, () => targetConn.framed.close());
+  notice.startTimer(ctx.answerTimeoutMs, () => targetConn.framed.close(), ctx.setTimer);
   targetConn.framed.write(frame).catch(() => {
     if (notice.settle({ kind: "gone" })) targetConn.withdrawNotice(notice);
   });

@@ -56,6 +56,8 @@ export interface RelayContext {
   readonly metrics: RelayMetrics;
   /** Clock, ms. */
   readonly now: () => number;
+  /** Runs `fn` after `ms` unless cancelled (injected so tests fire deadlines by hand). */
+  readonly setTimer: (ms: number, fn: () => void) => () => void;
   /** Keep-alive interval the relay asks devices to use. */
   readonly keepaliveMs: number;
   /** How long a target may take to answer a connection-request notice. */

@@ -38,7 +38,7 @@ export class Notice<C> {
   readonly request: NoticeRequest;
   readonly #outcome = Promise.withResolvers<NoticeOutcome>();
   #settled: NoticeOutcome | null = null;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #cancelTimer: () => void = () => {};
 
   /** Creates a notice; {@link startTimer} arms its deadline. */
   constructor(id: string, requester: C, request: NoticeRequest) {
@@ -57,18 +57,25 @@ export class Notice<C> {
     return this.#settled;
   }
 
-  /** Settles with `timeout` after `ms`, calling `onTimeout` if that won. */
-  startTimer(ms: number, onTimeout: () => void): void {
-    this.#timer = setTimeout(() => {
+  /**
+   * Settles with `timeout` after `ms`, calling `onTimeout` if that won. `setTimer` is the
+   * relay's (injectable) timer.
+   */
+  startTimer(
+    ms: number,
+    onTimeout: () => void,
+    setTimer: (ms: number, fn: () => void) => () => void,
+  ): void {
+    this.#cancelTimer = setTimer(ms, () => {
       if (this.settle({ kind: "timeout" })) onTimeout();
-    }, ms);
+    });
   }
 
   /** Decides the outcome; false when it was already decided (the caller lost the race). */
   settle(outcome: NoticeOutcome): boolean {
     if (this.#settled !== null) return false;
     this.#settled = outcome;
-    clearTimeout(this.#timer);
+    this.#cancelTimer();
     this.#outcome.resolve(outcome);
     return true;
   }

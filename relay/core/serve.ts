@@ -48,6 +48,20 @@ export async function serveConnection(
   }
 }
 
+/**
+ * Serves a connection that is already logged in (tests of the state machine start here,
+ * with in-memory connections): its device loop, then cleanup. Never throws.
+ */
+export async function serveDevice(conn: RelayConn, ctx: RelayContext): Promise<void> {
+  try {
+    await controlLoop(conn, ctx);
+  } catch (e) {
+    await reportFailure(conn, ctx, e);
+  } finally {
+    cleanup(conn, ctx);
+  }
+}
+
 async function reportFailure(conn: RelayConn, ctx: RelayContext, e: unknown) {
   if (e instanceof TruncatedFrameError) {
     ctx.logger.info("connection closed mid-frame", { remote: conn.remote, device: conn.deviceId });
