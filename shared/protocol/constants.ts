@@ -35,7 +35,8 @@
  * (docs/mesh.md).
  *
  * Version history:
- *   1 — first version (2026-11).
+ *   1 — first version (2026-11). Additions that old peers ignore or never see: an optional
+ *       trailing instance token in LOGIN, error codes 6, 7, 12-14 and 27 (2026-11-30).
  *
  * @module
  */
