@@ -108,6 +108,9 @@ interface Acceptor {
   close(): void;
 }
 
+/** A pooled data link from another relay idle this long is closed, ms. */
+const LINK_IDLE_TIMEOUT_MS = 120_000;
+
 /** Default TCP port of a relay. */
 export const DEFAULT_PORT = 7800;
 
@@ -194,6 +197,14 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       ) {
         logger.info("keep-alive missed", { device: conn.deviceId, remote: conn.remote });
         closeWithError(conn, ErrorCode.KeepaliveTimeout, "No keep-alive in time");
+      } else if (
+        state === "idle" && conn.kind === "link" && conn.linkPurpose === "data" &&
+        t - conn.lastSeen > LINK_IDLE_TIMEOUT_MS
+      ) {
+        // The dialling relay reuses a pooled link only while it is younger than a quarter of this
+        // (mesh/links.ts), so closing it here never races a reuse.
+        logger.debug("idle relay link closed", { relay: conn.linkPeer });
+        conn.framed.close();
       } else if (
         sessionIdleMs > 0 && conn.session !== null &&
         t - conn.session.lastActivity > sessionIdleMs

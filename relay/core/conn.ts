@@ -55,6 +55,7 @@ export class RelayConn implements SessionSide {
   #instance = "";
   #linkPeer = "";
   #linkAddress = "";
+  #linkPurpose: "data" | "control" = "data";
   #state: ConnState = "hello";
   #session: RelaySession<SessionSide> | null = null;
   #notice: Notice<RelayConn> | null = null;
@@ -95,6 +96,10 @@ export class RelayConn implements SessionSide {
   /** For links: the other relay's name. */
   get linkPeer(): string {
     return this.#linkPeer;
+  }
+  /** For links: a data link (carries forwarded sessions) or the mesh's control link. */
+  get linkPurpose(): "data" | "control" {
+    return this.#linkPurpose;
   }
   /** For links: the address the other relay advertises. */
   get linkAddress(): string {
@@ -142,9 +147,10 @@ export class RelayConn implements SessionSide {
   }
 
   /** hello → idle: another relay's link authenticated. */
-  linked(peer: string, address: string): void {
+  linked(peer: string, address: string, purpose: "data" | "control"): void {
     this.#expect("hello", "LINK_AUTH");
     this.#kind = "link";
+    this.#linkPurpose = purpose;
     this.#linkPeer = peer;
     this.#linkAddress = address;
     this.#state = "idle";

@@ -194,7 +194,11 @@ async function acceptLink(conn: RelayConn, ctx: RelayContext): Promise<ConnRole>
     address: ctx.advertisedAddress,
     mac: acceptorMac(secret, auth.nonce, nonce, ctx.name),
   });
-  conn.linked(auth.name, auth.address);
+  conn.linked(
+    auth.name,
+    auth.address,
+    auth.purpose === LinkPurposes.Control ? "control" : "data",
+  );
   conn.framed.setMaxPayload(MAX_PAYLOAD);
   conn.touch();
   ctx.logger.debug("relay link accepted", {
