@@ -18,16 +18,26 @@ import { connect } from "./connect.ts";
 import type { RelayContext } from "./context.ts";
 import { pumpSession, RelaySession, type SessionSide } from "./session.ts";
 
+/**
+ * The next control message on `conn` other than PING (answered here with PONG), or null
+ * at a clean end of stream. Every message counts as activity.
+ */
+async function nextMessage(conn: RelayConn): Promise<Message | null> {
+  for (;;) {
+    const msg = await conn.framed.readMessage();
+    if (msg === null) return null;
+    conn.touch();
+    if (msg.kind !== "ping") return msg;
+    await conn.framed.send({ kind: "pong", nonce: msg.nonce });
+  }
+}
+
 /** Handles a device's control messages until the connection closes. */
 export async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
   for (;;) {
-    const msg = await conn.framed.readMessage();
+    const msg = await nextMessage(conn);
     if (msg === null) return;
-    conn.touch();
     switch (msg.kind) {
-      case "ping":
-        await conn.framed.send({ kind: "pong", nonce: msg.nonce });
-        break;
       case "logout":
         logout(conn.deviceId, ctx);
         return;
@@ -69,13 +79,9 @@ export async function controlLoop(conn: RelayConn, ctx: RelayContext): Promise<v
 /** A data link's loop on the accepting relay: ROUTE requests and their sessions. */
 export async function linkLoop(conn: RelayConn, ctx: RelayContext): Promise<void> {
   for (;;) {
-    const msg = await conn.framed.readMessage();
+    const msg = await nextMessage(conn);
     if (msg === null) return;
-    conn.touch();
     switch (msg.kind) {
-      case "ping":
-        await conn.framed.send({ kind: "pong", nonce: msg.nonce });
-        break;
       case "route":
         conn.beginConnect("ROUTE", msg.requester);
         if (await connect(conn, msg, ctx) && !(await runSession(conn, ctx))) return;

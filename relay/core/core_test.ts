@@ -119,6 +119,17 @@ async function settle(turns = 20): Promise<void> {
   for (let i = 0; i < turns; i++) await new Promise((r) => setTimeout(r, 0));
 }
 
+/** pc1 asks fax1 for a file session and fax1 accepts: both sides are in the session. */
+async function startSession(r: ReturnType<typeof relay>) {
+  const pc = r.connect("pc1");
+  const fax = r.connect("fax1");
+  await pc.device.send({ kind: "connect", target: "fax1", service: "file" });
+  const notice = await expectMessage(fax.device, "notice");
+  await fax.device.send({ kind: "accept", session: notice.session, peer: "" });
+  await expectMessage(pc.device, "accept");
+  return { pc, fax, notice };
+}
+
 Deno.test("core: ACCEPT that arrives after the answer timeout fired never reaches the requester", async () => {
   await using r = relay();
   const pc = r.connect("pc1");
@@ -248,12 +259,7 @@ Deno.test("core: a requester that dies at every byte offset: the target sees a p
   // Offsets inside the last (END) frame: the relay has seen END, so the session ended.
   for (let cut = 0; cut < bytes.length - HEADER_SIZE; cut++) {
     await using r = relay();
-    const pc = r.connect("pc1");
-    const fax = r.connect("fax1");
-    await pc.device.send({ kind: "connect", target: "fax1", service: "file" });
-    const notice = await expectMessage(fax.device, "notice");
-    await fax.device.send({ kind: "accept", session: notice.session, peer: "" });
-    await expectMessage(pc.device, "accept");
+    const { pc, fax } = await startSession(r);
     if (cut > 0) await pc.device.write(bytes.subarray(0, cut));
     await settle();
     pc.device.close();
@@ -278,12 +284,7 @@ Deno.test("core: a requester that dies at every byte offset: the target sees a p
 
 Deno.test("core: after END(aborted) on a boundary the target ends, releases and takes the next notice", async () => {
   await using r = relay();
-  const pc = r.connect("pc1");
-  const fax = r.connect("fax1");
-  await pc.device.send({ kind: "connect", target: "fax1", service: "file" });
-  const notice = await expectMessage(fax.device, "notice");
-  await fax.device.send({ kind: "accept", session: notice.session, peer: "" });
-  await expectMessage(pc.device, "accept");
+  const { pc, fax } = await startSession(r);
   pc.device.close();
   const end = await expectMessage(fax.device, "end");
   assert.deepEqual(end.reason, EndReason.Aborted);
