@@ -11,6 +11,37 @@
 import { ErrorCode } from "../../shared/protocol/constants.ts";
 import type { RelayContext } from "./context.ts";
 
+/** How long an evicted agent instance is refused here: its in-flight logins must not win back. */
+const EVICTED_FOR_MS = 5 * 60_000;
+/** Most evicted instances remembered per relay (oldest forgotten first). */
+const MAX_EVICTED = 10_000;
+
+/**
+ * Agent instances evicted per relay, `device\0instance` → until (ms). An agent opens
+ * several connections; one still logging in when another is told `Replaced` would
+ * otherwise count as a newer login and evict the winner: a fight.
+ */
+const evicted = new WeakMap<RelayContext, Map<string, number>>();
+
+/** True when agent `instance` of device `id` was evicted here recently (refuse its login). */
+export function wasEvicted(ctx: RelayContext, id: string, instance: string): boolean {
+  if (instance === "") return false;
+  const key = `${id}\0${instance}`;
+  const until = evicted.get(ctx)?.get(key);
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  evicted.get(ctx)!.delete(key);
+  return false;
+}
+
+function remember(ctx: RelayContext, id: string, instance: string): void {
+  if (instance === "") return;
+  let map = evicted.get(ctx);
+  if (map === undefined) evicted.set(ctx, map = new Map());
+  if (map.size >= MAX_EVICTED) map.delete(map.keys().next().value!);
+  map.set(`${id}\0${instance}`, Date.now() + EVICTED_FOR_MS);
+}
+
 /** Closes every connection of device `id` here after a newer login won on `by.relay`. */
 export function evictDevice(
   ctx: RelayContext,
@@ -21,6 +52,7 @@ export function evictDevice(
   if (device === undefined) return;
   ctx.logger.warn("device replaced", { device: id, by: by.relay, sameInstance: by.sameInstance });
   for (const c of [...device.conns]) {
+    if (!by.sameInstance) remember(ctx, id, c.instance);
     if (by.sameInstance) {
       c.framed.close();
       continue;
