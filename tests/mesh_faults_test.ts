@@ -222,7 +222,7 @@ Deno.test("mesh scale: a catch-up cut at random byte offsets resumes where it st
   let full: number;
   {
     await using proxy = cuttingProxy(r0.address, []);
-    await using base = await meshRelay(dir.path, "base", [proxy.address], "info");
+    await using _base = await meshRelay(dir.path, "base", [proxy.address], "info");
     await pollUntil(
       async () => (await registryIds(`${dir.path}/base`)).length === n || undefined,
       "the baseline relay to catch up",
@@ -236,7 +236,7 @@ Deno.test("mesh scale: a catch-up cut at random byte offsets resumes where it st
   const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const cuts = [0, 1, 2].map(() => Math.floor(full * (0.2 + 0.1 * random())));
   await using proxy = cuttingProxy(r0.address, cuts);
-  await using r1 = await meshRelay(dir.path, "r1", [proxy.address], "info");
+  await using _r1 = await meshRelay(dir.path, "r1", [proxy.address], "info");
   await pollUntil(
     async () => (await registryIds(`${dir.path}/r1`)).length === n || undefined,
     "r1 to catch up through the cuts",
