@@ -32,6 +32,13 @@ export interface SelfInfo {
   snapshot: () => DirectoryEntry[];
   /** The current entry of one device logged in here, if it is. */
   local: (id: string) => DirectoryEntry | undefined;
+  /** The agent instance token holding device `id` here ("" if none or a one-shot client). */
+  instance?: (id: string) => string;
+  /**
+   * A newer login of device `id` won on relay `by.relay`: close its connections here,
+   * telling the agent `Replaced` unless it is the same agent instance that moved.
+   */
+  evict?: (id: string, by: { relay: string; sameInstance: boolean }) => void;
 }
 
 /** A directory's backend and whether it can answer now (for `/readyz` and metrics). */

@@ -12,6 +12,7 @@ import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode, MAX_PRELOGIN_PAYLOAD } from "../shared/protocol/constants.ts";
 import {
   DEFAULT_LIMITS,
+  evictDevice,
   LocalDevices,
   RelayConn,
   type RelayContext,
@@ -302,6 +303,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     address: advertised,
     snapshot: () => [...ctx.devices.devices()].map((d) => ctx.devices.entry(d.id)!),
     local: (id) => ctx.devices.entry(id),
+    instance: (id) => ctx.devices.get(id)?.instance ?? "",
+    evict: (id, by) => evictDevice(ctx, id, by),
   });
   logger.info("listening", { name, address: formatHostPort(addr), tls: !!options.tls });
   const finished = Promise.withResolvers<void>();

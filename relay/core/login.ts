@@ -19,6 +19,7 @@ import { checkVersion, LinkPurposes, type Message } from "../../shared/protocol/
 import { acceptorMac, dialerMac, macEquals, newNonce } from "../mesh/link_auth.ts";
 import type { RelayConn } from "./conn.ts";
 import type { RelayContext } from "./context.ts";
+import { wasEvicted } from "./evict.ts";
 
 /** What a connection turned out to be after its handshake. */
 export type ConnRole = "device" | "data" | "control" | null;
@@ -102,6 +103,9 @@ async function checkLogin(
   }
   ctx.throttle.recordSuccess(address, request.id);
   if (ctx.shuttingDown) return refuse(ErrorCode.ShuttingDown, "Relay is shutting down");
+  if (wasEvicted(ctx, reg.id, instance)) {
+    return refuse(ErrorCode.Replaced, `A newer login of "${reg.id}" won on another relay`);
+  }
   const device = ctx.devices.get(reg.id);
   const replacing = device !== undefined && instance !== "" && device.instance !== "" &&
     device.instance !== instance;

@@ -1,7 +1,8 @@
 /**
  * The relay core: one owner per connection (conn.ts), login (login.ts), the control and
  * link loops (control_loop.ts), connection requests (connect.ts, forward.ts), sessions
- * (session.ts) and the table of local devices (local_devices.ts).
+ * (session.ts), the table of local devices (local_devices.ts) and eviction of a device
+ * that a newer login took elsewhere (evict.ts).
  *
  * @module
  */
@@ -14,6 +15,7 @@ export {
   type RelayContext,
   type RelayLimits,
 } from "./context.ts";
+export { evictDevice } from "./evict.ts";
 export { LocalDevices } from "./local_devices.ts";
 export { logout } from "./control_loop.ts";
 export { serveConnection } from "./serve.ts";

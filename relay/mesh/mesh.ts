@@ -2,12 +2,15 @@
  * The mesh directory: relays share connection information by flooding update notices
  * over control links (patent [0050]-[0053], Fig. 5), and route sessions hop by hop.
  *
- * Ownership: the directory owns its control links; each link has one loop (the only
- * reader). Notices are applied to {@link MeshState} and, when applied, forwarded to
- * every neighbour except the one they came from; a notice that is not newer is dropped
- * and not forwarded. When a link comes up both sides send a DIGEST and answer the
- * other's with the tables it lacks, so a relay that was partitioned converges without
- * waiting for new changes. See docs/mesh.md.
+ * Ownership: the directory owns its control links; each link has one reader loop (here)
+ * and one writer loop ({@link ControlLink}). Notices are applied to {@link MeshState}
+ * and, when applied, forwarded to every neighbour except the one they came from; a
+ * notice that is not newer is dropped and not forwarded; an invalid one is refused on
+ * its own. When a link comes up both sides send a DIGEST (bucket hashes) and stream the
+ * other the buckets that differ, so a relay that was partitioned converges without
+ * waiting for new changes. Registrations reach the local registry through
+ * {@link RegistrySync}. A device online on two relays stays on the newer login
+ * ({@link MeshState.winner}); the other relay is told to let it go. See docs/mesh.md.
  *
  * @module
  */
@@ -26,8 +29,12 @@ import {
   type SelfInfo,
 } from "../directory.ts";
 import { dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
-import { type Digest, MeshState, type Notice, parseNotice } from "./mesh_state.ts";
-import type { Registration, RegistryStore } from "../registry/registry.ts";
+import { hashString, MeshState } from "./mesh_state.ts";
+import { type Notice, parseUpdate } from "./notices.ts";
+import type { RegistryStore } from "../registry/registry.ts";
+import { ControlLink, parseDigest } from "./control_link.ts";
+import { RegistrySync } from "./registry_sync.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
 
 /** Options for {@link MeshDirectory}. */
 export interface MeshOptions {
@@ -53,17 +60,6 @@ export interface MeshOptions {
   now?: () => number;
 }
 
-interface ControlLink {
-  readonly framed: FramedConn;
-  readonly name: string;
-  readonly address: string;
-  /** Notices queued but not yet written: a link that falls too far behind is dropped. */
-  pending: number;
-}
-
-/** Most notices queued on one link before it is dropped (it resyncs by digest). */
-const MAX_PENDING = 10_000;
-
 /** The flooding-mesh directory. */
 export class MeshDirectory implements Directory {
   /** The local registry, kept in step with the mesh. */
@@ -81,11 +77,8 @@ export class MeshDirectory implements Directory {
   readonly #abort = new AbortController();
   readonly #tasks = new Set<Promise<void>>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
-  /** Serialises registry polling and applying registration notices. */
-  #registryLock: Promise<void> = Promise.resolve();
-  /** Registrations learnt from the mesh, not yet written to the local registry. */
-  readonly #pendingRegs = new Map<string, Registration | null>();
-  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Mesh registrations to and from the local registry. */
+  readonly #sync: RegistrySync;
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -95,11 +88,24 @@ export class MeshDirectory implements Directory {
     this.#now = options.now ?? Date.now;
     this.#heartbeatMs = options.heartbeatMs ?? 2000;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#sync = new RegistrySync({
+      registry: options.registry,
+      logger: options.logger,
+      held: (id) => this.#mesh.registration(id)?.reg,
+      originate: (id, reg) =>
+        this.#originate({
+          t: "reg",
+          id,
+          lamport: this.#mesh.lamportOf(id) + 1,
+          origin: this.#self!.name,
+          reg,
+        }),
+    });
   }
 
-  /** Counters of applied and dropped notices. */
-  get stats(): { applied: number; dropped: number } {
-    return this.#state?.stats ?? { applied: 0, dropped: 0 };
+  /** Counters of applied, dropped and refused notices. */
+  get stats(): { applied: number; dropped: number; refused: number } {
+    return this.#state?.stats ?? { applied: 0, dropped: 0, refused: 0 };
   }
 
   get #mesh(): MeshState {
@@ -113,10 +119,10 @@ export class MeshDirectory implements Directory {
     this.#state = new MeshState(self.name, () => performance.now());
     this.#epoch = await bumpEpoch(`${this.#options.dataDir}/mesh-epoch`);
     this.#announceRelay();
-    await this.#pollRegistry();
+    await this.#sync.poll();
     this.#timers.push(setInterval(() => this.#announceRelay(), this.#heartbeatMs));
     this.#timers.push(
-      setInterval(() => void this.#pollRegistry(), this.#options.registryPollMs ?? 1000),
+      setInterval(() => void this.#sync.poll(), this.#options.registryPollMs ?? 1000),
     );
     for (const peer of this.#options.peers) this.#track(this.#dialLoop(peer));
   }
@@ -149,10 +155,48 @@ export class MeshDirectory implements Directory {
     this.#flood(n, null);
   }
 
-  /** See {@link Directory.publish}: a local device changed. */
+  /**
+   * See {@link Directory.publish}: a local device changed. A new login (the device was
+   * not online here, or another agent instance took it over) gets a new claim, higher
+   * than any the mesh holds for the ID: the newer login wins (see {@link MeshState.winner}).
+   */
   publish(entry: DirectoryEntry): void {
     if (this.#state === null) return;
-    this.#originate({ t: "dev", origin: this.#self!.name, v: this.#nextVersion(), entry });
+    const self = this.#self!;
+    const held = this.#mesh.deviceAt(self.name, entry.id);
+    const token = self.instance?.(entry.id) ?? "";
+    const inst = token === "" ? undefined : hashString(`tsunagi-instance:${token}`).toString(16);
+    let claim = held?.claim;
+    const newLogin = entry.state === DeviceState.Online &&
+      (held === undefined || held.entry.state !== DeviceState.Online || held.inst !== inst);
+    if (newLogin) claim = this.#mesh.claimOf(entry.id) + 1;
+    this.#originate({
+      t: "dev",
+      origin: self.name,
+      v: this.#nextVersion(),
+      entry,
+      claim,
+      inst: entry.state === DeviceState.Online ? inst : held?.inst,
+    });
+  }
+
+  /**
+   * One device, one place: when the mesh-wide winner for `id` is on another relay, the
+   * connections here are closed (told `Replaced` unless it is the same agent moving).
+   */
+  #checkPlace(id: string): void {
+    const self = this.#self!;
+    const mine = this.#mesh.deviceAt(self.name, id);
+    if (mine === undefined || mine.entry.state !== DeviceState.Online) return;
+    const winner = this.#mesh.winner(id, this.#timeoutMs);
+    if (winner === null || winner.origin === self.name) return;
+    const sameInstance = winner.inst !== undefined && winner.inst === mine.inst;
+    this.#logger.warn("device taken over by a newer login on another relay", {
+      device: id,
+      relay: winner.origin,
+      sameInstance,
+    });
+    self.evict?.(id, { relay: winner.origin, sameInstance });
   }
 
   /** See {@link Directory.lookup}. */
@@ -277,7 +321,7 @@ export class MeshDirectory implements Directory {
       framed.close();
       return;
     }
-    const link: ControlLink = { framed, name: peer.name, address: peer.address, pending: 0 };
+    const link = new ControlLink(framed, peer, this.#mesh, this.#logger);
     let set = this.#links.get(peer.name);
     const isNew = set === undefined;
     if (set === undefined) this.#links.set(peer.name, set = new Set());
@@ -293,20 +337,30 @@ export class MeshDirectory implements Directory {
       if (performance.now() - lastHeard > 3 * this.#heartbeatMs + 1000) framed.close();
       else void framed.trySend({ kind: "ping", nonce: 0 });
     }, this.#heartbeatMs);
+    // The writer sends our digest first, then floods and the catch-up the peer needs.
+    const writer = link.run().catch((e) => {
+      if (!framed.closed) this.#logger.debug("control link write failed", { error: String(e) });
+      framed.close();
+    });
     try {
-      await framed.send({ kind: "digest", body: JSON.stringify(this.#mesh.digest()) });
       for (;;) {
         const m = await framed.readMessage();
         if (m === null) return;
         lastHeard = performance.now();
         switch (m.kind) {
           case "update":
-            this.#receive(parseNotice(m.body), link);
+            this.#receiveUpdate(m.body, link);
             break;
           case "digest": {
-            const missing = this.#mesh.missingFor(JSON.parse(m.body) as Digest);
-            for (const n of missing) this.#send(link, n);
-            this.#logger.debug("digest answered", { relay: peer.name, notices: missing.length });
+            let d;
+            try {
+              d = parseDigest(m.body);
+            } catch (e) {
+              this.#refuse(link, String(e));
+              break;
+            }
+            if ("ask" in d) link.sendDigest();
+            else link.answerDigest(d.from, d.h);
             break;
           }
           case "ping":
@@ -325,7 +379,9 @@ export class MeshDirectory implements Directory {
     } finally {
       clearInterval(pinger);
       this.#abort.signal.removeEventListener("abort", onAbort);
+      link.close();
       framed.close();
+      await writer;
       set.delete(link);
       if (set.size === 0 && this.#links.get(peer.name) === set) {
         this.#links.delete(peer.name);
@@ -337,25 +393,39 @@ export class MeshDirectory implements Directory {
     }
   }
 
+  #refuse(from: ControlLink, reason: string): void {
+    this.#mesh.stats.refused++;
+    this.#logger.warn("notice refused", { relay: from.name, reason: reason.slice(0, 200) });
+  }
+
+  /** Applies the notices of one UPDATE, each on its own: an invalid one is refused alone. */
+  #receiveUpdate(body: string, from: ControlLink): void {
+    let parsed;
+    try {
+      parsed = parseUpdate(body);
+    } catch (e) {
+      this.#refuse(from, `not JSON: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    for (const reason of parsed.refused) this.#refuse(from, reason);
+    for (const n of parsed.notices) this.#receive(n, from);
+  }
+
   /** Applies a notice from a neighbour; floods it on if it was new. */
   #receive(n: Notice, from: ControlLink): void {
-    if (n.t !== "reg" && n.origin === this.#self!.name) {
+    const self = this.#self!.name;
+    if (n.t !== "reg" && n.origin === self) {
       // Our own notices coming back (or from an earlier run): we are the authority.
       this.#mesh.stats.dropped++;
       this.#logNotice("dropped", n, from.name);
       return;
     }
     const applied = this.#mesh.apply(n);
-    if (applied && n.t === "reg") {
-      // Coalesce: a catch-up may bring thousands; write them in one go.
-      this.#pendingRegs.set(n.id, n.reg);
-      this.#flushTimer ??= setTimeout(() => {
-        this.#flushTimer = undefined;
-        void this.#withRegistry(() => this.#flushRegistrations());
-      }, 20);
-    }
     this.#logNotice(applied ? "applied" : "dropped", n, from.name);
-    if (applied) this.#flood(n, from);
+    if (!applied) return;
+    if (n.t === "reg") this.#sync.learn(n.id, n.reg);
+    this.#flood(n, from);
+    if (n.t === "dev" && n.entry.state === DeviceState.Online) this.#checkPlace(n.entry.id);
   }
 
   #logNotice(action: string, n: Notice, from: string) {
@@ -374,99 +444,18 @@ export class MeshDirectory implements Directory {
     for (const [name, set] of this.#links) {
       if (from !== null && name === from.name) continue;
       const link = set.values().next().value;
-      if (link !== undefined) this.#send(link, n);
+      if (link !== undefined) link.enqueue(n);
     }
   }
 
-  #send(link: ControlLink, n: Notice) {
-    if (link.pending >= MAX_PENDING) {
-      this.#logger.warn("neighbour too slow: dropping its link", { relay: link.name });
-      link.framed.close();
-      return;
-    }
-    link.pending++;
-    void link.framed.trySend({ kind: "update", body: JSON.stringify(n) }).finally(() =>
-      link.pending--
-    );
-  }
-
-  #withRegistry<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#registryLock.then(fn);
-    this.#registryLock = run.then(() => {}, () => {});
-    return run;
-  }
-
-  /** Writes registrations learnt from the mesh into the local registry (under the lock). */
-  async #flushRegistrations(): Promise<void> {
-    if (this.#pendingRegs.size === 0) return;
-    const changes = [...this.#pendingRegs].map(([id, reg]) => ({ id, reg }));
-    this.#pendingRegs.clear();
-    try {
-      if (this.registry.applyMany) await this.registry.applyMany(changes);
-      else {
-        for (const c of changes) {
-          if (c.reg === null) await this.registry.remove(c.id);
-          else await this.registry.put(c.reg);
-        }
-      }
-    } catch (e) {
-      this.#logger.error("cannot write registrations", { error: String(e) });
-    }
-  }
-
-  /** Turns admin changes of the local registry into registration notices. */
-  #pollRegistry(): Promise<void> {
-    return this.#withRegistry(async () => {
-      // Mesh changes first, or they would look like local edits to undo.
-      await this.#flushRegistrations();
-      let regs: Registration[];
-      try {
-        regs = await this.registry.list();
-      } catch (e) {
-        this.#logger.warn("registry unreadable", { error: String(e) });
-        return;
-      }
-      const mesh = this.#mesh;
-      const seen = new Set<string>();
-      for (const reg of regs) {
-        seen.add(reg.id);
-        const held = mesh.registration(reg.id);
-        if (held?.reg && sameRegistration(held.reg, reg)) continue;
-        this.#originate({
-          t: "reg",
-          id: reg.id,
-          lamport: mesh.lamportOf(reg.id) + 1,
-          origin: this.#self!.name,
-          reg,
-        });
-      }
-      for (const id of mesh.registeredIds()) {
-        if (seen.has(id)) continue;
-        this.#originate({
-          t: "reg",
-          id,
-          lamport: mesh.lamportOf(id) + 1,
-          origin: this.#self!.name,
-          reg: null,
-        });
-      }
-    });
-  }
-
-  /** Stops dialing, closes links and timers. */
+  /** Stops dialing, closes links and timers, makes a last attempt at pending writes. */
   async close(): Promise<void> {
     this.#abort.abort();
     for (const t of this.#timers) clearInterval(t);
-    clearTimeout(this.#flushTimer);
-    await this.#withRegistry(() => this.#flushRegistrations());
+    await this.#sync.close();
     for (const set of this.#links.values()) for (const l of set) l.framed.close();
     await Promise.allSettled([...this.#tasks]);
   }
-}
-
-function sameRegistration(a: Registration, b: Registration): boolean {
-  return a.type === b.type && a.passwordHash === b.passwordHash &&
-    a.attributes.join("\0") === b.attributes.join("\0");
 }
 
 /** Reads, increments and writes the epoch file (missing file = epoch 0). */

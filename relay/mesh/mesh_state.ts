@@ -8,75 +8,57 @@
  *   `[epoch, seq]` from that relay: epoch grows at every start (persisted), seq at every
  *   change; only the origin relay writes them, so they are totally ordered;
  * - a registration carries a Lamport counter (`max seen + 1` at the relay where it was
- *   changed) with the origin relay's name as tie-break.
+ *   changed) with the origin relay's name as tie-break; a removal is a tombstone with
+ *   its own counter, kept so that an older copy can never bring the device back.
  * A notice is applied only if it is strictly newer than what is held for its key;
  * otherwise it is dropped (and not forwarded): that is what ends a flood.
+ *
+ * For catch-up every entry also sits in one of {@link BUCKETS} buckets (by a hash of its
+ * key), each with an XOR of its entries' `key#version` hashes, updated on every change:
+ * a digest is the bucket hashes (no scan), and two relays exchange only the buckets
+ * whose hashes differ.
  *
  * @module
  */
 
 import { DeviceState } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
-import type { Registration } from "../registry/registry.ts";
+import {
+  compareVersion,
+  type DeviceNotice,
+  keyOf,
+  type Notice,
+  regNewer,
+  type RegNotice,
+  type RelayNotice,
+  versionTag,
+} from "./notices.ts";
 
-/** `[epoch, seq]` of an origin relay. */
-export type Version = [number, number];
+export {
+  compareVersion,
+  type DeviceNotice,
+  type Notice,
+  parseNotice,
+  type RegNotice,
+  type RelayNotice,
+  type Version,
+} from "./notices.ts";
 
-/** Compares two versions: negative, zero or positive. */
-export function compareVersion(a: Version, b: Version): number {
-  return a[0] !== b[0] ? a[0] - b[0] : a[1] - b[1];
-}
-
-/** A relay's own record: where it listens and who its neighbours are. */
-export interface RelayNotice {
-  t: "relay";
-  origin: string;
-  v: Version;
-  address: string;
-  neighbors: string[];
-  /** Origin's wall clock at the change (information only). */
-  wall: number;
-}
-
-/** A device's presence on its relay (state offline = logged out there). */
-export interface DeviceNotice {
-  t: "dev";
-  origin: string;
-  v: Version;
-  entry: DirectoryEntry;
-}
-
-/** A registration or its removal (`reg: null`). */
-export interface RegNotice {
-  t: "reg";
-  id: string;
-  /** Lamport counter. */
-  lamport: number;
-  /** Relay where the change was made (tie-break). */
-  origin: string;
-  reg: Registration | null;
-}
-
-/** Any update notice. */
-export type Notice = RelayNotice | DeviceNotice | RegNotice;
-
-/** Per-origin summary exchanged when a link comes up. */
-export interface Digest {
-  origins: Record<string, { v: Version; hash: number }>;
-  regs: number;
-}
+/** Number of digest buckets: a catch-up resends at most one bucket's worth per bucket cut short. */
+export const BUCKETS = 1024;
 
 /** One origin relay's table. */
 interface OriginTable {
   relay: RelayNotice | null;
   /** Highest version seen from this origin (relay record or device). */
-  top: Version;
+  top: [number, number];
   devices: Map<string, DeviceNotice>;
   /** Local clock when a newer notice from this origin was last applied. */
   heardAt: number;
 }
 
-function hashString(s: string, h = 0x811c9dc5): number {
+/** FNV-1a, 32 bits. */
+export function hashString(s: string, h = 0x811c9dc5): number {
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193) >>> 0;
@@ -84,25 +66,19 @@ function hashString(s: string, h = 0x811c9dc5): number {
   return h;
 }
 
-/** Parses and validates a notice's JSON body; throws SyntaxError on a bad one. */
-export function parseNotice(body: string): Notice {
-  const n = JSON.parse(body);
-  const isVersion = (v: unknown) =>
-    Array.isArray(v) && v.length === 2 && v.every((x) => Number.isSafeInteger(x) && x >= 0);
-  if (typeof n !== "object" || n === null) throw new SyntaxError("notice is not an object");
-  if (
-    n.t === "relay" && typeof n.origin === "string" && isVersion(n.v) &&
-    typeof n.address === "string" && Array.isArray(n.neighbors)
-  ) return n;
-  if (
-    n.t === "dev" && typeof n.origin === "string" && isVersion(n.v) &&
-    typeof n.entry?.id === "string"
-  ) return n;
-  if (
-    n.t === "reg" && typeof n.id === "string" && Number.isSafeInteger(n.lamport) &&
-    typeof n.origin === "string"
-  ) return n;
-  throw new SyntaxError(`malformed notice: ${body.slice(0, 100)}`);
+/** The bucket a key sits in. */
+export function bucketOf(key: string): number {
+  return hashString(key) % BUCKETS;
+}
+
+function entryHash(key: string, n: Notice): number {
+  return hashString(`${key}#${versionTag(n)}`);
+}
+
+/** Claim order of two online entries for one device: higher claim, then greater origin. */
+function claimBeats(a: DeviceNotice, b: DeviceNotice): boolean {
+  const ca = a.claim ?? 0, cb = b.claim ?? 0;
+  return ca !== cb ? ca > cb : a.origin > b.origin;
 }
 
 /** The mesh tables of one relay. */
@@ -112,8 +88,10 @@ export class MeshState {
   readonly #now: () => number;
   readonly #origins = new Map<string, OriginTable>();
   readonly #regs = new Map<string, RegNotice>();
+  readonly #buckets: Map<string, Notice>[] = Array.from({ length: BUCKETS }, () => new Map());
+  readonly #bucketHash = new Uint32Array(BUCKETS);
   /** Counters for logs and benchmarks. */
-  readonly stats = { applied: 0, dropped: 0 };
+  readonly stats = { applied: 0, dropped: 0, refused: 0 };
 
   /** Creates empty tables for relay `self`. */
   constructor(self: string, now: () => number) {
@@ -130,11 +108,30 @@ export class MeshState {
     return t;
   }
 
+  #index(n: Notice): void {
+    const key = keyOf(n);
+    const b = bucketOf(key);
+    const old = this.#buckets[b].get(key);
+    if (old !== undefined) this.#bucketHash[b] ^= entryHash(key, old);
+    this.#buckets[b].set(key, n);
+    this.#bucketHash[b] ^= entryHash(key, n);
+  }
+
+  #unindex(n: Notice): void {
+    const key = keyOf(n);
+    const b = bucketOf(key);
+    if (this.#buckets[b].get(key) !== n) return;
+    this.#buckets[b].delete(key);
+    this.#bucketHash[b] ^= entryHash(key, n);
+  }
+
   /** Applies a notice if it is newer than what is held; true when applied. */
   apply(n: Notice): boolean {
     const applied = this.#apply(n);
-    if (applied) this.stats.applied++;
-    else this.stats.dropped++;
+    if (applied) {
+      this.stats.applied++;
+      this.#index(n);
+    } else this.stats.dropped++;
     return applied;
   }
 
@@ -145,7 +142,12 @@ export class MeshState {
         if (t.relay !== null && compareVersion(n.v, t.relay.v) <= 0) return false;
         if (n.v[0] > t.top[0]) {
           // A new incarnation: presence from the previous one is void.
-          for (const [id, d] of t.devices) if (d.v[0] < n.v[0]) t.devices.delete(id);
+          for (const [id, d] of t.devices) {
+            if (d.v[0] < n.v[0]) {
+              t.devices.delete(id);
+              this.#unindex(d);
+            }
+          }
         }
         t.relay = n;
         this.#bump(t, n.v);
@@ -173,7 +175,7 @@ export class MeshState {
     }
   }
 
-  #bump(t: OriginTable, v: Version) {
+  #bump(t: OriginTable, v: [number, number]) {
     if (compareVersion(v, t.top) > 0) t.top = v;
     t.heardAt = this.#now();
   }
@@ -183,9 +185,9 @@ export class MeshState {
     return this.#regs.get(id);
   }
 
-  /** IDs of the registrations held that are present (not removed). */
-  registeredIds(): string[] {
-    return [...this.#regs.values()].filter((n) => n.reg !== null).map((n) => n.id);
+  /** Number of registration notices held (tombstones included). */
+  get registrationCount(): number {
+    return this.#regs.size;
   }
 
   /** Highest Lamport counter held for `id` (0 if none). */
@@ -210,24 +212,48 @@ export class MeshState {
     return t !== undefined && this.#now() - t.heardAt <= timeoutMs;
   }
 
+  /** Highest login claim held for device `id` on any relay (0 if none). */
+  claimOf(id: string): number {
+    let max = 0;
+    for (const t of this.#origins.values()) max = Math.max(max, t.devices.get(id)?.claim ?? 0);
+    return max;
+  }
+
+  /** The presence notice relay `origin` holds for `id`, if any. */
+  deviceAt(origin: string, id: string): DeviceNotice | undefined {
+    return this.#origins.get(origin)?.devices.get(id);
+  }
+
   /**
-   * Where `id` is: an online entry on a live relay (local first, then the most recently
-   * updated), else an online entry on a dead relay shown as unreachable, else null.
+   * The one place device `id` is online, by the mesh-wide rule: among online entries on
+   * live relays, the highest login claim, ties to the greater relay name. Every relay
+   * holding the same tables picks the same one.
    */
-  presence(id: string, timeoutMs: number): DirectoryEntry | null {
-    let best: DirectoryEntry | null = null;
-    let dead: DirectoryEntry | null = null;
+  winner(id: string, timeoutMs: number): DeviceNotice | null {
+    let best: DeviceNotice | null = null;
     for (const [origin, t] of this.#origins) {
       const d = t.devices.get(id);
       if (d === undefined || d.entry.state !== DeviceState.Online) continue;
-      if (!this.isAlive(origin, timeoutMs)) {
-        dead ??= { ...d.entry, state: DeviceState.Unreachable };
-        continue;
-      }
-      if (origin === this.self) return d.entry;
-      if (best === null || d.entry.lastUpdate > best.lastUpdate) best = d.entry;
+      if (!this.isAlive(origin, timeoutMs)) continue;
+      if (best === null || claimBeats(d, best)) best = d;
     }
-    return best ?? dead;
+    return best;
+  }
+
+  /**
+   * Where `id` is: the {@link winner}'s entry, else an online entry on a dead relay shown
+   * as unreachable, else null.
+   */
+  presence(id: string, timeoutMs: number): DirectoryEntry | null {
+    const best = this.winner(id, timeoutMs);
+    if (best !== null) return best.entry;
+    for (const t of this.#origins.values()) {
+      const d = t.devices.get(id);
+      if (d !== undefined && d.entry.state === DeviceState.Online) {
+        return { ...d.entry, state: DeviceState.Unreachable };
+      }
+    }
+    return null;
   }
 
   /**
@@ -242,8 +268,8 @@ export class MeshState {
       first.set(n, n);
       queue.push(n);
     }
-    while (queue.length > 0) {
-      const at = queue.shift()!;
+    for (let i = 0; i < queue.length; i++) {
+      const at = queue[i];
       const record = this.relay(at);
       if (record === undefined || !this.isAlive(at, timeoutMs)) continue;
       for (const next of record.neighbors) {
@@ -256,47 +282,37 @@ export class MeshState {
     return null;
   }
 
-  /** Summary of what this relay holds. */
-  digest(): Digest {
-    const origins: Digest["origins"] = {};
-    for (const [origin, t] of this.#origins) {
-      let hash = 0;
-      if (t.relay) hash ^= hashString(`r@${t.relay.v}`);
-      for (const [id, d] of t.devices) hash ^= hashString(`${id}@${d.v}`);
-      origins[origin] = { v: t.top, hash };
-    }
-    let regs = 0;
-    for (const [id, r] of this.#regs) regs ^= hashString(`${id}@${r.lamport}@${r.origin}`);
-    return { origins, regs };
+  /** Bucket hashes `[from, from + count)`: one chunk of this relay's digest. */
+  digestChunk(from: number, count: number): number[] {
+    return [...this.#bucketHash.subarray(from, from + count)];
   }
 
-  /** The notices a peer with digest `theirs` may be missing (whole tables that differ). */
-  missingFor(theirs: Digest): Notice[] {
-    const out: Notice[] = [];
-    const mine = this.digest();
-    for (const [origin, t] of this.#origins) {
-      const other = theirs.origins[origin];
-      if (other !== undefined) {
-        if (compareVersion(t.top, other.v) < 0) continue; // theirs is newer
-        if (
-          compareVersion(t.top, other.v) === 0 && other.hash === this.digest().origins[origin].hash
-        ) {
-          continue;
-        }
-      }
-      if (t.relay) out.push(t.relay);
-      out.push(...t.devices.values());
+  /** The whole digest (every bucket hash). */
+  digest(): number[] {
+    return this.digestChunk(0, BUCKETS);
+  }
+
+  /** Buckets among `[from, from + theirs.length)` whose hash differs from the peer's. */
+  differingBuckets(from: number, theirs: readonly number[]): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < theirs.length; i++) {
+      if (this.#bucketHash[from + i] !== theirs[i]) out.push(from + i);
     }
-    if (theirs.regs !== mine.regs) out.push(...this.#regs.values());
     return out;
+  }
+
+  /** The notices held in bucket `b` (a snapshot). */
+  bucketNotices(b: number): Notice[] {
+    return [...this.#buckets[b].values()];
+  }
+
+  /** The notices a peer with digest `theirs` may be missing (the buckets that differ). */
+  missingFor(theirs: readonly number[]): Notice[] {
+    return this.differingBuckets(0, theirs).flatMap((b) => this.bucketNotices(b));
   }
 
   /** Every device notice held, for listing. */
   *deviceNotices(): IterableIterator<DeviceNotice> {
     for (const t of this.#origins.values()) yield* t.devices.values();
   }
-}
-
-function regNewer(a: RegNotice, b: RegNotice): boolean {
-  return a.lamport !== b.lamport ? a.lamport > b.lamport : a.origin > b.origin;
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 import {
+  BUCKETS,
   compareVersion,
   type DeviceNotice,
   MeshState,
@@ -9,6 +10,7 @@ import {
   parseNotice,
   type RelayNotice,
 } from "./mesh_state.ts";
+import { parseUpdate } from "./notices.ts";
 
 const opts = { permissions: "none" } as const;
 
@@ -64,7 +66,7 @@ Deno.test({
     assert.equal(s.presence("fax", 1000)?.relay, "r1");
     assert.equal(s.apply(dev("r1", [1, 3], "fax", DeviceState.Offline)), true);
     assert.equal(s.presence("fax", 1000), null);
-    assert.deepEqual(s.stats, { applied: 2, dropped: 2 });
+    assert.deepEqual(s.stats, { applied: 2, dropped: 2, refused: 0 });
   },
 });
 
@@ -252,5 +254,91 @@ Deno.test({
     assert.equal(c.presence("y", 1000)?.relay, "a");
     assert.equal(a.presence("z", 1000)?.relay, "c");
     assert.deepEqual(a.missingFor(c.digest()), [], "nothing more to send once in step");
+  },
+});
+
+Deno.test({
+  name: "MeshState.winner(): the newer login claim wins on every relay, ties to the greater name",
+  ...opts,
+  fn() {
+    const a = new MeshState("a", () => 0);
+    const b = new MeshState("b", () => 0);
+    const onA: DeviceNotice = { ...dev("a", [1, 1], "fax"), claim: 1 };
+    const onB: DeviceNotice = { ...dev("b", [1, 1], "fax"), claim: 2 };
+    // Delivered in opposite orders: both relays pick the same place.
+    a.apply(onA);
+    a.apply(onB);
+    b.apply(onB);
+    b.apply(onA);
+    assert.equal(a.winner("fax", 1000)?.origin, "b");
+    assert.equal(b.winner("fax", 1000)?.origin, "b");
+    assert.equal(a.presence("fax", 1000)?.relay, "b");
+    assert.equal(a.claimOf("fax"), 2, "the next login anywhere claims 3");
+    // Two logins with the same claim (concurrent): the greater relay name wins everywhere.
+    const tie = new MeshState("c", () => 0);
+    tie.apply({ ...dev("b", [1, 1], "x"), claim: 4 });
+    tie.apply({ ...dev("a", [1, 1], "x"), claim: 4 });
+    assert.equal(tie.winner("x", 1000)?.origin, "b");
+  },
+});
+
+Deno.test({
+  name: "parseUpdate() refuses an invalid notice alone and keeps the others",
+  ...opts,
+  fn() {
+    const good = (id: string): Notice => ({
+      t: "reg",
+      id,
+      lamport: 1,
+      origin: "r1",
+      reg: { id, type: "FAX", attributes: [], passwordHash: "x", updatedAt: 0 },
+    });
+    const bad = { ...good("bad"), reg: { ...(good("bad") as { reg: object }).reg, type: "fax!" } };
+    const parsed = parseUpdate(JSON.stringify([good("a"), bad, good("b")]));
+    assert.deepEqual(parsed.notices.map((n) => n.t === "reg" && n.id), ["a", "b"]);
+    assert.equal(parsed.refused.length, 1);
+    assert.match(parsed.refused[0], /Device type/);
+    const stream = parseUpdate(JSON.stringify({ catchUp: [good("c")] }));
+    assert.equal(stream.catchUp, true);
+    assert.equal(stream.notices.length, 1);
+  },
+});
+
+Deno.test({
+  name: "catch-up by buckets is linear and resumes: a stream cut midway resends only one bucket",
+  ...opts,
+  fn() {
+    const full = new MeshState("full", () => 0);
+    const n = 20_000;
+    for (let i = 0; i < n; i++) {
+      full.apply({
+        t: "reg",
+        id: `d${i}`,
+        lamport: 1,
+        origin: "r1",
+        reg: { id: `d${i}`, type: "FAX", attributes: [], passwordHash: "x", updatedAt: 0 },
+      });
+    }
+    const joiner = new MeshState("joiner", () => 0);
+    let sent = 0;
+    let rounds = 0;
+    // Each round is one link: digest, then buckets in order until the link is "cut".
+    for (const cutAfter of [BUCKETS / 4, BUCKETS / 3, Infinity]) {
+      rounds++;
+      const buckets = full.differingBuckets(0, joiner.digest());
+      for (const [k, b] of buckets.entries()) {
+        const notices = full.bucketNotices(b);
+        // Cut in the middle of a bucket: half of it arrives.
+        const arrive = k === Math.floor(cutAfter) ? notices.slice(0, notices.length >> 1) : notices;
+        for (const m of arrive) joiner.apply(m);
+        sent += arrive.length;
+        if (k >= cutAfter) break;
+      }
+    }
+    assert.equal(rounds, 3);
+    assert.deepEqual(joiner.digest(), full.digest(), "caught up completely");
+    assert.equal(joiner.registrationCount, n);
+    // Resent: at most the notices of the two buckets cut in half.
+    assert.ok(sent < n + 2 * (3 * n / BUCKETS), `sent ${sent} for ${n}`);
   },
 });

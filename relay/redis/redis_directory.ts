@@ -10,15 +10,18 @@
  * its relay are always written together. Per device the writes are in order: a
  * device's next write starts only after its previous one finished.
  *
- * Ownership and "newest". `dev:<id>` names the relay (and the relay process, `epoch`)
- * that wrote it. An offline write only clears an entry its own relay wrote: a device
- * that moved to another relay is never cleared by the relay it left. When two relays
- * write one device, the newer *event* wins, timed on Redis's clock: the relay sends the
- * age of the change on its own monotonic clock and the script subtracts it from Redis
- * `TIME`, so relays' wall clocks never need to agree and a write that waited in a queue
- * (e.g. through an outage) cannot overwrite a later change from another relay. Between
- * writes of the same relay process the relay's own sequence number decides. An entry
- * whose relay process is not alive (its `relay:<name>` key expired or holds another
+ * Ownership and "newest": one device, one place. `dev:<id>` names the relay (and the
+ * relay process, `epoch`) that wrote it. An offline write only clears an entry its own
+ * relay wrote: a device that moved to another relay is never cleared by the relay it
+ * left. When two live relays hold one device, the newer *login* wins, timed on Redis's
+ * clock: the relay sends the age of its login of the device on its own monotonic clock
+ * and the script subtracts it from Redis `TIME`, so relays' wall clocks never need to
+ * agree, a write that waited in a queue cannot take the device from a later login, and
+ * later state changes of the older login cannot take it back. The loser lets the device
+ * go (its agent is told `Replaced`): at once if its own write is refused (`replaced`),
+ * else at its next heartbeat, from the `evict:<name>` list the winner appends to.
+ * Between writes of the same relay process the relay's own sequence number decides. An
+ * entry whose relay process is not alive (its `relay:<name>` key expired or holds another
  * epoch) is overwritten unconditionally.
  *
  * Liveness. {@link RedisDirectory.start} writes `relay:<name>` with a TTL that a
@@ -63,8 +66,14 @@ export { DirectoryUnavailableError };
 
 /**
  * Writes one change of a device. KEYS: dev:<id>, relaydevs:<me>. ARGV: prefix, id, me,
- * epoch, seq, age of the change in µs, entry JSON ("" = the device logged out).
- * Returns what happened: written, cleared, stale, older or not-owner.
+ * epoch, seq, age of this relay's login of the device in µs, entry JSON ("" = the device
+ * logged out), agent instance hash. Returns what happened: written, took-over:<relay>
+ * (a live relay held an older login), cleared, stale, replaced (a live relay holds a
+ * newer login: this relay must let the device go) or not-owner.
+ *
+ * One device, one place: `at` is the time of the holder's *login* on Redis's clock (the
+ * relay sends the login's age on its own monotonic clock), so a later state change of an
+ * older login never takes the device back from a newer login elsewhere.
  */
 const WRITE = new LuaScript(`
 local prefix, id, me, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -79,21 +88,22 @@ if entry == '' then
   redis.call('SREM', KEYS[2], id)
   return 'cleared'
 end
+local result = 'written'
 if cur[1] then
   if cur[1] == me and cur[2] == epoch then
     if tonumber(cur[3]) >= seq then return 'stale' end
-  elseif redis.call('HGET', prefix .. 'relay:' .. cur[1], 'epoch') == cur[2]
-      and tonumber(cur[4]) > at then
-    return 'older'
+  elseif redis.call('HGET', prefix .. 'relay:' .. cur[1], 'epoch') == cur[2] then
+    if tonumber(cur[4]) > at then return 'replaced' end
+    if cur[1] ~= me then result = 'took-over:' .. cur[1] end
   end
   if cur[1] ~= me then redis.call('SREM', prefix .. 'relaydevs:' .. cur[1], id) end
 end
 redis.call('HSET', KEYS[1], 'relay', me, 'epoch', epoch, 'seq', ARGV[5],
-  'at', string.format('%.0f', at), 'entry', entry)
+  'at', string.format('%.0f', at), 'entry', entry, 'inst', ARGV[8])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('SADD', KEYS[2], id)
 redis.call('SADD', prefix .. 'relays', me)
-return 'written'
+return result
 `);
 
 /**
@@ -222,8 +232,18 @@ interface PendingWrite {
   entry: DirectoryEntry | null;
   /** This process's sequence number of the change. */
   seq: number;
-  /** `performance.now()` when the change happened. */
+  /** `performance.now()` when the device logged in here (the change time when offline). */
   at: number;
+  /** Hash of the agent instance token ("" for none). */
+  inst: string;
+}
+
+/** Hash of an agent instance token, as stored in `dev:` entries. */
+function instanceHash(token: string): string {
+  if (token === "") return "";
+  let h = 0x811c9dc5;
+  for (const c of `tsunagi-instance:${token}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  return h.toString(16);
 }
 
 /** What {@link RedisDirectory.lookup} and friends parse an entry JSON into. */
@@ -260,8 +280,8 @@ export class RedisDirectory implements Directory, AsyncDisposable {
   #seq = 0;
   /** Latest unwritten change per device, in first-change order. */
   readonly #pending = new Map<string, PendingWrite>();
-  /** Devices online here: latest entry and when it changed (monotonic ms). */
-  readonly #local = new Map<string, { entry: DirectoryEntry; at: number }>();
+  /** Devices online here: latest entry, when it logged in here (monotonic ms), agent instance. */
+  readonly #local = new Map<string, { entry: DirectoryEntry; at: number; inst: string }>();
   #inFlight = 0;
   #wake: (() => void) | null = null;
   readonly #idleWaiters = new Set<() => void>();
@@ -353,15 +373,21 @@ export class RedisDirectory implements Directory, AsyncDisposable {
   /** See {@link Directory.publish}. Never blocks or throws: the write happens in the background. */
   publish(entry: DirectoryEntry): void {
     if (this.#closing !== null) return;
-    const at = performance.now();
+    const now = performance.now();
     const online = entry.state !== DeviceState.Offline;
-    if (online) this.#local.set(entry.id, { entry: { ...entry }, at });
+    const inst = instanceHash(this.#self?.instance?.(entry.id) ?? "");
+    const held = this.#local.get(entry.id);
+    // A new login here (or another agent instance taking over) is timed now; a change of
+    // the same login keeps its login time: the newer *login* holds the device.
+    const at = online && held !== undefined && held.inst === inst ? held.at : now;
+    if (online) this.#local.set(entry.id, { entry: { ...entry }, at, inst });
     else this.#local.delete(entry.id);
     this.#pending.set(entry.id, {
       id: entry.id,
       entry: online ? { ...entry } : null,
       seq: ++this.#seq,
       at,
+      inst,
     });
     this.#wakeWriter();
   }
@@ -535,9 +561,40 @@ export class RedisDirectory implements Directory, AsyncDisposable {
         write.seq,
         ageUs,
         write.entry === null ? "" : JSON.stringify(write.entry),
+        write.inst,
       ],
     );
-    this.#logger.debug("redis write", { device: write.id, result: String(result) });
+    const outcome = String(result);
+    this.#logger.debug("redis write", { device: write.id, result: outcome });
+    if (outcome === "replaced") await this.#checkPlace([write.id]);
+    else if (outcome.startsWith("took-over:")) {
+      // Tell the relay that held the older login; it checks at its next heartbeat.
+      const key = this.keys.evictions(outcome.slice("took-over:".length));
+      await this.conn.command(["RPUSH", key, write.id]);
+      await this.conn.command(["PEXPIRE", key, String(this.#ttlMs * 6)]);
+    }
+  }
+
+  /**
+   * One device, one place: for each of `ids` still online here, reads who holds it in
+   * Redis; if it is another relay process (a newer login won), lets the device go here.
+   */
+  async #checkPlace(ids: string[]): Promise<void> {
+    const self = this.#self!;
+    for (const id of ids) {
+      const local = this.#local.get(id);
+      if (local === undefined) continue;
+      const cur = await this.conn.command(["HMGET", this.keys.dev(id), "relay", "epoch", "inst"]);
+      const [relay, epoch, inst] = Array.isArray(cur) ? cur.map((v) => v ?? "") : [];
+      if (!relay || (relay === self.name && epoch === this.#epoch)) continue;
+      const sameInstance = local.inst !== "" && local.inst === String(inst);
+      this.#logger.warn("device taken over by a newer login on another relay", {
+        device: id,
+        relay: String(relay),
+        sameInstance,
+      });
+      self.evict?.(id, { relay: String(relay), sameInstance });
+    }
   }
 
   #scheduleBeat(): void {
@@ -565,10 +622,22 @@ export class RedisDirectory implements Directory, AsyncDisposable {
         }
         await this.#resync(state === "taken" ? "name taken over" : "relay key expired");
       }
+      await this.#popEvictions();
       const purged = await this.conn.eval(JANITOR, [this.keys.relays], [this.keys.prefix]);
       if (Number(purged) > 0) this.#logger.info("redis purged dead relays' devices", { purged });
     } catch (e) {
       this.#logger.debug("heartbeat failed", { error: String(e) });
+    }
+  }
+
+  /** Devices other relays took over from this one (a newer login): check and let them go. */
+  async #popEvictions(): Promise<void> {
+    const key = this.keys.evictions(this.#self!.name);
+    for (;;) {
+      const ids = await this.conn.command(["LPOP", key, "256"]);
+      if (!Array.isArray(ids) || ids.length === 0) return;
+      await this.#checkPlace(ids.map(String));
+      if (ids.length < 256) return;
     }
   }
 
@@ -624,6 +693,7 @@ export class RedisDirectory implements Directory, AsyncDisposable {
           entry: { ...entry },
           seq: ++this.#seq,
           at: this.#local.get(entry.id)?.at ?? performance.now(),
+          inst: this.#local.get(entry.id)?.inst ?? "",
         });
       }
       this.#wakeWriter();
@@ -631,7 +701,13 @@ export class RedisDirectory implements Directory, AsyncDisposable {
       let stale = 0;
       for (const id of Array.isArray(owned) ? owned.map(String) : []) {
         if (current.has(id) || this.#local.has(id) || this.#pending.has(id)) continue;
-        this.#pending.set(id, { id, entry: null, seq: ++this.#seq, at: performance.now() });
+        this.#pending.set(id, {
+          id,
+          entry: null,
+          seq: ++this.#seq,
+          at: performance.now(),
+          inst: "",
+        });
         stale++;
       }
       this.#wakeWriter();

@@ -10,6 +10,7 @@
  * | `<p>relays`               | set    | names of relays that wrote entries                 |
  * | `<p>relay:<name>`         | hash   | address, epoch, startedAt; expires after the TTL   |
  * | `<p>relaydevs:<name>`     | set    | IDs whose `dev:` entry names relay `<name>`        |
+ * | `<p>evict:<name>`         | list   | IDs a newer login took from relay `<name>`         |
  *
  * `<p>` is the key prefix, `tsunagi:` unless configured otherwise.
  *
@@ -46,6 +47,10 @@ export class RedisKeys {
   /** Liveness and address of relay `name` (with a TTL). */
   relay(name: string): string {
     return `${this.prefix}relay:${name}`;
+  }
+  /** IDs that newer logins on other relays took from relay `name` (it lets them go). */
+  evictions(name: string): string {
+    return `${this.prefix}evict:${name}`;
   }
   /** IDs of the devices relay `name` owns. */
   relayDevices(name: string): string {
