@@ -22,7 +22,7 @@
  * @module
  */
 
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, scrypt, timingSafeEqual } from "node:crypto";
 
 /** Bytes of SHA-256 output: keys, proofs and signatures. */
 export const KEY_BYTES = 32;
@@ -189,4 +189,37 @@ export function newScramNonce(): string {
 /** True when `nonce` is a nonce this protocol accepts: 16-64 base64 characters. */
 export function isValidNonce(nonce: string): boolean {
   return /^[A-Za-z0-9+/=]{16,64}$/.test(nonce);
+}
+
+/** Fewest PBKDF2 iterations a device accepts in a challenge (RFC 7677's minimum). */
+export const MIN_ITERATIONS = 4096;
+/** Most PBKDF2 iterations a device accepts: bounds what a hostile relay can make it do. */
+export const MAX_ITERATIONS = 10_000_000;
+
+const SCRYPT_PREHASH_RE =
+  /^scrypt\$([1-9][0-9]{0,7})\$([1-9][0-9]?)\$([1-9][0-9]?)\$([A-Za-z0-9+/=]{4,88})\$([1-9][0-9]{1,2})$/;
+
+/**
+ * The password a migrated registration's SCRAM verifier was built over: the base64 of
+ * its old scrypt hash, `prehash` being `scrypt$N$r$p$saltBase64$keyBytes`. Rejects a
+ * prehash outside the bounds the registry ever wrote (N 2^10..2^20, r <= 32, p <= 16,
+ * 16-128 key bytes), so a hostile relay cannot make the device allocate gigabytes.
+ */
+export async function prehashPassword(password: string, prehash: string): Promise<string> {
+  const m = SCRYPT_PREHASH_RE.exec(prehash);
+  const [n, r, p, keyBytes] = m ? [m[1], m[2], m[3], m[5]].map(Number) : [0, 0, 0, 0];
+  if (
+    m === null || n < 1024 || n > 2 ** 20 || (n & (n - 1)) !== 0 || r > 32 || p > 16 ||
+    keyBytes < 16 || keyBytes > 128 || 128 * n * r > 1.5 * 1024 ** 3
+  ) {
+    throw new RangeError(`Cannot pre-hash the password: unsupported prehash "${prehash}"`);
+  }
+  const salt = Uint8Array.fromBase64(m[4]);
+  const key = await new Promise<Uint8Array>((resolve, reject) => {
+    scrypt(password, salt, keyBytes, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (e, k) => {
+      if (e) reject(e);
+      else resolve(new Uint8Array(k));
+    });
+  });
+  return key.toBase64();
 }
