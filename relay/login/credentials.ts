@@ -7,7 +7,7 @@
  * device's answer) are in relay/core/login.ts, around these calls.
  *
  * **Unknown IDs.** An unregistered ID gets a challenge like any other: a salt derived
- * from the relay's login secret (`HMAC(secret, "salt" 0 id)`, stable across restarts and,
+ * from the relay's login secret (first 16 bytes of `HMAC(secret, "tsunagi-fake-salt" 0 id)`, stable across restarts and,
  * with a shared secret, across relays), the default iteration count, and a proof check
  * against a fake StoredKey that no password matches. Same frames, same sizes, same work.
  *
@@ -118,7 +118,9 @@ export class LoginAuthority {
   ): PendingLogin {
     const parsed = reg === undefined ? null : parseVerifier(reg.passwordHash);
     const failure: LoginFailure = reg === undefined ? "unregistered" : "not migrated";
-    const v: ScramVerifier = parsed?.verifier ?? this.#fakeVerifier(id);
+    // Derived for every ID, used for unknown ones: both paths do the same work.
+    const fake = this.#fakeVerifier(id);
+    const v: ScramVerifier = parsed?.verifier ?? fake;
     const prehash = parsed?.prehash ?? "";
     const nonce = clientNonce + serverNonce();
     const auth = authMessage({ id, clientNonce, nonce, salt: v.salt, iterations: v.iterations });
@@ -200,12 +202,9 @@ export class LoginAuthority {
   }
 
   #fakeVerifier(id: string): ScramVerifier {
-    return {
-      salt: hmac(this.#fakeKey, `tsunagi-fake-salt\0${id}`).subarray(0, 16),
-      iterations: DEFAULT_ITERATIONS,
-      storedKey: hmac(this.#fakeKey, `tsunagi-fake-stored-key\0${id}`),
-      serverKey: hmac(this.#fakeKey, `tsunagi-fake-server-key\0${id}`),
-    };
+    const h = hmac(this.#fakeKey, `tsunagi-fake-salt\0${id}`);
+    // No password's StoredKey matches a SHA-256 nobody knows the preimage of.
+    return { salt: h.subarray(0, 16), iterations: DEFAULT_ITERATIONS, storedKey: h, serverKey: h };
   }
 }
 
