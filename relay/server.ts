@@ -123,7 +123,26 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const fakeKey = await fakeSaltKey(options.meshSecret, options.directory);
   // TLS through node:tls: its sockets can turn Nagle off (see shared/tls_listener.ts).
   const listener: Acceptor = options.tls
-    ? await NodeTlsListener.listen({ hostname, port, cert: options.tls.cert, key: options.tls.key })
+    ? await NodeTlsListener.listen({
+      hostname,
+      port,
+      cert: options.tls.cert,
+      key: options.tls.key,
+      onClientError: (e, remote) => {
+        // OpenSSL's words for a first record that is not TLS: a plain tsunagi HELLO.
+        const plain = /wrong version number|http request|unknown protocol|packet length too long/i
+          .test(e.message);
+        options.logger?.warn("TLS handshake failed", {
+          remote,
+          error: e.message,
+          ...(plain
+            ? {
+              hint: "the client speaks plain TCP: this relay speaks TLS, give the agent --tls-ca",
+            }
+            : {}),
+        });
+      },
+    })
     : Deno.listen({ hostname, port });
   const addr = listener.addr as Deno.NetAddr;
   const name = options.name ?? `relay-${addr.port}`;
