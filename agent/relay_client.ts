@@ -15,6 +15,7 @@
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import {
   ConnectionClosedError,
+  FrameTooLargeError,
   LoginRefusedError,
   PeerUnavailableError,
   ProtocolError,
@@ -24,10 +25,25 @@ import { FramedConn } from "../shared/framed_conn.ts";
 import { dial } from "../shared/dial.ts";
 import { type DirectoryEntry, encodeMessage, type Message } from "../shared/protocol/messages.ts";
 import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
+import {
+  authMessage,
+  bytesEqual,
+  clientKey,
+  clientProof,
+  MAX_ITERATIONS,
+  MIN_ITERATIONS,
+  newScramNonce,
+  resumeKey,
+  resumeProof,
+  resumeSignature,
+  serverKey,
+  serverSignature,
+} from "../shared/scram.ts";
+import { defaultLoginCache, type LoginCache } from "./login_cache.ts";
 import { Session, type SessionOptions } from "./session.ts";
 
 /** Software name announced in HELLO. */
-export const SOFTWARE = "tsunagi-agent/0.1";
+export const SOFTWARE = "tsunagi-agent/0.2";
 
 /** How to reach and log in to a relay. */
 export interface RelayLogin {
@@ -46,6 +62,8 @@ export interface RelayLogin {
   tlsCa?: string;
   /** Read size per socket read (default 64 KiB + header). */
   readSize?: number;
+  /** Salted passwords and tickets (default: the process-wide {@link defaultLoginCache}). */
+  cache?: LoginCache;
 }
 
 /** Options for {@link connectRelay}. */
@@ -67,7 +85,12 @@ export interface RequestOptions {
 /** A NOTICE received on an idle connection. */
 export type Notice = Extract<Message, { kind: "notice" }>;
 
-/** Dials the relay, sends HELLO + LOGIN in one write, waits for the result. */
+/**
+ * Dials the relay and logs in with SCRAM-SHA-256 (docs/protocol.md 6.1): HELLO + LOGIN
+ * in one write, LOGIN_CHALLENGE, LOGIN_PROOF, LOGIN_RESULT, whose signature proves the
+ * relay knows this device's verifier. The password never leaves the process. With a
+ * ticket from an earlier login to the same relay, the proof uses the ticket's key.
+ */
 export async function connectRelay(
   login: RelayLogin,
   options: ConnectRelayOptions = {},
@@ -92,35 +115,13 @@ export async function connectRelay(
   const onAbort = () => framed.close();
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    const hello = encodeMessage({
+    const hello: Message = {
       kind: "hello",
       version: PROTOCOL_VERSION,
       role: Role.Device,
       software: SOFTWARE,
-    });
-    const request = encodeMessage({
-      kind: "login",
-      id: login.id,
-      password: login.password,
-      ...(login.instance ? { instance: login.instance } : {}),
-    });
-    const both = new Uint8Array(hello.length + request.length);
-    both.set(hello);
-    both.set(request, hello.length);
-    await framed.write(both);
-    const answer = await framed.readMessage();
-    if (answer === null) {
-      throw new ConnectionClosedError(
-        `Relay ${formatHostPort(login.address)} closed the connection during login`,
-      );
-    }
-    if (answer.kind === "error") throw new RelayError(answer.code, answer.message);
-    if (answer.kind !== "loginResult") {
-      throw new ProtocolError(`Expected LOGIN_RESULT, got ${answer.kind}`);
-    }
-    if (answer.code !== ErrorCode.Ok) {
-      throw new LoginRefusedError(answer.code, answer.message, answer.retryAfterMs);
-    }
+    };
+    const answer = await scramLogin(framed, login, encodeMessage(hello));
     return new RelayConnection(framed, login, answer.relay, answer.keepaliveMs, options.session);
   } catch (e) {
     framed.close();
@@ -134,6 +135,117 @@ export async function connectRelay(
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
+}
+
+type LoginResult = Extract<Message, { kind: "loginResult" }>;
+
+/** Runs the login exchange after `hello`; the relay's Ok answer, or throws. */
+async function scramLogin(
+  framed: FramedConn,
+  login: RelayLogin,
+  hello: Uint8Array,
+): Promise<LoginResult> {
+  const where = formatHostPort(login.address);
+  const cache = login.cache ?? defaultLoginCache;
+  const ticketKey = `${where}\0${login.id}\0${login.instance ?? ""}`;
+  const ticket = cache.ticket(ticketKey);
+  const clientNonce = newScramNonce();
+  const request = encodeMessage({
+    kind: "login",
+    id: login.id,
+    nonce: clientNonce,
+    instance: login.instance ?? "",
+    ticket: ticket?.ticket ?? "",
+  });
+  const both = new Uint8Array(hello.length + request.length);
+  both.set(hello);
+  both.set(request, hello.length);
+  await framed.write(both);
+  const challenge = await readLoginAnswer(framed, where);
+  if (challenge.kind === "loginResult") {
+    // Refused before any challenge (throttled, shutting down...); Ok here is a violation.
+    throw challenge.code === ErrorCode.Ok
+      ? new ProtocolError("Relay accepted a login without a challenge")
+      : new LoginRefusedError(challenge.code, challenge.message, challenge.retryAfterMs);
+  }
+  if (challenge.kind !== "loginChallenge") {
+    throw new ProtocolError(`Expected LOGIN_CHALLENGE, got ${challenge.kind}`);
+  }
+  if (!challenge.nonce.startsWith(clientNonce) || challenge.nonce.length <= clientNonce.length) {
+    throw new ProtocolError("Relay's LOGIN_CHALLENGE does not extend this login's nonce");
+  }
+  const x = { id: login.id, clientNonce, nonce: challenge.nonce, salt: challenge.salt };
+  let proof: Uint8Array;
+  let expected: Uint8Array;
+  let newTicketKey: (() => Uint8Array) | null = null;
+  if (challenge.iterations === 0) {
+    if (ticket === undefined) throw new ProtocolError("Relay offered a ticket login unasked");
+    const auth = authMessage({ ...x, iterations: 0 });
+    proof = resumeProof(ticket.key, auth);
+    expected = resumeSignature(ticket.key, auth);
+  } else {
+    if (challenge.iterations < MIN_ITERATIONS || challenge.iterations > MAX_ITERATIONS) {
+      throw new ProtocolError(
+        `Relay asked for ${challenge.iterations} PBKDF2 iterations (accepted: ${MIN_ITERATIONS} to ${MAX_ITERATIONS})`,
+      );
+    }
+    if (ticket !== undefined) cache.dropTicket(ticketKey);
+    const auth = authMessage({ ...x, iterations: challenge.iterations });
+    const salted = await cache.salted(
+      login.password,
+      challenge.salt,
+      challenge.iterations,
+      challenge.prehash,
+    );
+    proof = clientProof(salted, auth);
+    expected = serverSignature(serverKey(salted), auth);
+    newTicketKey = () => resumeKey(clientKey(salted), auth);
+  }
+  await framed.send({ kind: "loginProof", proof });
+  const result = await readLoginAnswer(framed, where);
+  if (result.kind !== "loginResult") {
+    throw new ProtocolError(`Expected LOGIN_RESULT, got ${result.kind}`);
+  }
+  if (result.code !== ErrorCode.Ok) {
+    if (ticket !== undefined) cache.dropTicket(ticketKey);
+    throw new LoginRefusedError(result.code, result.message, result.retryAfterMs);
+  }
+  if (!bytesEqual(result.signature, expected)) {
+    throw new ProtocolError(
+      `Relay ${where} could not prove it knows this device's password verifier: ` +
+        "it may be an impostor; not logging in",
+    );
+  }
+  if (newTicketKey !== null && result.ticket !== "") {
+    cache.storeTicket(ticketKey, result.ticket, newTicketKey(), result.ticketTtlMs);
+  }
+  return result;
+}
+
+/** Reads the relay's next login message; an ERROR, a close or a TLS record throw. */
+async function readLoginAnswer(framed: FramedConn, where: string): Promise<Message> {
+  let m: Message | null;
+  try {
+    m = await framed.readMessage();
+  } catch (e) {
+    if (e instanceof FrameTooLargeError && e.looksLikeTls) {
+      throw new ConnectionClosedError(
+        `Relay ${where} speaks TLS (it answered with a TLS record): give the agent --tls-ca`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+  if (m === null) {
+    throw new ConnectionClosedError(`Relay ${where} closed the connection during login`);
+  }
+  if (m.kind === "error") {
+    if (m.code === ErrorCode.TlsRequired) {
+      throw new ConnectionClosedError(`Relay ${where}: ${m.message}`);
+    }
+    throw new RelayError(m.code, m.message);
+  }
+  return m;
 }
 
 /** A logged-in connection. See the module doc for who may read it. */

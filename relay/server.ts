@@ -20,7 +20,8 @@ import {
   serveConnection,
   UnauthLimiter,
 } from "./core/mod.ts";
-import { CredentialCache } from "./login/credentials.ts";
+import { LoginAuthority } from "./login/credentials.ts";
+import { hmac } from "../shared/scram.ts";
 import type { Directory } from "./directory.ts";
 import { LoginThrottle } from "./login/throttle.ts";
 import { LinkPool } from "./mesh/links.ts";
@@ -74,6 +75,8 @@ export interface RelayOptions {
   linkTlsCa?: string;
   /** Login throttle (default: a fresh one on the same clock). */
   throttle?: LoginThrottle;
+  /** Lifetime of the tickets pool connections log in with, ms (default 5 minutes). */
+  ticketTtlMs?: number;
   /** Resource limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<RelayLimits>;
   /** Counters the relay feeds (default: fresh ones; read them from the handle). */
@@ -120,9 +123,30 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   if (options.admin) checkAdminOptions(options.admin);
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? DEFAULT_PORT;
+  // Before listening: a registry that cannot give its login secret fails the start.
+  const fakeKey = await fakeSaltKey(options.meshSecret, options.directory);
   // TLS through node:tls: its sockets can turn Nagle off (see shared/tls_listener.ts).
   const listener: Acceptor = options.tls
-    ? await NodeTlsListener.listen({ hostname, port, cert: options.tls.cert, key: options.tls.key })
+    ? await NodeTlsListener.listen({
+      hostname,
+      port,
+      cert: options.tls.cert,
+      key: options.tls.key,
+      onClientError: (e, remote) => {
+        // OpenSSL's words for a first record that is not TLS: a plain tsunagi HELLO.
+        const plain = /wrong version number|http request|unknown protocol|packet length too long/i
+          .test(e.message);
+        options.logger?.warn("TLS handshake failed", {
+          remote,
+          error: e.message,
+          ...(plain
+            ? {
+              hint: "the client speaks plain TCP: this relay speaks TLS, give the agent --tls-ca",
+            }
+            : {}),
+        });
+      },
+    })
     : Deno.listen({ hostname, port });
   const addr = listener.addr as Deno.NetAddr;
   const name = options.name ?? `relay-${addr.port}`;
@@ -147,6 +171,11 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const loops = new Set<Promise<void>>();
   let shuttingDown = false;
   const metrics = options.metrics ?? new RelayMetrics();
+  const logins = new LoginAuthority({
+    fakeKey,
+    now,
+    ticketTtlMs: options.ticketTtlMs,
+  });
 
   const ctx: RelayContext = {
     name,
@@ -156,7 +185,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       if (entry.state === DeviceState.Offline) logger.info("offline", { device: entry.id });
     }, now),
     throttle: options.throttle ?? new LoginThrottle({ now }),
-    credentials: new CredentialCache(),
+    logins,
     metrics,
     logger,
     now,
@@ -386,4 +415,19 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/**
+ * The key unknown IDs' fake salts derive from. Every relay an attacker can ask must give
+ * an unknown ID the same salt, or comparing two relays would tell registered IDs apart:
+ * relays of a mesh derive it from the mesh secret, relays sharing a registry (Redis,
+ * or one data directory) from the registry's login secret.
+ */
+async function fakeSaltKey(
+  meshSecret: Uint8Array | undefined,
+  directory: Directory,
+): Promise<Uint8Array> {
+  if (meshSecret !== undefined) return hmac(meshSecret, "tsunagi-fake-salt-key-v1");
+  const secret = await directory.registry.loginSecret?.();
+  return secret ?? crypto.getRandomValues(new Uint8Array(32));
 }

@@ -150,8 +150,17 @@ async function handshake(
 }
 
 function tlsError(address: HostPort, e: unknown): ConnectionClosedError {
+  const message = messageOf(e);
+  // rustls's words for a peer that answered a ClientHello with plain tsunagi frames.
+  if (/InvalidContentType|corrupt message|wrong version number|unexpected eof/i.test(message)) {
+    return new ConnectionClosedError(
+      `Relay ${formatHostPort(address)} does not speak TLS on this port ` +
+        `(it answered in plain): drop --tls-ca, or use the relay's TLS port`,
+      { cause: e },
+    );
+  }
   return new ConnectionClosedError(
-    `Cannot start TLS with relay ${formatHostPort(address)}: ${messageOf(e)}`,
+    `Cannot start TLS with relay ${formatHostPort(address)}: ${message}`,
     { cause: e },
   );
 }

@@ -14,10 +14,25 @@ import { ErrorCode } from "./protocol/constants.ts";
 export class FrameTooLargeError extends RangeError {
   /** Wire code sent to the peer before the connection is closed. */
   readonly code = ErrorCode.BadFrame;
+  /** Frame type byte of the offending header (-1 if unknown). */
+  readonly type: number;
+  /** The declared length. */
+  readonly declared: number;
   /** Creates the error for a declared length over `max`. */
-  constructor(declared: number, max: number) {
+  constructor(declared: number, max: number, type = -1) {
     super(`Cannot decode frame: declared length ${declared} exceeds maximum ${max}`);
     this.name = "FrameTooLargeError";
+    this.type = type;
+    this.declared = declared;
+  }
+
+  /**
+   * True when the "header" is really a TLS record header (content type 0x14-0x17,
+   * version 3.0-3.4): the peer speaks TLS where plain frames were expected.
+   */
+  get looksLikeTls(): boolean {
+    return this.type >= 0x14 && this.type <= 0x17 && this.declared >>> 24 === 0x03 &&
+      ((this.declared >>> 16) & 0xff) <= 0x04;
   }
 }
 

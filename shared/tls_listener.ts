@@ -136,7 +136,14 @@ export class NodeTlsListener {
   }
 
   /** Listens on `hostname:port` with PEM `cert` and `key`. */
-  static listen(options: { hostname: string; port: number; cert: string; key: string }) {
+  static listen(options: {
+    hostname: string;
+    port: number;
+    cert: string;
+    key: string;
+    /** Told about each failed handshake (e.g. a plain client on this TLS port). */
+    onClientError?: (error: Error, remote: string) => void;
+  }) {
     // A handshake that does not finish in time is dropped: an unauthenticated peer holds
     // nothing for long (node's default would be 120 s).
     const server = tls.createServer({
@@ -153,7 +160,9 @@ export class NodeTlsListener {
       listener.#notify();
     });
     // A failed handshake is the client's problem; it must not reach the accept loop.
-    server.on("tlsClientError", () => {});
+    server.on("tlsClientError", (e: Error, socket: tls.TLSSocket) => {
+      options.onClientError?.(e, `${socket.remoteAddress}:${socket.remotePort}`);
+    });
     return new Promise<NodeTlsListener>((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.port, options.hostname, () => {

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { FramedConn, writeAll } from "../shared/framed_conn.ts";
 import { ErrorCode } from "../shared/protocol/constants.ts";
 import type { Message } from "../shared/protocol/messages.ts";
+import { LoginAuthority } from "../relay/login/credentials.ts";
+import { FileRegistry, type RegistryStore } from "../relay/registry/registry.ts";
 import { event, Proc, register, startAgent, startRelay, tempDir } from "./helpers.ts";
 
 /**
@@ -100,13 +102,16 @@ Deno.test("run: a connection that silently stops passing packets is declared dea
 /** A minimal relay that logs devices in, answers PING and LIST, and can replace them. */
 class FakeRelay implements AsyncDisposable {
   readonly listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  readonly #authority = new LoginAuthority({ fakeKey: new Uint8Array(32) });
+  readonly #registry: RegistryStore;
   readonly logins: Extract<Message, { kind: "login" }>[] = [];
   readonly #live = new Set<FramedConn>();
   readonly #tasks: Promise<void>[] = [];
   readonly #accepting: Promise<void>;
   #waiters: (() => void)[] = [];
 
-  constructor() {
+  constructor(registry: RegistryStore) {
+    this.#registry = registry;
     this.#accepting = (async () => {
       for await (const conn of this.listener) this.#tasks.push(this.#serve(new FramedConn(conn)));
     })().catch(() => {});
@@ -124,6 +129,17 @@ class FakeRelay implements AsyncDisposable {
       if (hello?.kind !== "hello" || login?.kind !== "login") return;
       this.logins.push(login);
       for (const w of this.#waiters) w();
+      const pending = this.#authority.resume(login.id, login.nonce, login.instance, login.ticket) ??
+        this.#authority.challenge(
+          login.id,
+          login.nonce,
+          login.instance,
+          await this.#registry.get(login.id),
+        );
+      await framed.send(pending.challenge);
+      const proof = await framed.readMessage();
+      const grant = proof?.kind === "loginProof" ? pending.finish(proof.proof) : "no proof";
+      if (typeof grant === "string") throw new Error(`FakeRelay: login failed: ${grant}`);
       await framed.send({
         kind: "loginResult",
         code: ErrorCode.Ok,
@@ -131,6 +147,9 @@ class FakeRelay implements AsyncDisposable {
         retryAfterMs: 0,
         relay: "fake",
         message: "",
+        signature: grant.signature,
+        ticket: grant.ticket,
+        ticketTtlMs: grant.ticketTtlMs,
       });
       for (;;) {
         const m = await framed.readMessage();
@@ -186,7 +205,7 @@ class FakeRelay implements AsyncDisposable {
 Deno.test("run: one instance token per process, none for one-shot commands; Replaced stops it for good", async () => {
   await using dir = await tempDir();
   const faxPw = await register(dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-  await using relay = new FakeRelay();
+  await using relay = new FakeRelay(await FileRegistry.open(dir.path));
   await using fax = await startAgent(relay.address, "fax1", faxPw, [
     "--inbox",
     `${dir.path}/inbox`,

@@ -207,7 +207,7 @@ export async function register(
     "--data",
     dataDir,
     "--hash-cost",
-    "1024",
+    "4096",
   ];
   for (const a of attrs) args.push("--attr", a);
   const code = await registryMain(args, { stdout: () => {}, stderr: () => {} });

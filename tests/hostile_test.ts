@@ -645,7 +645,16 @@ Deno.test("hostile: 64 KB and over-long IDs are refused; what reaches the log is
     {
       using c = await RawClient.open(relay.port);
       await c.write(
-        concat(HELLO, encodeMessage({ kind: "login", id: "A".repeat(65_000), password: "x" })),
+        concat(
+          HELLO,
+          encodeMessage({
+            kind: "login",
+            id: "A".repeat(65_000),
+            nonce: "x",
+            instance: "",
+            ticket: "",
+          }),
+        ),
       );
       const m = await c.readMessage(signal);
       assert.equal(m?.kind, "error", JSON.stringify(m));

@@ -217,7 +217,7 @@ Deno.test("mesh: relays 1 hour ahead and 1 hour behind lose and revert no update
       "--data",
       `${dir.path}/r2`,
       "--hash-cost",
-      "1024",
+      "4096",
     ],
     { stdout: () => {}, stderr: () => {} },
   );

@@ -11,6 +11,13 @@ import { connectRelay, type Notice, type RelayConnection } from "../agent/relay_
 import { HEADER_SIZE, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
 import { type Frame, readU32 } from "../shared/protocol/frame.ts";
 import { decodeMessage, encodeMessage, type Message } from "../shared/protocol/messages.ts";
+import {
+  authMessage,
+  clientProof,
+  newScramNonce,
+  prehashPassword,
+  saltedPassword,
+} from "../shared/scram.ts";
 
 /** Logs in one connection for `id`. */
 export async function rawLogin(
@@ -55,14 +62,19 @@ export class RawClient implements Disposable {
     return new RawClient(await Deno.connect({ hostname: "127.0.0.1", port }));
   }
 
-  /** Opens a connection and logs in as `id`; returns the client and the relay's answer. */
+  /**
+   * Opens a connection and logs in as `id` (the whole SCRAM exchange, by hand); returns
+   * the client and the relay's final answer (LOGIN_RESULT or ERROR, or null at EOF).
+   */
   static async login(
     port: number,
     id: string,
     password: string,
     signal?: AbortSignal,
   ): Promise<{ client: RawClient; answer: Message | null }> {
+    signal ??= AbortSignal.timeout(10_000);
     const client = await RawClient.open(port);
+    const clientNonce = newScramNonce();
     await client.write(concat(
       encodeMessage({
         kind: "hello",
@@ -70,9 +82,16 @@ export class RawClient implements Disposable {
         role: Role.Device,
         software: "raw",
       }),
-      encodeMessage({ kind: "login", id, password }),
+      encodeMessage({ kind: "login", id, nonce: clientNonce, instance: "", ticket: "" }),
     ));
-    const answer = await client.readMessage(signal ?? AbortSignal.timeout(10_000));
+    const challenge = await client.readMessage(signal);
+    if (challenge?.kind !== "loginChallenge") return { client, answer: challenge };
+    const { nonce, salt, iterations, prehash } = challenge;
+    const secret = prehash === "" ? password : await prehashPassword(password, prehash);
+    const salted = await saltedPassword(secret, salt, iterations);
+    const auth = authMessage({ id, clientNonce, nonce, salt, iterations });
+    await client.send({ kind: "loginProof", proof: clientProof(salted, auth) });
+    const answer = await client.readMessage(signal);
     return { client, answer };
   }
 

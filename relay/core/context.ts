@@ -7,7 +7,7 @@
 
 import type { ErrorCode } from "../../shared/protocol/constants.ts";
 import type { Logger } from "../../shared/log.ts";
-import type { CredentialCache } from "../login/credentials.ts";
+import type { LoginAuthority } from "../login/credentials.ts";
 import type { LoginThrottle } from "../login/throttle.ts";
 import type { LinkPool } from "../mesh/links.ts";
 import type { Directory } from "../directory.ts";
@@ -48,8 +48,8 @@ export interface RelayContext {
   readonly devices: LocalDevices<RelayConn>;
   /** Login failure throttle. */
   readonly throttle: LoginThrottle;
-  /** Password verification with cache. */
-  readonly credentials: CredentialCache;
+  /** SCRAM challenges, proof checks and pool-connection tickets. */
+  readonly logins: LoginAuthority;
   /** Logger. */
   readonly logger: Logger;
   /** Counters for the admin listener's /metrics. */

@@ -13,7 +13,7 @@ import { encodeMessage, type Message } from "../../shared/protocol/messages.ts";
 import { memoryPair } from "../../shared/testing/memory_conn.ts";
 import { RelayMetrics } from "../admin/metrics.ts";
 import { EmbeddedDirectory } from "../directory.ts";
-import { CredentialCache } from "../login/credentials.ts";
+import { LoginAuthority } from "../login/credentials.ts";
 import { LoginThrottle } from "../login/throttle.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
 import { RelayConn } from "./conn.ts";
@@ -69,7 +69,7 @@ function relay(timers = new ManualTimers()) {
     directory: new EmbeddedDirectory(new TestRegistry()),
     devices: new LocalDevices<RelayConn>("r1", () => {}, () => t),
     throttle: new LoginThrottle({ now: () => t }),
-    credentials: new CredentialCache(),
+    logins: new LoginAuthority({ fakeKey: new Uint8Array(32), now: () => t }),
     logger: Deno.env.get("CORE_DEBUG")
       ? new Logger({ component: "r1", level: "debug" })
       : Logger.silent(),

@@ -1,22 +1,24 @@
 /**
- * The first messages of a connection: HELLO, then a device's LOGIN or a relay's link
- * handshake. Runs on the connection's own loop, before it is registered anywhere.
+ * The first messages of a connection: HELLO, then a device's SCRAM login (LOGIN,
+ * LOGIN_CHALLENGE, LOGIN_PROOF, LOGIN_RESULT; relay/login/credentials.ts) or a relay's
+ * link handshake. Runs on the connection's own loop, before it is registered anywhere.
  *
  * @module
  */
 
-import { ProtocolError } from "../../shared/errors.ts";
+import { FrameTooLargeError, ProtocolError } from "../../shared/errors.ts";
 import {
   ErrorCode,
   MAX_ID_BYTES,
   MAX_INSTANCE_BYTES,
-  MAX_PASSWORD_BYTES,
   MAX_PAYLOAD,
   PROTOCOL_VERSION,
   Role,
 } from "../../shared/protocol/constants.ts";
 import { checkVersion, LinkPurposes, type Message } from "../../shared/protocol/messages.ts";
 import { acceptorMac, dialerMac, macEquals, newNonce } from "../mesh/link_auth.ts";
+import { isValidNonce } from "../../shared/scram.ts";
+import type { LoginGrant } from "../login/credentials.ts";
 import type { RelayConn } from "./conn.ts";
 import type { RelayContext } from "./context.ts";
 import { wasEvicted } from "./evict.ts";
@@ -25,10 +27,13 @@ import { wasEvicted } from "./evict.ts";
 export type ConnRole = "device" | "data" | "control" | null;
 
 const utf8 = new TextEncoder();
+const NO_BYTES = new Uint8Array(0);
+/** Longest ticket accepted in LOGIN (the relay issues 32 characters). */
+const MAX_TICKET_CHARS = 64;
 
 /** Reads HELLO and LOGIN (or a relay link handshake), checks them, answers. */
 export async function login(conn: RelayConn, ctx: RelayContext): Promise<ConnRole> {
-  const hello = await conn.framed.readMessage();
+  const hello = await readFirst(conn);
   if (hello === null) return null;
   if (hello.kind !== "hello") {
     throw new ProtocolError(`Expected HELLO as the first message, got ${hello.kind}`);
@@ -42,6 +47,22 @@ export async function login(conn: RelayConn, ctx: RelayContext): Promise<ConnRol
     throw new ProtocolError(`Expected LOGIN after HELLO, got ${request.kind}`);
   }
   return await checkLogin(conn, request, ctx);
+}
+
+/** Reads the first message; a TLS ClientHello on this plain port is named as such. */
+async function readFirst(conn: RelayConn): Promise<Message | null> {
+  try {
+    return await conn.framed.readMessage();
+  } catch (e) {
+    if (e instanceof FrameTooLargeError && e.looksLikeTls) {
+      throw new ProtocolError(
+        "This relay port speaks plain TCP, not TLS: the client sent a TLS ClientHello " +
+          "(drop --tls-ca, or use the relay's TLS port)",
+        ErrorCode.TlsRequired,
+      );
+    }
+    throw e;
+  }
 }
 
 async function checkLogin(
@@ -58,55 +79,105 @@ async function checkLogin(
       retryAfterMs,
       relay: ctx.name,
       message,
+      signature: NO_BYTES,
+      ticket: "",
+      ticketTtlMs: 0,
     });
     return null;
   };
   if (ctx.shuttingDown) return refuse(ErrorCode.ShuttingDown, "Relay is shutting down");
-  const instance = request.instance ?? "";
-  const tooLong = utf8.encode(request.id).length > MAX_ID_BYTES
+  const { id, instance, ticket } = request;
+  const tooLong = utf8.encode(id).length > MAX_ID_BYTES
     ? `device ID longer than ${MAX_ID_BYTES} bytes`
-    : utf8.encode(request.password).length > MAX_PASSWORD_BYTES
-    ? `password longer than ${MAX_PASSWORD_BYTES} bytes`
     : utf8.encode(instance).length > MAX_INSTANCE_BYTES
     ? `instance token longer than ${MAX_INSTANCE_BYTES} bytes`
+    : ticket.length > MAX_TICKET_CHARS
+    ? `ticket longer than ${MAX_TICKET_CHARS} characters`
     : "";
   if (tooLong !== "") {
-    ctx.logger.warn("login refused", { remote: conn.remote, device: request.id, reason: tooLong });
+    ctx.logger.warn("login refused", { remote: conn.remote, device: id, reason: tooLong });
     return refuse(ErrorCode.FieldTooLong, `Login refused: ${tooLong}`);
   }
+  if (!isValidNonce(request.nonce)) {
+    throw new ProtocolError("LOGIN nonce must be 16-64 base64 characters", ErrorCode.BadFrame);
+  }
   const address = conn.remoteHost;
-  const wait = ctx.throttle.check(address, request.id);
-  if (wait > 0) {
-    ctx.logger.warn("login throttled", { remote: conn.remote, device: request.id, wait });
+  // Taken before the first await: a burst of logins cannot all pass the throttle.
+  const attempt = ctx.throttle.begin(address, id);
+  if (attempt.kind === "wait") {
+    ctx.logger.warn("login throttled", {
+      remote: conn.remote,
+      device: id,
+      wait: attempt.waitMs,
+      reason: attempt.reason,
+    });
     return refuse(
       ErrorCode.Throttled,
-      `Too many failed logins: retry in ${Math.ceil(wait / 1000)} s`,
-      wait,
+      attempt.reason === "busy"
+        ? `Too many logins in progress: retry in ${Math.ceil(attempt.waitMs / 1000)} s`
+        : `Too many failed logins: retry in ${Math.ceil(attempt.waitMs / 1000)} s`,
+      attempt.waitMs,
     );
   }
-  let reg;
   try {
-    reg = await ctx.directory.registry.get(request.id);
-  } catch (e) {
-    ctx.logger.error("registry unavailable", { error: String(e) });
-    return refuse(ErrorCode.DirectoryUnavailable, "Relay cannot read its registry; retry later");
+    let pending = ctx.logins.resume(id, request.nonce, instance, ticket);
+    if (pending === null) {
+      let reg;
+      try {
+        reg = await ctx.directory.registry.get(id);
+      } catch (e) {
+        ctx.logger.error("registry unavailable", { error: String(e) });
+        return refuse(
+          ErrorCode.DirectoryUnavailable,
+          "Relay cannot read its registry; retry later",
+        );
+      }
+      pending = ctx.logins.challenge(id, request.nonce, instance, reg);
+    }
+    await conn.framed.send(pending.challenge);
+    const answer = await conn.framed.readMessage();
+    if (answer === null) return null;
+    if (answer.kind !== "loginProof") {
+      throw new ProtocolError(`Expected LOGIN_PROOF after LOGIN_CHALLENGE, got ${answer.kind}`);
+    }
+    // From here to the verdict nothing awaits: the recheck, the key check and the
+    // failure count happen in one turn of the event loop.
+    const wait = attempt.recheck();
+    if (wait > 0) {
+      ctx.logger.warn("login throttled", { remote: conn.remote, device: id, wait });
+      return refuse(
+        ErrorCode.Throttled,
+        `Too many failed logins: retry in ${Math.ceil(wait / 1000)} s`,
+        wait,
+      );
+    }
+    const grant = pending.finish(answer.proof);
+    if (typeof grant === "string") {
+      attempt.fail();
+      ctx.logger.warn("login refused", { remote: conn.remote, device: id, reason: grant });
+      return refuse(ErrorCode.AuthFailed, "Unknown device or wrong password");
+    }
+    attempt.succeed();
+    return await admit(conn, grant, instance, ctx, refuse);
+  } finally {
+    attempt.release();
   }
-  const ok = reg !== undefined && await ctx.credentials.verify(reg, request.password);
-  if (!ok || reg === undefined) {
-    ctx.throttle.recordFailure(address, request.id);
-    ctx.logger.warn("login refused", {
-      remote: conn.remote,
-      device: request.id,
-      reason: reg === undefined ? "unregistered" : "wrong password",
-    });
-    return refuse(ErrorCode.AuthFailed, "Unknown device or wrong password");
-  }
-  ctx.throttle.recordSuccess(address, request.id);
+}
+
+/** A device proved its password (or ticket): attach the connection, answer Ok. */
+async function admit(
+  conn: RelayConn,
+  grant: LoginGrant,
+  instance: string,
+  ctx: RelayContext,
+  refuse: (code: ErrorCode, message: string) => Promise<null>,
+): Promise<ConnRole> {
   if (ctx.shuttingDown) return refuse(ErrorCode.ShuttingDown, "Relay is shutting down");
-  if (wasEvicted(ctx, reg.id, instance)) {
-    return refuse(ErrorCode.Replaced, `A newer login of "${reg.id}" won on another relay`);
+  const id = grant.id;
+  if (wasEvicted(ctx, id, instance)) {
+    return refuse(ErrorCode.Replaced, `A newer login of "${id}" won on another relay`);
   }
-  const device = ctx.devices.get(reg.id);
+  const device = ctx.devices.get(id);
   const replacing = device !== undefined && instance !== "" && device.instance !== "" &&
     device.instance !== instance;
   // Connections of an instance being replaced do not count against the new one.
@@ -117,18 +188,18 @@ async function checkLogin(
     : device.conns.size;
   if (held >= ctx.limits.maxConnsPerDevice) {
     ctx.logger.warn("login refused", {
-      device: reg.id,
+      device: id,
       remote: conn.remote,
       reason: "too many connections",
       limit: ctx.limits.maxConnsPerDevice,
     });
     return refuse(
       ErrorCode.TooManyConnections,
-      `Device "${reg.id}" already holds ${held} connections (limit ${ctx.limits.maxConnsPerDevice})`,
+      `Device "${id}" already holds ${held} connections (limit ${ctx.limits.maxConnsPerDevice})`,
     );
   }
-  if (replacing) replaceInstance(reg.id, device!.instance, conn, ctx);
-  conn.loggedIn(reg.id, instance);
+  if (replacing) replaceInstance(id, device!.instance, conn, ctx);
+  conn.loggedIn(id, instance);
   conn.framed.setMaxPayload(MAX_PAYLOAD);
   conn.touch();
   // Queued before the connection can be offered a notice: LOGIN_RESULT goes first.
@@ -139,12 +210,15 @@ async function checkLogin(
     retryAfterMs: 0,
     relay: ctx.name,
     message: "",
+    signature: grant.signature,
+    ticket: grant.ticket,
+    ticketTtlMs: grant.ticketTtlMs,
   });
   ctx.metrics.loginResult("ok");
-  const isNew = ctx.devices.get(reg.id) === undefined;
-  ctx.devices.attach(conn, reg.type, reg.attributes);
-  if (isNew) ctx.logger.info("login", { device: reg.id, remote: conn.remote });
-  else ctx.logger.debug("connection added", { device: reg.id, remote: conn.remote });
+  const isNew = ctx.devices.get(id) === undefined;
+  ctx.devices.attach(conn, grant.type, grant.attributes);
+  if (isNew) ctx.logger.info("login", { device: id, remote: conn.remote });
+  else ctx.logger.debug("connection added", { device: id, remote: conn.remote });
   await sent;
   return "device";
 }

@@ -1,42 +1,214 @@
 /**
- * Password checks at login, with a cache so a device's extra idle connections do not
- * each pay for a slow scrypt verification.
+ * The relay's side of a login: SCRAM-SHA-256 challenges and proof checks against the
+ * stored verifiers (shared/scram.ts), fake challenges for IDs that are not registered,
+ * and tickets for a logged-in device's further connections.
  *
- * The cache keeps, per device, an HMAC of the last verified password under a key that
- * lives only in this process, tied to the stored hash it was verified against: a
- * password change (new hash) invalidates it at once.
+ * Everything here is synchronous: the only awaits of a login (registry lookup, the
+ * device's answer) are in relay/core/login.ts, around these calls.
+ *
+ * **Unknown IDs.** An unregistered ID gets a challenge like any other: a salt derived
+ * from the relay's login secret (first 16 bytes of `HMAC(secret, "tsunagi-fake-salt" 0 id)`, stable across restarts and,
+ * with a shared secret, across relays), the default iteration count, and a proof check
+ * against a fake StoredKey that no password matches. Same frames, same sizes, same work.
+ *
+ * **Tickets.** After a full login both sides derive a resumption key from ClientKey
+ * (`resumeKey` in shared/scram.ts); the relay keeps it in memory under a random ticket
+ * ID for `ticketTtlMs` and sends the ID in LOGIN_RESULT. A further connection sends the
+ * ticket in LOGIN and proves the key over fresh nonces (no registry lookup, no PBKDF2 on
+ * the device); an unknown or expired ticket silently gets a full challenge instead.
+ * Tickets die with the relay process, so a restart costs one full login per device.
  *
  * @module
  */
 
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { verifyPassword } from "../registry/password.ts";
+import type { Message } from "../../shared/protocol/messages.ts";
+import {
+  authMessage,
+  bytesEqual,
+  checkProof,
+  hmac,
+  resumeKey,
+  resumeProof,
+  resumeSignature,
+  type ScramVerifier,
+  serverSignature,
+} from "../../shared/scram.ts";
 import type { Registration } from "../registry/registry.ts";
+import { DEFAULT_ITERATIONS, parseVerifier } from "../registry/verifier.ts";
 
-/** Verifies passwords against registrations, caching successes. */
-export class CredentialCache {
-  readonly #key = randomBytes(32);
-  readonly #cache = new Map<string, { hash: string; mac: Uint8Array }>();
-  readonly #maxEntries: number;
+/** What a successful login established. */
+export interface LoginGrant {
+  /** Device ID. */
+  id: string;
+  /** Its type and attributes (from the registry, or from the ticket). */
+  type: string;
+  /** Attributes. */
+  attributes: string[];
+  /** The relay's signature for LOGIN_RESULT (the device checks it). */
+  signature: Uint8Array;
+  /** A ticket for further connections ("" after a ticket login). */
+  ticket: string;
+  /** The ticket's lifetime, ms. */
+  ticketTtlMs: number;
+}
 
-  /** Creates a cache holding at most `maxEntries` devices. */
-  constructor(maxEntries = 100_000) {
-    this.#maxEntries = maxEntries;
+/** Why a login's proof was refused, for the relay's log only (never for the device). */
+export type LoginFailure = "unregistered" | "wrong password" | "not migrated" | "bad ticket";
+
+/** A challenge sent, waiting for the device's proof. */
+export interface PendingLogin {
+  /** The LOGIN_CHALLENGE to send. */
+  readonly challenge: Extract<Message, { kind: "loginChallenge" }>;
+  /** Checks the proof (a few HMACs); a grant, or why not. */
+  finish(proof: Uint8Array): LoginGrant | LoginFailure;
+}
+
+/** Options for {@link LoginAuthority}. */
+export interface LoginAuthorityOptions {
+  /** Secret the fake salts of unknown IDs derive from (32 bytes). */
+  fakeKey: Uint8Array;
+  /** Clock, ms (default `Date.now`). */
+  now?: () => number;
+  /** Ticket lifetime, ms (default 5 minutes). */
+  ticketTtlMs?: number;
+  /** Most tickets held; the oldest are dropped first (default 100,000). */
+  maxTickets?: number;
+}
+
+interface Ticket {
+  id: string;
+  instance: string;
+  key: Uint8Array;
+  type: string;
+  attributes: string[];
+  expires: number;
+}
+
+/** Issues challenges, checks proofs, keeps tickets. One per relay. */
+export class LoginAuthority {
+  readonly #fakeKey: Uint8Array;
+  readonly #now: () => number;
+  readonly #ticketTtlMs: number;
+  readonly #maxTickets: number;
+  /** Ticket ID to ticket, oldest first. */
+  readonly #tickets = new Map<string, Ticket>();
+
+  /** Creates the authority; see {@link LoginAuthorityOptions}. */
+  constructor(options: LoginAuthorityOptions) {
+    this.#fakeKey = options.fakeKey;
+    this.#now = options.now ?? Date.now;
+    this.#ticketTtlMs = options.ticketTtlMs ?? 5 * 60_000;
+    this.#maxTickets = options.maxTickets ?? 100_000;
   }
 
-  /** True when `password` matches the registration's stored hash. */
-  async verify(reg: Registration, password: string): Promise<boolean> {
-    const mac = createHmac("sha256", this.#key).update(reg.id).update("\0").update(password)
-      .digest();
-    const cached = this.#cache.get(reg.id);
-    if (cached !== undefined && cached.hash === reg.passwordHash) {
-      return timingSafeEqual(cached.mac, mac);
-    }
-    if (!(await verifyPassword(password, reg.passwordHash))) return false;
-    if (this.#cache.size >= this.#maxEntries) {
-      this.#cache.delete(this.#cache.keys().next().value!);
-    }
-    this.#cache.set(reg.id, { hash: reg.passwordHash, mac });
-    return true;
+  /** Tickets currently held. */
+  get tickets(): number {
+    return this.#tickets.size;
   }
+
+  /**
+   * A full SCRAM challenge for `id`. `reg` undefined (not registered) or holding no
+   * usable verifier gets a fake one, indistinguishable on the wire.
+   */
+  challenge(
+    id: string,
+    clientNonce: string,
+    instance: string,
+    reg: Registration | undefined,
+  ): PendingLogin {
+    const parsed = reg === undefined ? null : parseVerifier(reg.passwordHash);
+    const failure: LoginFailure = reg === undefined ? "unregistered" : "not migrated";
+    // Derived for every ID, used for unknown ones: both paths do the same work.
+    const fake = this.#fakeVerifier(id);
+    const v: ScramVerifier = parsed?.verifier ?? fake;
+    const prehash = parsed?.prehash ?? "";
+    const nonce = clientNonce + serverNonce();
+    const auth = authMessage({ id, clientNonce, nonce, salt: v.salt, iterations: v.iterations });
+    return {
+      challenge: { kind: "loginChallenge", nonce, salt: v.salt, iterations: v.iterations, prehash },
+      finish: (proof) => {
+        const key = checkProof(v, auth, proof);
+        if (parsed === null || reg === undefined) return failure;
+        if (key === null) return "wrong password";
+        const ticket = this.#issue(id, instance, reg, resumeKey(key, auth));
+        return {
+          id,
+          type: reg.type,
+          attributes: reg.attributes,
+          signature: serverSignature(v.serverKey, auth),
+          ticket,
+          ticketTtlMs: this.#ticketTtlMs,
+        };
+      },
+    };
+  }
+
+  /**
+   * A ticket challenge, or null when `ticket` is not a live ticket of `id` and
+   * `instance` (the caller then sends a full challenge).
+   */
+  resume(id: string, clientNonce: string, instance: string, ticket: string): PendingLogin | null {
+    if (ticket === "") return null;
+    this.#expire();
+    const t = this.#tickets.get(ticket);
+    if (t === undefined || t.id !== id || t.instance !== instance) return null;
+    const nonce = clientNonce + serverNonce();
+    const salt = new Uint8Array(0);
+    const auth = authMessage({ id, clientNonce, nonce, salt, iterations: 0 });
+    return {
+      challenge: { kind: "loginChallenge", nonce, salt, iterations: 0, prehash: "" },
+      finish: (proof) => {
+        if (!bytesEqual(proof, resumeProof(t.key, auth))) return "bad ticket";
+        return {
+          id,
+          type: t.type,
+          attributes: t.attributes,
+          signature: resumeSignature(t.key, auth),
+          ticket: "",
+          ticketTtlMs: 0,
+        };
+      },
+    };
+  }
+
+  /** Forgets every ticket of `id` (logout). */
+  revoke(id: string): void {
+    for (const [key, t] of this.#tickets) if (t.id === id) this.#tickets.delete(key);
+  }
+
+  #issue(id: string, instance: string, reg: Registration, key: Uint8Array): string {
+    this.#expire();
+    const ticket = crypto.getRandomValues(new Uint8Array(24)).toBase64();
+    this.#tickets.set(ticket, {
+      id,
+      instance,
+      key,
+      type: reg.type,
+      attributes: [...reg.attributes],
+      expires: this.#now() + this.#ticketTtlMs,
+    });
+    while (this.#tickets.size > this.#maxTickets) {
+      this.#tickets.delete(this.#tickets.keys().next().value!);
+    }
+    return ticket;
+  }
+
+  #expire() {
+    const now = this.#now();
+    for (const [key, t] of this.#tickets) {
+      if (t.expires > now) break;
+      this.#tickets.delete(key);
+    }
+  }
+
+  #fakeVerifier(id: string): ScramVerifier {
+    const h = hmac(this.#fakeKey, `tsunagi-fake-salt\0${id}`);
+    // No password's StoredKey matches a SHA-256 nobody knows the preimage of.
+    return { salt: h.subarray(0, 16), iterations: DEFAULT_ITERATIONS, storedKey: h, serverKey: h };
+  }
+}
+
+/** The relay's half of the nonce: 18 random bytes, base64. */
+function serverNonce(): string {
+  return crypto.getRandomValues(new Uint8Array(18)).toBase64();
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LoginThrottle, type LoginThrottleOptions } from "./throttle.ts";
+import { type LoginAttempt, LoginThrottle, type LoginThrottleOptions } from "./throttle.ts";
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -13,158 +13,135 @@ function setup(options: LoginThrottleOptions = {}) {
     advance(ms: number) {
       clock.now += ms;
     },
+    /** `times` logins that each begin, pass the recheck, and fail. */
     fail(address: string, id: string, times = 1) {
-      for (let i = 0; i < times; i++) throttle.recordFailure(address, id);
+      for (let i = 0; i < times; i++) {
+        const attempt = throttle.begin(address, id);
+        assert.equal(attempt.kind, "ok", `attempt ${i} of ${address}/${id} was refused`);
+        (attempt as LoginAttempt).fail();
+      }
     },
   };
 }
 
-Deno.test("LoginThrottle allows the first 5 failures without waiting", () => {
-  const { throttle, fail } = setup();
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
-  for (let i = 0; i < 4; i++) {
-    fail("10.0.0.1", "fax");
-    assert.equal(throttle.check("10.0.0.1", "fax"), 0);
+function waitOf(throttle: LoginThrottle, address: string, id: string): number {
+  const a = throttle.begin(address, id);
+  if (a.kind === "ok") {
+    a.release();
+    return 0;
   }
-});
+  return a.waitMs;
+}
 
-Deno.test("LoginThrottle.check() locks out for 1 s x 2^(failures-5) from the last failure", () => {
+Deno.test("LoginThrottle allows 5 failures of a pair, then locks it out 1 s x 2^(n-5)", () => {
   const { throttle, fail, advance } = setup();
   fail("10.0.0.1", "fax", 5);
-  assert.equal(throttle.check("10.0.0.1", "fax"), 1 * SECOND);
+  assert.equal(waitOf(throttle, "10.0.0.1", "fax"), SECOND);
   advance(400);
   assert.equal(throttle.check("10.0.0.1", "fax"), 600);
   advance(600);
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
-
-  const expected = [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300];
-  for (const seconds of expected) {
+  for (const seconds of [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]) {
     fail("10.0.0.1", "fax");
-    assert.equal(throttle.check("10.0.0.1", "fax"), seconds * SECOND);
+    assert.equal(waitOf(throttle, "10.0.0.1", "fax"), seconds * SECOND);
     advance(seconds * SECOND);
-    assert.equal(throttle.check("10.0.0.1", "fax"), 0);
   }
 });
 
-Deno.test("LoginThrottle caps the lockout at 5 minutes even after many failures", () => {
+Deno.test("LoginThrottle never locks an ID out of a clean address (no victim lockout)", () => {
   const { throttle, fail } = setup();
-  fail("10.0.0.1", "fax", 2000);
-  assert.equal(throttle.check("10.0.0.1", "fax"), 5 * MINUTE);
+  // An attacker at one address hammers the victim's ID...
+  fail("203.0.113.66", "fax1", 5);
+  for (let i = 0; i < 50; i++) {
+    const a = throttle.begin("203.0.113.66", "fax1");
+    assert.equal(a.kind, "wait");
+  }
+  // ...and many addresses do too.
+  for (let i = 0; i < 200; i++) fail(`198.51.100.${i}`, "fax1", 3);
+  // The real device, from its own address, is not held back.
+  const real = throttle.begin("192.0.2.10", "fax1");
+  assert.equal(real.kind, "ok");
+  assert.equal((real as LoginAttempt).recheck(), 0);
 });
 
-Deno.test("LoginThrottle counts per address across IDs and per ID across addresses", () => {
+Deno.test("LoginThrottle locks out an address after 20 failures across IDs", () => {
   const { throttle, fail } = setup();
-  // One address guessing many IDs.
-  for (let i = 0; i < 5; i++) fail("10.0.0.1", `dev-${i}`);
-  assert.equal(throttle.check("10.0.0.1", "dev-new"), SECOND);
-  assert.equal(throttle.check("10.0.0.2", "dev-new"), 0);
-  // Many addresses guessing one ID.
-  for (let i = 0; i < 6; i++) fail(`192.0.2.${i}`, "target");
-  assert.equal(throttle.check("198.51.100.1", "target"), 2 * SECOND);
-  assert.equal(throttle.check("198.51.100.1", "other"), 0);
+  for (let i = 0; i < 20; i++) fail("10.0.0.1", `dev-${i}`);
+  assert.equal(waitOf(throttle, "10.0.0.1", "dev-new"), SECOND);
+  assert.equal(waitOf(throttle, "10.0.0.2", "dev-new"), 0);
 });
 
-Deno.test("LoginThrottle.check() answers the longer of the address and ID waits", () => {
-  const { throttle, fail, advance } = setup();
-  fail("10.0.0.1", "a", 7); // address: 7 failures; ID a: 7
-  advance(SECOND);
-  fail("10.0.0.2", "b", 5); // ID b: 5 failures (1 s)
-  assert.equal(throttle.check("10.0.0.1", "b"), 3 * SECOND); // address: 4 s - 1 s elapsed
-  assert.equal(throttle.check("10.0.0.2", "b"), SECOND);
-  assert.equal(throttle.check("10.0.0.3", "b"), SECOND);
-  assert.equal(throttle.check("10.0.0.3", "a"), 3 * SECOND);
+Deno.test("LoginThrottle.begin() gives 300 simultaneous logins of one pair only 5 slots", () => {
+  const { throttle } = setup();
+  const attempts = Array.from({ length: 300 }, () => throttle.begin("10.0.0.1", "fax"));
+  const admitted = attempts.filter((a): a is LoginAttempt => a.kind === "ok");
+  assert.equal(admitted.length, 5);
+  // Each admitted one still passes its recheck (the others' slots do not block it)...
+  for (const a of admitted) {
+    assert.equal(a.recheck(), 0);
+    a.fail();
+  }
+  // ...and after they failed, the pair is locked.
+  assert.equal(waitOf(throttle, "10.0.0.1", "fax"), SECOND);
+  assert.equal(throttle.pending, 0);
 });
 
-Deno.test("LoginThrottle.recordSuccess() clears the ID's and the address's counters", () => {
+Deno.test("LoginThrottle.recheck() refuses a slot once other attempts failed meanwhile", () => {
   const { throttle, fail } = setup();
-  fail("10.0.0.1", "fax", 6);
-  fail("10.0.0.2", "fax", 6);
-  assert.ok(throttle.check("10.0.0.1", "fax") > 0);
-  throttle.recordSuccess("10.0.0.1", "fax");
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
-  // The other address's own counter is untouched.
-  assert.equal(throttle.check("10.0.0.2", "printer"), 2 * SECOND);
-  // Counting starts again from zero for the cleared keys.
   fail("10.0.0.1", "fax", 4);
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
+  const slow = throttle.begin("10.0.0.1", "fax") as LoginAttempt;
+  assert.equal(slow.kind, "ok");
+  // A fifth attempt cannot start while `slow` may still fail.
+  assert.equal(waitOf(throttle, "10.0.0.1", "fax"), SECOND);
+  assert.equal(slow.recheck(), 0);
+  slow.fail();
+  assert.equal(slow.recheck(), SECOND);
+});
+
+Deno.test("LoginThrottle bounds pending logins per address and in total", () => {
+  const { throttle } = setup({ maxPendingPerAddress: 3, maxPending: 5 });
+  const a = [1, 2, 3].map((i) => throttle.begin("10.0.0.1", `d${i}`) as LoginAttempt);
+  assert.ok(a.every((x) => x.kind === "ok"));
+  const busy = throttle.begin("10.0.0.1", "d4");
+  assert.deepEqual(busy, { kind: "wait", waitMs: SECOND, reason: "busy" });
+  const b = [1, 2].map((i) => throttle.begin("10.0.0.2", `d${i}`) as LoginAttempt);
+  assert.ok(b.every((x) => x.kind === "ok"));
+  assert.equal(throttle.begin("10.0.0.3", "x").kind, "wait");
+  a[0].release();
+  a[0].release(); // idempotent
+  assert.equal(throttle.pending, 4);
+  assert.equal(throttle.begin("10.0.0.3", "x").kind, "ok");
+});
+
+Deno.test("LoginThrottle: a success clears its pair but not the address", () => {
+  const { throttle, fail } = setup();
+  fail("10.0.0.1", "fax", 4);
+  for (let i = 0; i < 15; i++) fail("10.0.0.1", `other-${i}`);
+  (throttle.begin("10.0.0.1", "fax") as LoginAttempt).succeed();
+  fail("10.0.0.1", "fax", 1); // address: 20 failures now; pair: 1
+  assert.equal(waitOf(throttle, "10.0.0.1", "fresh"), SECOND);
 });
 
 Deno.test("LoginThrottle forgets a key after 10 minutes without failures", () => {
   const { throttle, fail, advance } = setup();
   fail("10.0.0.1", "fax", 5);
-  advance(10 * MINUTE - 1);
-  fail("10.0.0.1", "fax"); // still inside the window: 6th failure
-  assert.equal(throttle.check("10.0.0.1", "fax"), 2 * SECOND);
   advance(10 * MINUTE);
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
-  fail("10.0.0.1", "fax", 4); // a fresh count: 4 failures are free
-  assert.equal(throttle.check("10.0.0.1", "fax"), 0);
-  fail("10.0.0.1", "fax");
-  assert.equal(throttle.check("10.0.0.1", "fax"), SECOND);
-});
-
-Deno.test("LoginThrottle keeps a persistent guesser locked out (cap < window)", () => {
-  const { throttle, fail, advance } = setup();
-  fail("10.0.0.1", "fax", 5);
-  for (let i = 0; i < 20; i++) {
-    const wait = throttle.check("10.0.0.1", "fax");
-    advance(wait);
-    fail("10.0.0.1", "fax");
-  }
-  assert.equal(throttle.check("10.0.0.1", "fax"), 5 * MINUTE);
-});
-
-Deno.test("LoginThrottle prunes expired entries", () => {
-  const { throttle, fail, advance } = setup();
-  fail("10.0.0.1", "a");
-  fail("10.0.0.2", "b");
-  assert.equal(throttle.size, 4);
-  advance(5 * MINUTE);
-  fail("10.0.0.3", "c");
-  assert.equal(throttle.size, 6);
-  advance(5 * MINUTE);
-  throttle.check("10.0.0.9", "z");
-  assert.equal(throttle.size, 2); // only 10.0.0.3 and c remain
+  assert.equal(waitOf(throttle, "10.0.0.1", "fax"), 0);
+  fail("10.0.0.1", "fax", 4);
+  assert.equal(waitOf(throttle, "10.0.0.1", "fax"), 0);
+  assert.equal(throttle.size, 2);
   advance(10 * MINUTE);
-  throttle.check("10.0.0.9", "z");
+  throttle.check("x", "y");
   assert.equal(throttle.size, 0);
 });
 
-Deno.test("LoginThrottle holds at most 10,000 keys, evicting the oldest", () => {
-  const { throttle, fail, advance } = setup();
-  fail("10.0.0.1", "victim", 6);
-  for (let i = 0; i < 6000; i++) {
+Deno.test("LoginThrottle holds at most maxKeys keys, evicting the oldest", () => {
+  const { throttle, fail, advance } = setup({ maxKeys: 100 });
+  fail("10.0.0.1", "victim", 5);
+  for (let i = 0; i < 200; i++) {
     advance(1);
     fail(`198.51.${i >> 8}.${i & 255}`, `id-${i}`);
-    assert.ok(throttle.size <= 10_000);
+    assert.ok(throttle.size <= 100);
   }
-  assert.equal(throttle.size, 10_000);
-  // The earliest keys were evicted; the newest are still counted.
-  assert.equal(throttle.check("10.0.0.1", "victim"), 0);
-  fail("198.51.23.111", "id-5999", 4);
-  assert.equal(throttle.check("198.51.23.111", "id-5999"), SECOND);
-});
-
-Deno.test("LoginThrottle honours custom options", () => {
-  const { throttle, fail } = setup({
-    freeFailures: 2,
-    baseDelayMs: 100,
-    maxDelayMs: 350,
-    maxKeys: 2,
-  });
-  fail("a", "b", 2);
-  assert.equal(throttle.check("a", "b"), 100);
-  fail("a", "b", 3);
-  assert.equal(throttle.check("a", "b"), 350);
-  fail("c", "d");
-  assert.equal(throttle.size, 2);
-  assert.equal(throttle.check("a", "b"), 0);
+  assert.equal(waitOf(throttle, "10.0.0.1", "victim"), 0);
   assert.throws(() => new LoginThrottle({ maxKeys: 0 }), RangeError);
-});
-
-Deno.test("LoginThrottle defaults to Date.now", () => {
-  const throttle = new LoginThrottle();
-  for (let i = 0; i < 5; i++) throttle.recordFailure("10.0.0.1", "fax");
-  const wait = throttle.check("10.0.0.1", "fax");
-  assert.ok(wait > 0 && wait <= SECOND, String(wait));
 });

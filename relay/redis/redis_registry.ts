@@ -4,8 +4,13 @@
  * the admin CLI, see the same devices.
  *
  * Each registration is the hash `<p>reg:<id>` (type, attributes as JSON, passwordHash,
- * updatedAt) plus its ID in the set `<p>regs`; both change in one MULTI/EXEC, so a
+ * updatedAt, format) plus its ID in the set `<p>regs`; both change in one MULTI/EXEC, so a
  * reader never sees one without the other.
+ *
+ * Format versions: a hash written by this code carries `format` = `2` and a SCRAM
+ * verifier in `passwordHash` (relay/registry/verifier.ts). A hash without `format` is
+ * version 1 (a scrypt hash), converted by `deno task registry migrate --directory URL`.
+ * `<p>login-secret` holds the 32-byte secret the relays derive fake salts from.
  *
  * @example
  * ```ts ignore
@@ -36,6 +41,9 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out
 `);
+
+/** Value of the `format` field this code writes in a registration hash. */
+export const REDIS_REGISTRATION_FORMAT = "2";
 
 /** Options for {@link RedisRegistry}. */
 export interface RedisRegistryOptions {
@@ -155,9 +163,27 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
         reg.passwordHash,
         "updatedAt",
         String(reg.updatedAt),
+        "format",
+        REDIS_REGISTRATION_FORMAT,
       ],
       ["SADD", this.keys.regs, reg.id],
     ]);
+  }
+
+  /**
+   * The relays' shared login secret (`<p>login-secret`), created by the first caller
+   * (SET NX): every relay on this Redis answers an unknown ID with the same fake salt.
+   */
+  async loginSecret(): Promise<Uint8Array> {
+    const key = `${this.keys.prefix}login-secret`;
+    const fresh = crypto.getRandomValues(new Uint8Array(32)).toBase64();
+    await this.conn.command(["SET", key, fresh, "NX"]);
+    const text = String(await this.conn.command(["GET", key]));
+    const bytes = /^[A-Za-z0-9+/]{43}=$/.test(text) ? Uint8Array.fromBase64(text) : null;
+    if (bytes === null) {
+      throw new RegistryCorruptError(`${this.path} key ${key}`, "not a base64 32-byte secret");
+    }
+    return bytes;
   }
 
   /** Removes the registration for `id`; resolves to whether there was one. */

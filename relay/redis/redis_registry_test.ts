@@ -138,7 +138,7 @@ Deno.test("registry CLI with --directory adds, lists, changes and removes device
       });
       return { code, stdout, stderr };
     };
-    const cost = ["--hash-cost", "1024"];
+    const cost = ["--hash-cost", "4096"];
     const added = await run(
       "add",
       "fax1",

@@ -7,7 +7,8 @@
  * `--directory redis://HOST:PORT[/DB]` it edits the registrations in Redis that relays
  * in the shared-database mode read instead. Passwords are
  * read from a file or stdin, never from the command line, so they do not end up in
- * shell history or the process list.
+ * shell history or the process list, and are stored only as SCRAM-SHA-256 verifiers
+ * (verifier.ts). `migrate` converts a version-1 registry's scrypt hashes.
  *
  * Exit codes: 0 success, 1 operational error (ID exists, ID not found, unreadable
  * registry), 2 usage error (bad flag or value). Errors are one line on stderr,
@@ -24,7 +25,13 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../../shared/errors.ts";
-import { hashPassword } from "./password.ts";
+import {
+  DEFAULT_ITERATIONS,
+  isScryptHash,
+  makeVerifier,
+  migrateScryptHash,
+  MIN_VERIFIER_ITERATIONS,
+} from "./verifier.ts";
 import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
 import { RedisRegistry } from "../redis/redis_registry.ts";
 import {
@@ -73,6 +80,7 @@ Commands:
   remove ID    unregister a device
   list         show registered devices
   passwd ID    change a device's password
+  migrate      convert version-1 password hashes to SCRAM verifiers
 
 Options for every command:
   --data DIR   data directory holding registry.json
@@ -125,6 +133,16 @@ Unregister device ID. Devices already logged in stay connected until they log ou
   --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
   -h, --help   show this help
 `,
+  migrate: `Usage: deno task registry migrate [--data DIR]
+
+Convert the scrypt password hashes of a version-1 registry (tsunagi 0.1) into SCRAM-SHA-256
+verifiers, without the passwords: devices keep their passwords. Safe to run twice; run it
+before upgrading the relays (docs/operations.md, "Upgrading the registry").
+
+  --data DIR       data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
+  --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
+  -h, --help       show this help
+`,
   list: `Usage: deno task registry list [--data DIR] [--json]
 
 Show registered devices as a table (ID, TYPE, ATTRIBUTES, UPDATED), sorted by ID.
@@ -156,7 +174,7 @@ const COMMON_OPTIONS: Options = {
 
 const PASSWORD_OPTIONS: Options = {
   "password-file": { type: "string" },
-  // Hidden: lets tests and benchmarks hash fast.
+  // Hidden: PBKDF2 iterations, lets tests and benchmarks derive fast.
   "hash-cost": { type: "string" },
 };
 
@@ -174,6 +192,7 @@ const COMMAND_OPTIONS: Record<string, Options> = {
     "no-attr": { type: "boolean" },
   },
   remove: { ...COMMON_OPTIONS },
+  migrate: { ...COMMON_OPTIONS },
   list: { ...COMMON_OPTIONS, json: { type: "boolean" } },
   passwd: { ...COMMON_OPTIONS, ...PASSWORD_OPTIONS },
 };
@@ -281,6 +300,8 @@ export async function registryMain(
         return await list(context);
       case "passwd":
         return await passwd(context);
+      case "migrate":
+        return await migrate(context);
       default:
         throw unknownCommand(command);
     }
@@ -329,7 +350,7 @@ async function add(ctx: Context): Promise<number> {
     id,
     type,
     attributes,
-    passwordHash: await hashPassword(password, { cost }),
+    passwordHash: await makeVerifier(password, { iterations: cost }),
     updatedAt: ctx.now(),
   };
   await registry.put(reg);
@@ -405,12 +426,43 @@ async function passwd(ctx: Context): Promise<number> {
   // Check before reading the password, so a typo in ID fails before stdin is consumed.
   if (!(await registry.get(id))) throw notFound(id);
   const password = await readPassword(ctx, "passwd");
-  const passwordHash = await hashPassword(password, { cost });
+  const passwordHash = await makeVerifier(password, { iterations: cost });
   // Re-read after the (slow) hash so a concurrent change of type or attributes is kept.
   const current = await registry.get(id);
   if (!current) throw notFound(id);
   await registry.put({ ...current, passwordHash, updatedAt: ctx.now() });
   ctx.out(`Changed the password of device ${id}\n`);
+  return EXIT_OK;
+}
+
+/** `migrate`: converts every scrypt hash into a SCRAM verifier (passwords unchanged). */
+async function migrate(ctx: Context): Promise<number> {
+  if (ctx.positionals.length > 0) {
+    throw new UsageError(`Unexpected argument '${ctx.positionals[0]}'`, helpHint("migrate"));
+  }
+  await using store = await openStore(ctx, { create: false });
+  const changes: { id: string; reg: Registration }[] = [];
+  let kept = 0;
+  for (const reg of await store.registry.list()) {
+    if (!isScryptHash(reg.passwordHash)) {
+      kept++;
+      continue;
+    }
+    const passwordHash = await migrateScryptHash(reg.passwordHash);
+    if (passwordHash === null) {
+      throw new CommandError(
+        `Device ${reg.id} has a malformed password hash`,
+        `set a new password with 'deno task registry passwd ${reg.id}', then run migrate again`,
+      );
+    }
+    changes.push({ id: reg.id, reg: { ...reg, passwordHash, updatedAt: ctx.now() } });
+  }
+  if (store.registry.applyMany) await store.registry.applyMany(changes);
+  else for (const c of changes) await store.registry.put(c.reg);
+  ctx.out(
+    `Migrated ${changes.length} device${changes.length === 1 ? "" : "s"} in ${store.where}` +
+      ` (${kept} already had SCRAM verifiers)\n`,
+  );
   return EXIT_OK;
 }
 
@@ -461,11 +513,11 @@ function deviceIdArgument(ctx: Context, command: string): string {
 function hashCost(ctx: Context): number | undefined {
   const text = ctx.values["hash-cost"] as string | undefined;
   if (text === undefined) return undefined;
-  const cost = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
-  if (!(cost >= 1024 && (cost & (cost - 1)) === 0 && cost <= 2 ** 20)) {
+  const cost = /^[0-9]{1,8}$/.test(text) ? Number(text) : NaN;
+  if (!(cost >= MIN_VERIFIER_ITERATIONS && cost <= 10_000_000)) {
     throw new UsageError(
-      `--hash-cost ${text} is not a power of two from 1024 to 1048576`,
-      "omit --hash-cost to use the default (16384)",
+      `--hash-cost ${text} is not a PBKDF2 iteration count from ${MIN_VERIFIER_ITERATIONS} to 10000000`,
+      `omit --hash-cost to use the default (${DEFAULT_ITERATIONS})`,
     );
   }
   return cost;
@@ -561,7 +613,7 @@ function notFound(id: string): CommandError {
 function unknownCommand(command: string): UsageError {
   return new UsageError(
     `Unknown command '${command}'`,
-    "commands are add, set, remove, list, passwd; run 'deno task registry --help'",
+    "commands are add, set, remove, list, passwd, migrate; run 'deno task registry --help'",
   );
 }
 

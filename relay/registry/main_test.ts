@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { verifyPassword } from "./password.ts";
+import { verifierMatches as verifyPassword } from "./verifier.ts";
 import { FileRegistry } from "./registry.ts";
+import { hashPassword } from "./password.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, registryMain } from "./main.ts";
 
-const FAST = ["--hash-cost", "1024"];
+const FAST = ["--hash-cost", "4096"];
 const T0 = Date.UTC(2026, 10, 3, 10, 0, 0);
 
 /** A temp data dir and password file, plus a runner capturing stdout and stderr. */
@@ -78,7 +79,7 @@ Deno.test("registry add, list, passwd and remove a device", async () => {
   assert.equal(reg?.type, "FAX");
   assert.deepEqual(reg?.attributes, ["FILE TX/RX", "COLOR"]);
   assert.equal(reg?.updatedAt, T0);
-  assert.match(reg!.passwordHash, /^scrypt\$1024\$8\$1\$/);
+  assert.match(reg!.passwordHash, /^scram-sha-256\$4096\$/);
   // The trailing newline of the password file is not part of the password.
   assert.equal(await verifyPassword("s3cret", reg!.passwordHash), true);
   assert.equal(await verifyPassword("s3cret\n", reg!.passwordHash), false);
@@ -112,7 +113,7 @@ Deno.test("registry add, list, passwd and remove a device", async () => {
     { id: "alice@example.com", type: "USER", attributes: [], updatedAt: T0 + 90_000 },
     { id: "fax-01", type: "FAX", attributes: ["FILE TX/RX", "COLOR"], updatedAt: T0 },
   ]);
-  assert.ok(!json.stdout.includes("scrypt"), "list --json must not leak password hashes");
+  assert.ok(!json.stdout.includes("scram"), "list --json must not leak password verifiers");
 
   t.tick(60_000);
   const newPassword = join(t.root, "new.txt");
@@ -310,4 +311,28 @@ Deno.test("registry add normalises type and attributes; set changes them and kee
   assertError(nothing.stderr, /set needs --type, --attr or --no-attr/);
   const ghost = await t.run(["set", "ghost", "--type", "FAX"]);
   assert.equal(ghost.code, EXIT_FAILURE);
+});
+
+Deno.test("registry migrate converts version-1 scrypt hashes; the passwords still match", async () => {
+  await using t = await setup();
+  await Deno.mkdir(t.data, { recursive: true });
+  const scrypt = await hashPassword("s3cret", { cost: 1024 });
+  const old = { id: "fax-01", type: "FAX", attributes: [], passwordHash: scrypt, updatedAt: 1 };
+  const path = join(t.data, "registry.json");
+  await Deno.writeTextFile(path, JSON.stringify({ version: 1, devices: [old] }));
+
+  const first = await t.run(["migrate"]);
+  assert.equal(first.code, EXIT_OK, first.stderr);
+  assert.match(first.stdout, /Migrated 1 device in .* \(0 already had SCRAM verifiers\)/);
+  const file = JSON.parse(await Deno.readTextFile(path));
+  assert.equal(file.version, 2);
+  const stored: string = file.devices[0].passwordHash;
+  assert.match(stored, /^scram-sha-256\$4096\$[^$]+\$[^$]+\$[^$]+\$scrypt\$1024\$8\$1\$[^$]+\$32$/);
+  assert.ok(!stored.includes(scrypt.split("$")[5]), "the scrypt hash itself is not kept");
+  assert.equal(await verifyPassword("s3cret", stored), true);
+  assert.equal(await verifyPassword("s3cret!", stored), false);
+
+  const again = await t.run(["migrate"]);
+  assert.equal(again.code, EXIT_OK, again.stderr);
+  assert.match(again.stdout, /Migrated 0 devices .* \(1 already had SCRAM verifiers\)/);
 });

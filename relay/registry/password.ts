@@ -90,12 +90,23 @@ export async function verifyPassword(password: string, stored: string): Promise<
   }
 }
 
-interface StoredParams {
+/** The parameters of a stored scrypt hash. */
+export interface StoredParams {
+  /** Cost N. */
   n: number;
+  /** Block size r. */
   r: number;
+  /** Parallelism p. */
   p: number;
+  /** Salt. */
   salt: Uint8Array;
+  /** The scrypt output. */
   hash: Uint8Array;
+}
+
+/** Parses a stored `scrypt$N$r$p$salt$hash` string; null when malformed or out of bounds. */
+export function parseScryptHash(stored: string): StoredParams | null {
+  return parseStored(stored);
 }
 
 function isValidCost(n: number): boolean {

@@ -37,7 +37,11 @@ export interface Registration {
   type: string;
   /** Attributes tied to the type, e.g. `FILE TX/RX`. */
   attributes: string[];
-  /** Password hash from `hashPassword()` in `password.ts`. */
+  /**
+   * Password verifier from `makeVerifier()` in `verifier.ts` (`scram-sha-256$...`); a
+   * registration from registry version 1 may still hold a scrypt hash until
+   * `registry migrate` converts it.
+   */
   passwordHash: string;
   /** Last change of this registration, in ms since the epoch. */
   updatedAt: number;
@@ -55,12 +59,26 @@ export interface RegistryStore {
   remove(id: string): Promise<boolean>;
   /** Optional batch form of put/remove (`reg: null` removes), for bulk updates. */
   applyMany?(changes: { id: string; reg: Registration | null }[]): Promise<void>;
+  /**
+   * Optional: a 32-byte secret shared by every relay reading this store, created on
+   * first use. Relays derive the fake salts of unregistered IDs from it, so that every
+   * relay answers an unknown ID with the same challenge.
+   */
+  loginSecret?(): Promise<Uint8Array>;
 }
 
 /** Name of the registry file inside the data directory. */
 export const REGISTRY_FILE = "registry.json";
-/** Version number written in, and required of, the registry file. */
-export const REGISTRY_VERSION = 1;
+/**
+ * Version number written in the registry file. 2: passwords are SCRAM verifiers
+ * (`verifier.ts`). Version 1 files (scrypt hashes) are still read, and rewritten as
+ * version 2 at the next change; `registry migrate` converts their hashes.
+ */
+export const REGISTRY_VERSION = 2;
+/** Versions of the registry file this code reads. */
+export const READABLE_REGISTRY_VERSIONS: readonly number[] = [1, 2];
+/** File next to the registry holding the login secret (see {@link RegistryStore.loginSecret}). */
+export const LOGIN_SECRET_FILE = "login-secret";
 
 const DEVICE_ID_RE = /^[A-Za-z0-9._@-]{1,64}$/;
 const DEVICE_TYPE_RE = /^[A-Z0-9_-]{1,32}$/;
@@ -323,6 +341,34 @@ export class FileRegistry implements RegistryStore {
     return this.#update((devices) => devices.delete(id));
   }
 
+  /**
+   * The login secret in `<dir>/login-secret` (32 bytes, owner-only), created on first
+   * use; two processes creating it at once agree on the first one written.
+   */
+  async loginSecret(): Promise<Uint8Array> {
+    const path = join(this.path, "..", LOGIN_SECRET_FILE);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const bytes = await Deno.readFile(path);
+        if (bytes.length === 32) return bytes;
+        throw new RegistryCorruptError(path, `expected 32 bytes, found ${bytes.length}`);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      const tmp = `${path}.tmp-${crypto.randomUUID()}`;
+      await Deno.writeFile(tmp, crypto.getRandomValues(new Uint8Array(32)), { mode: 0o600 });
+      try {
+        // link() fails if another process created the file first: then read theirs.
+        await Deno.link(tmp, path);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      } finally {
+        await Deno.remove(tmp).catch(() => {});
+      }
+    }
+    throw new Error(`Cannot create ${path}`);
+  }
+
   /** Applies several puts (`reg`) and removals (`null`) with one write of the file. */
   async applyMany(changes: { id: string; reg: Registration | null }[]): Promise<void> {
     const entries = changes.map((c) => ({ id: c.id, reg: c.reg && checked(c.reg) }));
@@ -432,10 +478,12 @@ function parseRegistry(path: string, text: string): Map<string, Registration> {
     throw new RegistryCorruptError(path, "expected an object with version and devices");
   }
   const { version, devices } = data as { version?: unknown; devices?: unknown };
-  if (version !== REGISTRY_VERSION) {
+  if (!READABLE_REGISTRY_VERSIONS.includes(version as number)) {
     throw new RegistryCorruptError(
       path,
-      `unsupported version ${JSON.stringify(version)} (expected ${REGISTRY_VERSION})`,
+      `unsupported version ${JSON.stringify(version)} (this relay reads versions ${
+        READABLE_REGISTRY_VERSIONS.join(" and ")
+      }; a newer tsunagi wrote it?)`,
     );
   }
   if (!Array.isArray(devices)) throw new RegistryCorruptError(path, "devices is not an array");

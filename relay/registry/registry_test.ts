@@ -110,14 +110,14 @@ Deno.test("FileRegistry.open() creates the directory and writes nothing until a 
   await assert.rejects(Deno.stat(registry.path), Deno.errors.NotFound);
 });
 
-Deno.test("FileRegistry writes { version: 1, devices } sorted by id, owner-only, without temp files", async () => {
+Deno.test("FileRegistry writes { version: 2, devices } sorted by id, owner-only, without temp files", async () => {
   await using dir = await tempDir();
   const registry = await FileRegistry.open(dir.path);
   await registry.put(reg("zed"));
   await registry.put(reg("amy", { attributes: ["FILE TX/RX"] }));
   const data = JSON.parse(await Deno.readTextFile(registry.path));
   assert.deepEqual(data, {
-    version: 1,
+    version: 2,
     devices: [reg("amy", { attributes: ["FILE TX/RX"] }), reg("zed")],
   });
   if (Deno.build.os !== "windows") {
@@ -189,7 +189,7 @@ Deno.test("FileRegistry reports a corrupt file with a RegistryCorruptError namin
   const cases: [string, RegExp][] = [
     ["{ not json", /not valid JSON/],
     ["[]", /expected an object/],
-    [JSON.stringify({ version: 2, devices: [] }), /unsupported version 2/],
+    [JSON.stringify({ version: 3, devices: [] }), /unsupported version 3/],
     [JSON.stringify({ version: 1 }), /devices is not an array/],
     [JSON.stringify({ version: 1, devices: [{ id: "x" }] }), /device #0/],
     [JSON.stringify({ version: 1, devices: [reg("a"), reg("a")] }), /listed twice/],
@@ -219,4 +219,30 @@ Deno.test("FileRegistry reports corruption that appears after it was opened", as
   // Repairing the file makes the instance usable again.
   await Deno.writeTextFile(registry.path, JSON.stringify({ version: 1, devices: [reg("bob")] }));
   assert.deepEqual((await registry.list()).map((r) => r.id), ["bob"]);
+});
+
+Deno.test("FileRegistry reads a version-1 file and writes it back as version 2", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "registry.json");
+  await Deno.writeTextFile(path, JSON.stringify({ version: 1, devices: [reg("alice")] }));
+  const registry = await FileRegistry.open(dir.path);
+  assert.deepEqual((await registry.list()).map((r) => r.id), ["alice"]);
+  await registry.put(reg("bob"));
+  const file = JSON.parse(await Deno.readTextFile(path));
+  assert.equal(file.version, 2);
+  assert.deepEqual(file.devices.map((d: Registration) => d.id), ["alice", "bob"]);
+});
+
+Deno.test("FileRegistry.loginSecret() creates 32 owner-only bytes once and keeps them", async () => {
+  await using dir = await tempDir();
+  const [a, b] = await Promise.all([
+    (await FileRegistry.open(dir.path)).loginSecret(),
+    (await FileRegistry.open(dir.path)).loginSecret(),
+  ]);
+  assert.equal(a.length, 32);
+  assert.deepEqual(a, b);
+  assert.deepEqual(await (await FileRegistry.open(dir.path)).loginSecret(), a);
+  const info = await Deno.stat(join(dir.path, "login-secret"));
+  assert.equal(info.mode! & 0o777, 0o600);
+  assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name), ["login-secret"]);
 });

@@ -13,8 +13,12 @@
  *
  * Flow (device side; see docs/protocol.md for the byte layouts):
  *
- *   1. Device opens TCP and sends HELLO then LOGIN (pipelined, one round trip).
- *      Relay answers LOGIN_RESULT (code 0 = logged in) or an ERROR and closes.
+ *   1. Device opens TCP and sends HELLO then LOGIN(id, nonce, instance, ticket)
+ *      (pipelined). Relay answers LOGIN_CHALLENGE(nonce, salt, iterations, prehash);
+ *      the device answers LOGIN_PROOF(proof) (SCRAM-SHA-256, RFC 5802/7677: the
+ *      password never crosses the wire); the relay answers LOGIN_RESULT (code 0 =
+ *      logged in, with its ServerSignature, which the device checks, and a ticket for
+ *      the device's further connections) or refuses and closes. Two round trips.
  *   2. Idle: device sends PING every `keepaliveMs`, relay answers PONG. Device may send
  *      LIST / STATUS (answered by LIST_RESULT / STATUS_RESULT), CONNECT, or LOGOUT.
  *   3. CONNECT(target, service) on connection 1. Relay sends NOTICE(session, requester)
@@ -35,14 +39,16 @@
  * (docs/mesh.md).
  *
  * Version history:
- *   1 — first version (2026-11). Additions that old peers ignore or never see: an optional
- *       trailing instance token in LOGIN, error codes 6, 7, 12-14 and 27 (2026-11-30).
+ *   1 — first version (2026-11).
+ *   2 — SCRAM-SHA-256 login (LOGIN changed, LOGIN_CHALLENGE 0x19 and LOGIN_PROOF 0x1a
+ *       added, LOGIN_RESULT extended with signature and ticket); LOGIN's agent instance
+ *       token; error codes 6, 7, 8, 12-14 and 27 (2026-11-30).
  *
  * @module
  */
 
 /** Current protocol version, sent in HELLO. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Magic bytes at the start of every HELLO payload: ASCII "TSNG". */
 export const HELLO_MAGIC = 0x54534e47;
@@ -79,6 +85,8 @@ export const FrameType = {
   Route: 0x16,
   Update: 0x17,
   Digest: 0x18,
+  LoginChallenge: 0x19,
+  LoginProof: 0x1a,
 } as const;
 
 /** A frame type code. */
@@ -120,6 +128,8 @@ export const ErrorCode = {
   SessionTimeout: 6,
   /** A field is longer than the protocol allows (ID, service name, password). */
   FieldTooLong: 7,
+  /** This relay port speaks TLS and got plain frames (or the reverse): fix the agent's --tls-ca. */
+  TlsRequired: 8,
   // 10-19: login
   AuthFailed: 10,
   Throttled: 11,

@@ -99,7 +99,9 @@ export class FrameDecoder {
         // Fast path: the header lies whole in the first chunk, and maybe the frame does too.
         const at = this.#off;
         const length = readU32(head, at + 1);
-        if (length > this.#maxPayload) throw new FrameTooLargeError(length, this.#maxPayload);
+        if (length > this.#maxPayload) {
+          throw new FrameTooLargeError(length, this.#maxPayload, head[at]);
+        }
         if (head.length - at >= HEADER_SIZE + length) {
           const start = at + HEADER_SIZE;
           this.#consume(HEADER_SIZE + length);
@@ -110,7 +112,9 @@ export class FrameDecoder {
       this.#headerFill += this.#copyInto(this.#header, this.#headerFill);
       if (this.#headerFill < HEADER_SIZE) return null;
       const length = readU32(this.#header, 1);
-      if (length > this.#maxPayload) throw new FrameTooLargeError(length, this.#maxPayload);
+      if (length > this.#maxPayload) {
+        throw new FrameTooLargeError(length, this.#maxPayload, this.#header[0]);
+      }
       const next = this.#chunks[0];
       if (next !== undefined && next.length - this.#off >= length) {
         // The body lies whole in one chunk: a view after all.

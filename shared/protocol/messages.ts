@@ -6,8 +6,8 @@
  * | type | name          | payload                                                    |
  * |------|---------------|------------------------------------------------------------|
  * | 0x01 | HELLO         | u32 magic "TSNG", u16 version, u8 role, str software       |
- * | 0x02 | LOGIN         | str id, str password                                       |
- * | 0x03 | LOGIN_RESULT  | u16 code, u32 keepaliveMs, u32 retryAfterMs, str relay, str message |
+ * | 0x02 | LOGIN         | str id, str nonce, str instance, str ticket                |
+ * | 0x03 | LOGIN_RESULT  | u16 code, u32 keepaliveMs, u32 retryAfterMs, str relay, str message, bin signature, str ticket, u32 ticketTtlMs |
  * | 0x04 | PING          | u32 nonce                                                  |
  * | 0x05 | PONG          | u32 nonce                                                  |
  * | 0x06 | LOGOUT        | (empty)                                                    |
@@ -29,6 +29,10 @@
  * | 0x16 | ROUTE         | str session, str requester, str requesterType, str target, str service, u8 hops |
  * | 0x17 | UPDATE        | str body (JSON notice, see docs/mesh.md)                   |
  * | 0x18 | DIGEST        | str body (JSON digest, see docs/mesh.md)                   |
+ * | 0x19 | LOGIN_CHALLENGE | str nonce, bin salt, u32 iterations, str prehash         |
+ * | 0x1a | LOGIN_PROOF   | bin proof                                                  |
+ *
+ * `bin` = u16 byte length + raw bytes.
  *
  * Directory entry: str id, str type, u8 n + n × str attribute, u8 state, str relay,
  * u16 idle, u16 sessions, u8 m + m × str peer, f64 lastUpdate (ms since epoch).
@@ -77,13 +81,25 @@ export type Message =
   | {
     kind: "login";
     id: string;
-    password: string;
-    /**
-     * Agent instance token (random per `tsunagi run` process), or "" for a one-shot
-     * client. Optional trailing field: absent on the wire when empty.
-     */
-    instance?: string;
+    /** SCRAM client nonce (16-64 base64 characters). */
+    nonce: string;
+    /** Agent instance token (random per `tsunagi run` process), or "" for a one-shot client. */
+    instance: string;
+    /** A pool-connection ticket from an earlier LOGIN_RESULT, or "" for a full login. */
+    ticket: string;
   }
+  | {
+    kind: "loginChallenge";
+    /** Client nonce followed by the relay's. */
+    nonce: string;
+    /** PBKDF2 salt; empty for a ticket login. */
+    salt: Uint8Array;
+    /** PBKDF2 iterations; 0 for a ticket login. */
+    iterations: number;
+    /** scrypt pre-hash of a migrated registration (`scrypt$N$r$p$salt`), or "". */
+    prehash: string;
+  }
+  | { kind: "loginProof"; proof: Uint8Array }
   | {
     kind: "loginResult";
     code: ErrorCode;
@@ -91,6 +107,12 @@ export type Message =
     retryAfterMs: number;
     relay: string;
     message: string;
+    /** SCRAM ServerSignature (or ticket signature) on success; empty otherwise. */
+    signature: Uint8Array;
+    /** Ticket for this device's further connections to this relay; "" for none. */
+    ticket: string;
+    /** How long the ticket is valid, ms. */
+    ticketTtlMs: number;
   }
   | { kind: "ping"; nonce: number }
   | { kind: "pong"; nonce: number }
@@ -189,6 +211,12 @@ class Writer {
     this.u16(bytes.length);
     return this.bytes(bytes);
   }
+  bin(b: Uint8Array): this {
+    if (b.length > 0xffff) {
+      throw new RangeError(`Cannot encode bytes: ${b.length} bytes exceeds 65535`);
+    }
+    return this.u16(b.length).bytes(b);
+  }
   bytes(b: Uint8Array): this {
     this.#reserve(b.length);
     this.#buf.set(b, this.#len);
@@ -255,6 +283,13 @@ class Reader {
         cause,
       });
     }
+  }
+  bin(): Uint8Array {
+    const n = this.u16();
+    this.#need(n);
+    const slice = this.bytes.slice(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return slice;
   }
   get remaining(): number {
     return this.bytes.length - this.#pos;
@@ -323,12 +358,15 @@ export function encodeMessage(m: Message): Uint8Array {
     case "hello":
       return w.u32(HELLO_MAGIC).u16(m.version).u8(m.role).str(m.software).frame(FrameType.Hello);
     case "login":
-      w.str(m.id).str(m.password);
-      if (m.instance) w.str(m.instance);
-      return w.frame(FrameType.Login);
+      return w.str(m.id).str(m.nonce).str(m.instance).str(m.ticket).frame(FrameType.Login);
+    case "loginChallenge":
+      return w.str(m.nonce).bin(m.salt).u32(m.iterations).str(m.prehash)
+        .frame(FrameType.LoginChallenge);
+    case "loginProof":
+      return w.bin(m.proof).frame(FrameType.LoginProof);
     case "loginResult":
       return w.u16(m.code).u32(m.keepaliveMs).u32(m.retryAfterMs).str(m.relay).str(m.message)
-        .frame(FrameType.LoginResult);
+        .bin(m.signature).str(m.ticket).u32(m.ticketTtlMs).frame(FrameType.LoginResult);
     case "ping":
       return w.u32(m.nonce).frame(FrameType.Ping);
     case "pong":
@@ -410,8 +448,19 @@ export function decodeMessage(frame: Frame): Message {
       break;
     }
     case FrameType.Login:
-      m = { kind: "login", id: r.str(), password: r.str() };
-      if (r.remaining > 0) m.instance = r.str();
+      m = { kind: "login", id: r.str(), nonce: r.str(), instance: r.str(), ticket: r.str() };
+      break;
+    case FrameType.LoginChallenge:
+      m = {
+        kind: "loginChallenge",
+        nonce: r.str(),
+        salt: r.bin(),
+        iterations: r.u32(),
+        prehash: r.str(),
+      };
+      break;
+    case FrameType.LoginProof:
+      m = { kind: "loginProof", proof: r.bin() };
       break;
     case FrameType.LoginResult:
       m = {
@@ -421,6 +470,9 @@ export function decodeMessage(frame: Frame): Message {
         retryAfterMs: r.u32(),
         relay: r.str(),
         message: r.str(),
+        signature: r.bin(),
+        ticket: r.str(),
+        ticketTtlMs: r.u32(),
       };
       break;
     case FrameType.Ping:

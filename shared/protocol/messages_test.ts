@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { authMessage, clientProof, saltedPassword, serverSignature, verifierOf } from "../scram.ts";
 import { MalformedMessageError } from "../errors.ts";
 import { SAMPLES, type SampleTable } from "../testing/message_samples.ts";
 import { ErrorCode, FrameType, MAX_PAYLOAD, PROTOCOL_VERSION } from "./constants.ts";
@@ -84,9 +85,25 @@ const FIXTURES: [string, Message, string][] = [
     "01 00000010  54534e47 0001 01 0007 6167656e742f31",
   ],
   [
-    "LOGIN 'alice' / 's3cret'",
-    { kind: "login", id: "alice", password: "s3cret" },
-    "02 0000000f  0005 616c696365 0006 733363726574",
+    "LOGIN 'alice', nonce 'abc', no instance, no ticket",
+    { kind: "login", id: "alice", nonce: "abc", instance: "", ticket: "" },
+    "02 00000010  0005 616c696365 0003 616263 0000 0000",
+  ],
+  [
+    "LOGIN_CHALLENGE nonce 'abcd', salt 01 02, 4096 iterations, no prehash",
+    {
+      kind: "loginChallenge",
+      nonce: "abcd",
+      salt: new Uint8Array([1, 2]),
+      iterations: 4096,
+      prehash: "",
+    },
+    "19 00000010  0004 61626364 0002 0102 00001000 0000",
+  ],
+  [
+    "LOGIN_PROOF of 3 bytes",
+    { kind: "loginProof", proof: new Uint8Array([0xaa, 0xbb, 0xcc]) },
+    "1a 00000005  0003 aabbcc",
   ],
   [
     "LOGIN_RESULT ok, keep-alive 30000 ms, relay 'relay-tokyo'",
@@ -97,8 +114,11 @@ const FIXTURES: [string, Message, string][] = [
       retryAfterMs: 0,
       relay: "relay-tokyo",
       message: "",
+      signature: new Uint8Array([0xee]),
+      ticket: "t",
+      ticketTtlMs: 1000,
     },
-    "03 00000019  0000 00007530 00000000 000b 72656c61792d746f6b796f 0000",
+    "03 00000023  0000 00007530 00000000 000b 72656c61792d746f6b796f 0000 0001ee 000174 000003e8",
   ],
   ["PING nonce 0x01020304", { kind: "ping", nonce: 0x01020304 }, "04 00000004  01020304"],
   ["PONG nonce 0xfffffffe", { kind: "pong", nonce: 0xfffffffe }, "05 00000004  fffffffe"],
@@ -170,24 +190,66 @@ for (const [what, message, bytes] of FIXTURES) {
 }
 
 Deno.test({
-  name: "encodeMessage() writes the login exchange shown in docs/protocol.md",
+  name: "encodeMessage() and scram.ts write the login exchange shown in docs/protocol.md",
   permissions: "none",
-  fn() {
+  async fn() {
     // Section 9 of docs/protocol.md: keep the two in step.
+    const salt = hex("41 25 c2 47 e4 3a b1 e9 3c 6d ff 76 ba 4f 2d 9e");
+    const x = {
+      id: "alice",
+      clientNonce: "fyko+d2lbbFgONRv9qkxdawL",
+      nonce: "fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j",
+      salt,
+      iterations: 4096,
+    };
     const hello = encodeMessage({
       kind: "hello",
-      version: 1,
+      version: 2,
       role: 1,
-      software: "tsunagi-agent/0.1",
+      software: "tsunagi-agent/0.2",
     });
-    const login = encodeMessage({ kind: "login", id: "alice", password: "s3cret" });
+    const login = encodeMessage({
+      kind: "login",
+      id: "alice",
+      nonce: x.clientNonce,
+      instance: "",
+      ticket: "",
+    });
     assert.deepEqual(
       new Uint8Array([...hello, ...login]),
-      hex(`01 00 00 00 1a  54 53 4e 47  00 01  01
-           00 11 74 73 75 6e 61 67 69 2d 61 67 65 6e 74 2f 30 2e 31
-           02 00 00 00 0f  00 05 61 6c 69 63 65  00 06 73 33 63 72 65 74`),
+      hex(`01 00 00 00 1a  54 53 4e 47  00 02  01
+           00 11 74 73 75 6e 61 67 69 2d 61 67 65 6e 74 2f 30 2e 32
+           02 00 00 00 25  00 05 61 6c 69 63 65
+           00 18 66 79 6b 6f 2b 64 32 6c 62 62 46 67 4f 4e 52 76 39 71 6b 78 64 61 77 4c
+           00 00  00 00`),
     );
+    assert.deepEqual(
+      encodeMessage({
+        kind: "loginChallenge",
+        nonce: x.nonce,
+        salt,
+        iterations: 4096,
+        prehash: "",
+      }),
+      hex(`19 00 00 00 44
+           00 2a 66 79 6b 6f 2b 64 32 6c 62 62 46 67 4f 4e 52 76 39 71 6b 78 64 61 77 4c
+                 33 72 66 63 4e 48 59 4a 59 31 5a 56 76 57 56 73 37 6a
+           00 10 41 25 c2 47 e4 3a b1 e9 3c 6d ff 76 ba 4f 2d 9e
+           00 00 10 00
+           00 00`),
+    );
+    const salted = await saltedPassword("s3cret", salt, 4096);
+    const auth = authMessage(x);
+    assert.deepEqual(
+      encodeMessage({ kind: "loginProof", proof: clientProof(salted, auth) }),
+      hex(`1a 00 00 00 22  00 20 5a 2f 00 8b 28 a5 6d dc 00 3e 27 fc 2e e4 1e 73
+                                 9e e0 e6 cd 47 c7 72 06 06 45 f9 80 d3 de 7c 52`),
+    );
+    const v = verifierOf(salted, salt, 4096);
+    assert.equal(v.storedKey.toBase64(), "eU0IgNVUsxN322Vx/DscmalBGRt2dk0FEsNQoJhzAvA=");
+    assert.equal(v.serverKey.toBase64(), "kXU9k4mVqG7bN1HFgZH7MBo/yfeXaBqEbnoWShETYcs=");
     const relay = "relay-tokyo";
+    const none = new Uint8Array(0);
     assert.deepEqual(
       encodeMessage({
         kind: "loginResult",
@@ -196,9 +258,15 @@ Deno.test({
         retryAfterMs: 0,
         relay,
         message: "",
+        signature: serverSignature(v.serverKey, auth),
+        ticket: "",
+        ticketTtlMs: 0,
       }),
-      hex(`03 00 00 00 19  00 00  00 00 3a 98  00 00 00 00
-           00 0b 72 65 6c 61 79 2d 74 6f 6b 79 6f  00 00`),
+      hex(`03 00 00 00 41  00 00  00 00 3a 98  00 00 00 00
+           00 0b 72 65 6c 61 79 2d 74 6f 6b 79 6f  00 00
+           00 20 54 76 e2 2a 43 72 fe 24 47 a3 8d d9 e1 c7 59 7f
+                 1b 9f 04 55 8a 0a 56 14 13 91 7f c5 22 54 1f bc
+           00 00  00 00 00 00`),
     );
     assert.deepEqual(
       encodeMessage({
@@ -208,14 +276,16 @@ Deno.test({
         retryAfterMs: 0,
         relay,
         message: "Unknown device or wrong password",
+        signature: none,
+        ticket: "",
+        ticketTtlMs: 0,
       }),
-      hex(`03 00 00 00 39  00 0a  00 00 00 00  00 00 00 00
+      hex(`03 00 00 00 41  00 0a  00 00 00 00  00 00 00 00
            00 0b 72 65 6c 61 79 2d 74 6f 6b 79 6f
            00 20 55 6e 6b 6e 6f 77 6e 20 64 65 76 69 63 65 20 6f 72 20 77 72 6f 6e 67 20
-           70 61 73 73 77 6f 72 64`),
+           70 61 73 73 77 6f 72 64
+           00 00  00 00  00 00 00 00`),
     );
-    assert.deepEqual(encodeMessage({ kind: "ping", nonce: 1 }), hex("04 00 00 00 04 00 00 00 01"));
-    assert.deepEqual(encodeMessage({ kind: "pong", nonce: 1 }), hex("05 00 00 00 04 00 00 00 01"));
   },
 });
 
@@ -291,7 +361,7 @@ Deno.test({
 
 /** Frames that must be refused, with the message each error must carry. */
 const MALFORMED: [string, string, RegExp][] = [
-  ["unknown type 0x19", "19 00000000", /^Cannot decode frame: unknown type 0x19$/],
+  ["unknown type 0x1b", "1b 00000000", /^Cannot decode frame: unknown type 0x1b$/],
   ["unknown type 0x00", "00 00000000", /unknown type 0x0$/],
   ["unknown type 0xff", "ff 00000001 00", /unknown type 0xff$/],
   ["PING with a 3-byte payload", "04 00000003 010203", /payload ends after 3 bytes/],
@@ -383,10 +453,13 @@ Deno.test({
   permissions: "none",
   fn() {
     const long = "x".repeat(40_000);
-    assert.throws(() => encodeMessage({ kind: "login", id: long, password: long }), {
-      name: "RangeError",
-      message: "Cannot encode message: payload 80004 bytes exceeds maximum 65536",
-    });
+    assert.throws(
+      () => encodeMessage({ kind: "login", id: long, nonce: long, instance: "", ticket: "" }),
+      {
+        name: "RangeError",
+        message: "Cannot encode message: payload 80008 bytes exceeds maximum 65536",
+      },
+    );
     assert.throws(
       () => encodeMessage({ kind: "data", bytes: new Uint8Array(MAX_PAYLOAD + 1) }),
       RangeError,

@@ -67,8 +67,28 @@ export const SAMPLES: SampleTable = {
     { kind: "hello", version: 0xffff, role: Role.Relay, software: "" },
   ],
   login: [
-    { kind: "login", id: "alice", password: "s3cret" },
-    { kind: "login", id: "\uFEFFbom", password: "пароль" },
+    { kind: "login", id: "alice", nonce: "rOprNGfwEbeRWgbNEkqO", instance: "", ticket: "" },
+    { kind: "login", id: "\uFEFFbom", nonce: "", instance: "пароль", ticket: "t".repeat(43) },
+  ],
+  loginChallenge: [
+    {
+      kind: "loginChallenge",
+      nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+      salt: Uint8Array.fromBase64("W22ZaJ0SNY7soEsUEjb6gQ=="),
+      iterations: 4096,
+      prehash: "",
+    },
+    {
+      kind: "loginChallenge",
+      nonce: "",
+      salt: new Uint8Array(0),
+      iterations: 0xffffffff,
+      prehash: "scrypt$16384$8$1$c2FsdA==",
+    },
+  ],
+  loginProof: [
+    { kind: "loginProof", proof: new Uint8Array(32).fill(0x5a) },
+    { kind: "loginProof", proof: new Uint8Array(0) },
   ],
   loginResult: [
     {
@@ -78,6 +98,9 @@ export const SAMPLES: SampleTable = {
       retryAfterMs: 0,
       relay: "relay-tokyo",
       message: "",
+      signature: new Uint8Array(32).fill(0xc3),
+      ticket: "abc",
+      ticketTtlMs: 300_000,
     },
     {
       kind: "loginResult",
@@ -86,6 +109,9 @@ export const SAMPLES: SampleTable = {
       retryAfterMs: 0xffffffff,
       relay: "r",
       message: "Too many failed logins",
+      signature: new Uint8Array(0),
+      ticket: "",
+      ticketTtlMs: 0,
     },
   ],
   ping: [{ kind: "ping", nonce: 0 }, { kind: "ping", nonce: 0xffffffff }],
@@ -239,7 +265,23 @@ export function randomMessage(rng: Rng): Message {
         software: rng.string(),
       };
     case "login":
-      return { kind, id: rng.string(), password: rng.string() };
+      return {
+        kind,
+        id: rng.string(),
+        nonce: rng.string(),
+        instance: rng.string(),
+        ticket: rng.string(),
+      };
+    case "loginChallenge":
+      return {
+        kind,
+        nonce: rng.string(),
+        salt: rng.bytes(rng.int(64)),
+        iterations: u32(),
+        prehash: rng.string(),
+      };
+    case "loginProof":
+      return { kind, proof: rng.bytes(rng.int(64)) };
     case "loginResult":
       return {
         kind,
@@ -248,6 +290,9 @@ export function randomMessage(rng: Rng): Message {
         retryAfterMs: u32(),
         relay: rng.string(),
         message: rng.string(),
+        signature: rng.bytes(rng.int(64)),
+        ticket: rng.string(),
+        ticketTtlMs: u32(),
       };
     case "ping":
     case "pong":

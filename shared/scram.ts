@@ -1,0 +1,225 @@
+/**
+ * SCRAM-SHA-256 (RFC 5802, RFC 7677): the arithmetic of tsunagi's login, shared by the
+ * device (which knows the password) and the relay (which knows only a verifier).
+ *
+ *     SaltedPassword  = PBKDF2-HMAC-SHA-256(password, salt, iterations, 32)
+ *     ClientKey       = HMAC(SaltedPassword, "Client Key")
+ *     StoredKey       = SHA-256(ClientKey)
+ *     ServerKey       = HMAC(SaltedPassword, "Server Key")
+ *     AuthMessage     = client-first-bare "," server-first "," client-final-without-proof
+ *     ClientProof     = ClientKey XOR HMAC(StoredKey, AuthMessage)
+ *     ServerSignature = HMAC(ServerKey, AuthMessage)
+ *
+ * The relay stores `salt`, `iterations`, `StoredKey`, `ServerKey`: enough to check a
+ * proof and to prove itself, not enough to log in. tsunagi carries the SCRAM fields in
+ * binary frames (docs/protocol.md section 6.1) but computes AuthMessage exactly as the
+ * RFC spells the text messages, so the RFC 7677 test vector holds (see scram_test.ts).
+ * The password is used as its UTF-8 bytes (no SASLprep).
+ *
+ * Everything here is computation: no I/O. The relay side is synchronous (a few HMACs),
+ * so a login check has no await inside it to race.
+ *
+ * @module
+ */
+
+import { createHash, createHmac, scrypt, timingSafeEqual } from "node:crypto";
+
+/** Bytes of SHA-256 output: keys, proofs and signatures. */
+export const KEY_BYTES = 32;
+
+/** The relay's stored verifier of one password. */
+export interface ScramVerifier {
+  /** PBKDF2 salt. */
+  salt: Uint8Array;
+  /** PBKDF2 iteration count. */
+  iterations: number;
+  /** SHA-256(ClientKey). */
+  storedKey: Uint8Array;
+  /** HMAC(SaltedPassword, "Server Key"). */
+  serverKey: Uint8Array;
+}
+
+/** The fields an AuthMessage is built from. */
+export interface ScramExchange {
+  /** Device ID (SCRAM username). */
+  id: string;
+  /** The client's nonce. */
+  clientNonce: string;
+  /** Client nonce followed by the server's. */
+  nonce: string;
+  /** Salt sent in the challenge. */
+  salt: Uint8Array;
+  /** Iterations sent in the challenge. */
+  iterations: number;
+}
+
+const utf8 = new TextEncoder();
+
+/** HMAC-SHA-256. */
+export function hmac(key: Uint8Array, data: Uint8Array | string): Uint8Array {
+  return new Uint8Array(createHmac("sha256", key).update(data).digest());
+}
+
+/** SHA-256. */
+export function sha256(data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(data).digest());
+}
+
+/** `a XOR b` (same lengths). */
+export function xor(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length !== b.length) throw new RangeError(`Cannot xor ${a.length} and ${b.length} bytes`);
+  const out = new Uint8Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i];
+  return out;
+}
+
+/** Constant-time equality of two byte strings (false when the lengths differ). */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** PBKDF2-HMAC-SHA-256 of the password's UTF-8 bytes: the slow step, on the device. */
+export async function saltedPassword(
+  password: string | Uint8Array,
+  salt: Uint8Array,
+  iterations: number,
+): Promise<Uint8Array> {
+  // Copies: WebCrypto wants ArrayBuffer-backed views.
+  const raw = new Uint8Array(typeof password === "string" ? utf8.encode(password) : password);
+  const key = await crypto.subtle.importKey("raw", raw, "PBKDF2", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    { name: "PBKDF2", hash: "SHA-256", salt: new Uint8Array(salt), iterations },
+    key,
+    KEY_BYTES * 8,
+  );
+  return new Uint8Array(bits);
+}
+
+/** ClientKey = HMAC(SaltedPassword, "Client Key"). */
+export function clientKey(salted: Uint8Array): Uint8Array {
+  return hmac(salted, "Client Key");
+}
+
+/** ServerKey = HMAC(SaltedPassword, "Server Key"). */
+export function serverKey(salted: Uint8Array): Uint8Array {
+  return hmac(salted, "Server Key");
+}
+
+/** The verifier a relay stores for a salted password. */
+export function verifierOf(
+  salted: Uint8Array,
+  salt: Uint8Array,
+  iterations: number,
+): ScramVerifier {
+  return { salt, iterations, storedKey: sha256(clientKey(salted)), serverKey: serverKey(salted) };
+}
+
+/** RFC 5802 saslname: `=` becomes `=3D`, `,` becomes `=2C`. */
+export function saslName(id: string): string {
+  return id.replaceAll("=", "=3D").replaceAll(",", "=2C");
+}
+
+/**
+ * AuthMessage for an exchange, as RFC 5802 section 3 builds it from the text messages,
+ * with the GS2 header `n,,` (no channel binding), whose base64 is `biws`.
+ */
+export function authMessage(x: ScramExchange): Uint8Array {
+  const clientFirstBare = `n=${saslName(x.id)},r=${x.clientNonce}`;
+  const serverFirst = `r=${x.nonce},s=${x.salt.toBase64()},i=${x.iterations}`;
+  const clientFinalWithoutProof = `c=biws,r=${x.nonce}`;
+  return utf8.encode(`${clientFirstBare},${serverFirst},${clientFinalWithoutProof}`);
+}
+
+/** The device's proof: ClientKey XOR HMAC(StoredKey, AuthMessage). */
+export function clientProof(salted: Uint8Array, auth: Uint8Array): Uint8Array {
+  const key = clientKey(salted);
+  return xor(key, hmac(sha256(key), auth));
+}
+
+/** ServerSignature = HMAC(ServerKey, AuthMessage). */
+export function serverSignature(serverKeyBytes: Uint8Array, auth: Uint8Array): Uint8Array {
+  return hmac(serverKeyBytes, auth);
+}
+
+/**
+ * Checks a client proof against a verifier. Returns the recovered ClientKey when the
+ * proof is right, null otherwise; always does the same work.
+ */
+export function checkProof(
+  v: { storedKey: Uint8Array },
+  auth: Uint8Array,
+  proof: Uint8Array,
+): Uint8Array | null {
+  const signature = hmac(v.storedKey, auth);
+  const key = proof.length === KEY_BYTES ? xor(proof, signature) : new Uint8Array(KEY_BYTES);
+  const ok = bytesEqual(sha256(key), v.storedKey) && proof.length === KEY_BYTES;
+  return ok ? key : null;
+}
+
+/**
+ * The resumption key both sides derive after a full login, from what only the device
+ * and the relay know (ClientKey): the secret behind a pool-connection ticket.
+ */
+export function resumeKey(clientKeyBytes: Uint8Array, auth: Uint8Array): Uint8Array {
+  return hmac(clientKeyBytes, concatBytes(utf8.encode("tsunagi-resume-v1\0"), auth));
+}
+
+/** A ticket login's proof (device side) over the exchange's AuthMessage. */
+export function resumeProof(key: Uint8Array, auth: Uint8Array): Uint8Array {
+  return hmac(key, concatBytes(utf8.encode("tsunagi-resume-client\0"), auth));
+}
+
+/** A ticket login's server signature (relay side). */
+export function resumeSignature(key: Uint8Array, auth: Uint8Array): Uint8Array {
+  return hmac(key, concatBytes(utf8.encode("tsunagi-resume-server\0"), auth));
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** A fresh nonce: 18 random bytes as base64 (24 printable characters, no comma). */
+export function newScramNonce(): string {
+  return crypto.getRandomValues(new Uint8Array(18)).toBase64();
+}
+
+/** True when `nonce` is a nonce this protocol accepts: 16-64 base64 characters. */
+export function isValidNonce(nonce: string): boolean {
+  return /^[A-Za-z0-9+/=]{16,64}$/.test(nonce);
+}
+
+/** Fewest PBKDF2 iterations a device accepts in a challenge (RFC 7677's minimum). */
+export const MIN_ITERATIONS = 4096;
+/** Most PBKDF2 iterations a device accepts: bounds what a hostile relay can make it do. */
+export const MAX_ITERATIONS = 10_000_000;
+
+const SCRYPT_PREHASH_RE =
+  /^scrypt\$([1-9][0-9]{0,7})\$([1-9][0-9]?)\$([1-9][0-9]?)\$([A-Za-z0-9+/=]{4,88})\$([1-9][0-9]{1,2})$/;
+
+/**
+ * The password a migrated registration's SCRAM verifier was built over: the base64 of
+ * its old scrypt hash, `prehash` being `scrypt$N$r$p$saltBase64$keyBytes`. Rejects a
+ * prehash outside the bounds the registry ever wrote (N 2^10..2^20, r <= 32, p <= 16,
+ * 16-128 key bytes), so a hostile relay cannot make the device allocate gigabytes.
+ */
+export async function prehashPassword(password: string, prehash: string): Promise<string> {
+  const m = SCRYPT_PREHASH_RE.exec(prehash);
+  const [n, r, p, keyBytes] = m ? [m[1], m[2], m[3], m[5]].map(Number) : [0, 0, 0, 0];
+  if (
+    m === null || n < 1024 || n > 2 ** 20 || (n & (n - 1)) !== 0 || r > 32 || p > 16 ||
+    keyBytes < 16 || keyBytes > 128 || 128 * n * r > 1.5 * 1024 ** 3
+  ) {
+    throw new RangeError(`Cannot pre-hash the password: unsupported prehash "${prehash}"`);
+  }
+  const salt = Uint8Array.fromBase64(m[4]);
+  const key = await new Promise<Uint8Array>((resolve, reject) => {
+    scrypt(password, salt, keyBytes, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (e, k) => {
+      if (e) reject(e);
+      else resolve(new Uint8Array(k));
+    });
+  });
+  return key.toBase64();
+}

@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import {
+  authMessage,
+  checkProof,
+  clientKey,
+  clientProof,
+  resumeKey,
+  resumeProof,
+  resumeSignature,
+  saltedPassword,
+  saslName,
+  serverSignature,
+  verifierOf,
+} from "./scram.ts";
+
+// RFC 7677 section 3: user "user", password "pencil".
+const RFC = {
+  id: "user",
+  clientNonce: "rOprNGfwEbeRWgbNEkqO",
+  nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+  salt: Uint8Array.fromBase64("W22ZaJ0SNY7soEsUEjb6gQ=="),
+  iterations: 4096,
+};
+
+Deno.test("scram: reproduces the RFC 7677 SCRAM-SHA-256 example proof and signature", async () => {
+  const salted = await saltedPassword("pencil", RFC.salt, RFC.iterations);
+  const auth = authMessage(RFC);
+  assert.equal(
+    new TextDecoder().decode(auth),
+    "n=user,r=rOprNGfwEbeRWgbNEkqO," +
+      "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096," +
+      "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+  );
+  const proof = clientProof(salted, auth);
+  assert.equal(proof.toBase64(), "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+  const v = verifierOf(salted, RFC.salt, RFC.iterations);
+  assert.equal(
+    serverSignature(v.serverKey, auth).toBase64(),
+    "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+  );
+});
+
+Deno.test("scram: checkProof() accepts the right proof, returns ClientKey, refuses others", async () => {
+  const salted = await saltedPassword("pencil", RFC.salt, RFC.iterations);
+  const v = verifierOf(salted, RFC.salt, RFC.iterations);
+  const auth = authMessage(RFC);
+  const proof = clientProof(salted, auth);
+  assert.deepEqual(checkProof(v, auth, proof), clientKey(salted));
+  const flipped = proof.slice();
+  flipped[31] ^= 1;
+  assert.equal(checkProof(v, auth, flipped), null);
+  assert.equal(checkProof(v, auth, proof.subarray(0, 31)), null);
+  assert.equal(checkProof(v, authMessage({ ...RFC, nonce: RFC.nonce + "x" }), proof), null);
+  const wrong = await saltedPassword("pencil2", RFC.salt, RFC.iterations);
+  assert.equal(checkProof(v, auth, clientProof(wrong, auth)), null);
+});
+
+Deno.test("scram: both sides derive the same resumption key; its proofs differ by direction", async () => {
+  const salted = await saltedPassword("pencil", RFC.salt, RFC.iterations);
+  const auth = authMessage(RFC);
+  const v = verifierOf(salted, RFC.salt, RFC.iterations);
+  const recovered = checkProof(v, auth, clientProof(salted, auth))!;
+  const device = resumeKey(clientKey(salted), auth);
+  assert.deepEqual(resumeKey(recovered, auth), device);
+  assert.notDeepEqual(resumeProof(device, auth), resumeSignature(device, auth));
+});
+
+Deno.test("scram: saslName() escapes = and ,", () => {
+  assert.equal(saslName("a=b,c"), "a=3Db=2Cc");
+  assert.equal(saslName("fax-01"), "fax-01");
+});
