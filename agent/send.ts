@@ -61,9 +61,13 @@ export async function openRelay(
   let lastError: unknown = new ConnectionClosedError("No relay given");
   for (const [i, address] of login.relays.entries()) {
     try {
-      return await connectRelay(
-        { address, id: login.id, password: login.password, tlsCa: login.tlsCa },
-        { signal: options.signal, session: options.session },
+      return await loginWithShortWaits(
+        () =>
+          connectRelay(
+            { address, id: login.id, password: login.password, tlsCa: login.tlsCa },
+            { signal: options.signal, session: options.session },
+          ),
+        options.signal,
       );
     } catch (e) {
       // A refused ID or password is the same on every relay; a relay whose directory
@@ -74,6 +78,31 @@ export async function openRelay(
     }
   }
   throw lastError;
+}
+
+/** A Throttled answer this short means "too many logins at once", not a lockout. */
+const SHORT_THROTTLE_MS = 2000;
+
+/**
+ * Runs `login`, waiting out short Throttled answers (the relay bounds how many logins of
+ * one device may be pending at once, so many parallel one-shot commands of one device
+ * can get one); a real lockout (a longer wait) is the caller's to report.
+ */
+async function loginWithShortWaits(
+  login: () => Promise<RelayConnection>,
+  signal: AbortSignal | undefined,
+): Promise<RelayConnection> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await login();
+    } catch (e) {
+      if (
+        !(e instanceof LoginRefusedError) || e.code !== ErrorCode.Throttled ||
+        e.retryAfterMs > SHORT_THROTTLE_MS || attempt >= 5 || signal?.aborted
+      ) throw e;
+      await delay(e.retryAfterMs + Math.floor(Math.random() * 250), { signal });
+    }
+  }
 }
 
 /**

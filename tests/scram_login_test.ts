@@ -257,7 +257,7 @@ Deno.test("scram login: unknown and wrong-password timings (measurement, printed
   assert.equal(new Set(frames.unknown).size, 1);
 });
 
-Deno.test("scram login: 300 parallel wrong logins run at most 5 key checks; the device still gets in", async () => {
+Deno.test("scram login: 300 parallel wrong logins run at most 16 key checks; the device still gets in", async () => {
   // Dual stack: the flood comes from 127.0.0.1, the real device from ::1.
   await using relay = await relayWith({ fax1: PASSWORD }, "::");
   const flood = await Promise.all(
@@ -270,7 +270,8 @@ Deno.test("scram login: 300 parallel wrong logins run at most 5 key checks; the 
     codes.set(code, (codes.get(code) ?? 0) + 1);
   }
   const keyChecks = relay.metrics.logins.get("AuthFailed") ?? 0;
-  assert.ok(keyChecks <= 5, `${keyChecks} key checks for 300 wrong logins`);
+  // A pair that never failed gets a burst of 16 (relay/login/throttle.ts), then it locks.
+  assert.ok(keyChecks <= 16, `${keyChecks} key checks for 300 wrong logins`);
   assert.equal(codes.get(ErrorCode.AuthFailed) ?? 0, keyChecks);
   // Everything else was refused before any key check: throttled, or over the relay's
   // limit of unauthenticated connections per address (64).

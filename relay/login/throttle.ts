@@ -16,9 +16,13 @@
  *    after `windowMs` (10 minutes) without failure; the cap is shorter, so a persistent
  *    guesser never gets a fresh set of free tries.
  *
- * A pending login counts as a failure of its pair until it ends: 300 logins sent
- * together for one pair get at most 5 key checks, not 300. A success clears its pair
- * (not the address: one valid account must not reset an address's guessing budget).
+ * A pending login counts as a failure of its pair until it ends, once that pair has
+ * failed before: then 300 logins sent together get at most its remaining free tries,
+ * not 300. A pair with no failure gets a burst of `cleanBurst` (16) pending logins, so
+ * a device that opens many connections at once (parallel sends, a pool refilling) is
+ * not refused; a guesser's first burst is thus at most 16 tries, after which its pair
+ * and soon its address are locked. A success clears its pair (not the address: one
+ * valid account must not reset an address's guessing budget).
  *
  * @example
  * ```ts
@@ -60,6 +64,8 @@ export interface LoginThrottleOptions {
   maxPending?: number;
   /** Wait suggested when a concurrency limit refuses a login (default 1 s). */
   busyRetryMs?: number;
+  /** Pending logins allowed at once for a pair that has never failed (default 16). */
+  cleanBurst?: number;
 }
 
 /** A login allowed to proceed; exactly one of its methods must end it. */
@@ -96,6 +102,7 @@ export class LoginThrottle {
   readonly #now: () => number;
   readonly #windowMs: number;
   readonly #freeFailures: number;
+  readonly #cleanBurst: number;
   readonly #addressFreeFailures: number;
   readonly #baseDelayMs: number;
   readonly #maxDelayMs: number;
@@ -121,6 +128,7 @@ export class LoginThrottle {
     this.#maxPendingPerAddress = options.maxPendingPerAddress ?? 64;
     this.#maxPending = options.maxPending ?? 1024;
     this.#busyRetryMs = options.busyRetryMs ?? 1000;
+    this.#cleanBurst = options.cleanBurst ?? 16;
     if (!(this.#maxKeys >= 2)) {
       throw new RangeError(`maxKeys must be at least 2, got ${this.#maxKeys}`);
     }
@@ -210,7 +218,9 @@ export class LoginThrottle {
       const wait = entry!.lastFailure + lockout - now;
       if (wait > 0) return wait;
     }
-    // Pending logins that may all fail would take the key past its free failures.
+    // Pending logins that may all fail would take the key past its free failures; a key
+    // that never failed gets a larger burst (see the module doc).
+    if (pending > 0 && failures === 0 && pending < Math.max(free, this.#cleanBurst)) return 0;
     if (pending > 0 && failures + pending >= free) return this.#baseDelayMs;
     return 0;
   }

@@ -70,11 +70,23 @@ Deno.test("LoginThrottle locks out an address after 20 failures across IDs", () 
   assert.equal(waitOf(throttle, "10.0.0.2", "dev-new"), 0);
 });
 
-Deno.test("LoginThrottle.begin() gives 300 simultaneous logins of one pair only 5 slots", () => {
+Deno.test("LoginThrottle.begin() gives 300 simultaneous logins of a clean pair a burst of 16", () => {
   const { throttle } = setup();
   const attempts = Array.from({ length: 300 }, () => throttle.begin("10.0.0.1", "fax"));
   const admitted = attempts.filter((a): a is LoginAttempt => a.kind === "ok");
-  assert.equal(admitted.length, 5);
+  assert.equal(admitted.length, 16);
+  for (const a of admitted) a.fail();
+  // After they failed, the pair is locked (16 - 5 free = 11 doublings).
+  assert.ok(waitOf(throttle, "10.0.0.1", "fax") >= SECOND);
+  assert.equal(throttle.pending, 0);
+});
+
+Deno.test("LoginThrottle.begin() gives 300 simultaneous logins of a pair that failed once only its 4 free tries", () => {
+  const { throttle, fail } = setup();
+  fail("10.0.0.1", "fax", 1);
+  const attempts = Array.from({ length: 300 }, () => throttle.begin("10.0.0.1", "fax"));
+  const admitted = attempts.filter((a): a is LoginAttempt => a.kind === "ok");
+  assert.equal(admitted.length, 4);
   // Each admitted one still passes its recheck (the others' slots do not block it)...
   for (const a of admitted) {
     assert.equal(a.recheck(), 0);

@@ -408,29 +408,31 @@ export class MeshDirectory implements Directory {
       return;
     }
     for (const reason of parsed.refused) this.#refuse(from, reason);
-    for (const n of parsed.notices) this.#receive(n, from);
+    const via = parsed.catchUp ? "catch-up" : "flood";
+    for (const n of parsed.notices) this.#receive(n, from, via);
   }
 
   /** Applies a notice from a neighbour; floods it on if it was new. */
-  #receive(n: Notice, from: ControlLink): void {
+  #receive(n: Notice, from: ControlLink, via: "flood" | "catch-up"): void {
     const self = this.#self!.name;
     if (n.t !== "reg" && n.origin === self) {
       // Our own notices coming back (or from an earlier run): we are the authority.
       this.#mesh.stats.dropped++;
-      this.#logNotice("dropped", n, from.name);
+      this.#logNotice("dropped", n, from.name, via);
       return;
     }
     const applied = this.#mesh.apply(n);
-    this.#logNotice(applied ? "applied" : "dropped", n, from.name);
+    this.#logNotice(applied ? "applied" : "dropped", n, from.name, via);
     if (!applied) return;
     if (n.t === "reg") this.#sync.learn(n.id, n.reg);
     this.#flood(n, from);
     if (n.t === "dev" && n.entry.state === DeviceState.Online) this.#checkPlace(n.entry.id);
   }
 
-  #logNotice(action: string, n: Notice, from: string) {
+  #logNotice(action: string, n: Notice, from: string, via: "flood" | "catch-up") {
     this.#logger.debug("notice", {
       action,
+      via,
       t: n.t,
       origin: n.origin,
       key: n.t === "dev" ? n.entry.id : n.t === "reg" ? n.id : n.origin,
