@@ -30,7 +30,7 @@ import { writeHeader } from "../shared/protocol/frame.ts";
 import { decodeMessage } from "../shared/protocol/messages.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { RelayConnection } from "./relay_client.ts";
-import { type SessionRead, SessionFrameReader } from "./_session_reader.ts";
+import { SessionFrameReader, type SessionRead } from "./_session_reader.ts";
 
 /** Default for {@link SessionOptions.idleTimeoutMs}: 2 minutes. */
 export const DEFAULT_SESSION_IDLE_MS = 120_000;
@@ -226,6 +226,8 @@ export class Session implements AsyncDisposable {
       this.#arm(this.#idleTimeoutMs, this.#idleMessage());
       return value;
     } catch (e) {
+      // A dead connection ends the session for whoever waits on `done` (a pool).
+      if (this.connection.framed.closed) this.#done.resolve("closed");
       if (this.#expired !== null) throw new SessionTimeoutError(this.#expired, { cause: e });
       throw e;
     } finally {
