@@ -46,61 +46,29 @@ import { Logger } from "../shared/log.ts";
 import { ErrorCode } from "../shared/protocol/constants.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { KeepaliveMonitor, pingInterval } from "./keepalive.ts";
-import { connectRelay, type Notice, type RelayConnection } from "./relay_client.ts";
+import { connectRelay, type RelayConnection } from "./relay_client.ts";
 import type { Session } from "./session.ts";
+import {
+  AgentReplacedError,
+  type AgentStatus,
+  answerNotice,
+  FatalLoginError,
+  type Services,
+  type ServiceSpec,
+} from "./service.ts";
+
+export {
+  AgentReplacedError,
+  type AgentStatus,
+  FatalLoginError,
+  type ServiceHandler,
+  type ServiceRequest,
+  type Services,
+  type ServiceSpec,
+} from "./service.ts";
 
 /** Default keep-alive interval of the agent, ms (the relay may ask for a shorter one). */
 export const DEFAULT_KEEPALIVE_MS = 15_000;
-
-/** A connection request for one of this device's services, as its handler sees it. */
-export interface ServiceRequest {
-  /** Requesting device. */
-  readonly from: string;
-  /** Its type (`USER`, `FAX`, ...). */
-  readonly fromType: string;
-  /** Service asked for. */
-  readonly service: string;
-  /** Session ID. */
-  readonly id: string;
-  /** Aborts when the agent stops. */
-  readonly signal: AbortSignal;
-  /** Accepts: the connection now carries the session. */
-  accept(): Promise<Session>;
-  /** Refuses; the requester gets TargetRejected with `message`. */
-  reject(message: string): Promise<void>;
-}
-
-/**
- * Serves one request: accept (and use the session) or reject. When it returns, an
- * unanswered request is rejected and an accepted session still open is released; when
- * it throws, an accepted session's connection is closed (the peer sees END(aborted)).
- */
-export type ServiceHandler = (request: ServiceRequest) => Promise<void>;
-
-/** A service: its handler, and optionally who may use it. */
-export interface ServiceSpec {
-  /** The handler. */
-  handler: ServiceHandler;
-  /** Only these requesters (default: everyone the supervisor-wide `acceptFrom` allows). */
-  acceptFrom?: ReadonlySet<string>;
-}
-
-/** What a supervisor exposes, by service name. */
-export type Services = Record<string, ServiceHandler | ServiceSpec>;
-
-/** Liveness and load as callers see them. */
-export interface AgentStatus {
-  /** At least one connection is logged in. */
-  online: boolean;
-  /** The relay's name ("" until the first login). */
-  relay: string;
-  /** Idle connections. */
-  idle: number;
-  /** Connections carrying a session (or a request in flight). */
-  busy: number;
-  /** When a message last arrived from the relay (supervisor clock, ms; 0 = never). */
-  lastHeardAt: number;
-}
 
 /** Options for {@link superviseDevice}. */
 export interface SupervisorOptions {
@@ -144,24 +112,6 @@ export interface SupervisorOptions {
   onStatus?: (status: AgentStatus) => void;
 }
 
-/** Thrown when the relay refuses our credentials: retrying cannot help. */
-export class FatalLoginError extends Error {
-  /** Creates the error. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "FatalLoginError";
-  }
-}
-
-/** Another agent logged in with this device ID and took over: this one must stop. */
-export class AgentReplacedError extends Error {
-  /** Creates the error with the relay's message. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "AgentReplacedError";
-  }
-}
-
 /** A running supervisor, shaped like `Deno.serve`'s handle. */
 export interface DeviceSupervisor extends AsyncDisposable {
   /**
@@ -197,7 +147,7 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
   const clock = options.clock ?? systemClock;
   const ownKeepaliveMs = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
   const instance = options.instance === null ? undefined : options.instance ?? crypto.randomUUID();
-  const services = new Map(
+  const services = new Map<string, ServiceSpec>(
     Object.entries(options.services ?? {}).map((
       [name, s],
     ) => [name, typeof s === "function" ? { handler: s } : s]),
@@ -239,6 +189,8 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
     );
   };
   const isReplaced = (e: unknown) => e instanceof RelayError && e.code === ErrorCode.Replaced;
+
+  const noticeContext = { options, services, logger, signal, replaced };
 
   /** Puts a connection in the idle set, or straight into a waiting caller's hands. */
   const makeIdle = (p: Pooled): boolean => {
@@ -306,7 +258,7 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
             idle.delete(p);
             poke(); // dial a replacement while this one serves the request
             changed();
-            if (!(await answerNotice(conn, m))) return;
+            if (!(await answerNotice(conn, m, noticeContext))) return;
             break;
           case "accept":
           case "reject": {
@@ -341,75 +293,6 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
       monitor.stop();
       signal.removeEventListener("abort", onAbort);
       conn.close();
-    }
-  }
-
-  /** Hands a notice to its service; true when the connection is idle again afterwards. */
-  async function answerNotice(conn: RelayConnection, notice: Notice): Promise<boolean> {
-    const from = notice.requester;
-    const spec = services.get(notice.service);
-    let refusal = "";
-    if (options.acceptFrom && !options.acceptFrom.has(from)) {
-      refusal = `${options.id} does not accept connections from ${from}`;
-    } else if (spec === undefined) {
-      refusal = `${options.id} offers no service "${notice.service}"`;
-    } else if (spec.acceptFrom && !spec.acceptFrom.has(from)) {
-      refusal = `${options.id} does not accept "${notice.service}" connections from ${from}`;
-    }
-    if (spec === undefined || refusal !== "") {
-      logger.info("session rejected", { from, service: notice.service, reason: refusal });
-      await conn.reject(notice, refusal);
-      return true;
-    }
-    let session: Session | null = null;
-    let answered = false;
-    const request: ServiceRequest = {
-      from,
-      fromType: notice.requesterType,
-      service: notice.service,
-      id: notice.session,
-      signal,
-      accept: async () => {
-        if (answered) throw new TypeError("Request already answered");
-        answered = true;
-        session = await conn.accept(notice);
-        logger.info("session accepted", { from, service: notice.service, session: notice.session });
-        return session;
-      },
-      reject: async (message) => {
-        if (answered) throw new TypeError("Request already answered");
-        answered = true;
-        logger.info("session rejected", { from, service: notice.service, reason: message });
-        await conn.reject(notice, message);
-      },
-    };
-    try {
-      await spec.handler(request);
-      if (!answered) {
-        await request.reject(`${options.id}: service "${notice.service}" did not answer`);
-      }
-      if (session === null) return true;
-      const s = session as Session;
-      await s.release({ signal });
-      logger.info("session ended", { from, service: notice.service, session: notice.session });
-      return true;
-    } catch (e) {
-      if (isReplaced(e)) {
-        replaced((e as Error).message, e);
-        return false;
-      }
-      if (!answered) {
-        // The handler failed before answering: the requester hears why.
-        await request.reject(e instanceof Error ? e.message : String(e)).catch(() => {});
-        return !conn.framed.closed;
-      }
-      logger.warn("session failed", {
-        from,
-        service: notice.service,
-        session: notice.session,
-        error: String(e),
-      });
-      return false; // the loop closes the connection; the relay aborts the peer's side
     }
   }
 
@@ -456,13 +339,9 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
       await p.conn.request(target, service);
       return await request.promise;
     } catch (e) {
-      if (e instanceof PeerUnavailableError) {
-        // The connection stays logged in and idle; its loop goes on.
-        if (!makeIdle(p)) p.conn.close();
-        changed();
-      } else {
-        p.conn.close();
-      }
+      // After a REJECT the owner loop has put the connection back already (it owns that);
+      // anything else leaves the connection in an unknown state.
+      if (!(e instanceof PeerUnavailableError)) p.conn.close();
       throw e;
     } finally {
       requestOptions.signal?.removeEventListener("abort", onAbort);
