@@ -23,7 +23,7 @@ import { NodeSocketConn } from "./_node_socket.ts";
 import { retryReason } from "./send.ts";
 import type { Session } from "./session.ts";
 import { type DeviceSupervisor, superviseDevice } from "./supervisor.ts";
-import { pipeSession } from "./tunnel.ts";
+import { type LocalConn, pipeSession } from "./tunnel.ts";
 
 /** One `--listen HOST:PORT --to ID --service NAME`. */
 export interface ForwardRule {
@@ -63,6 +63,12 @@ export interface ForwardOptions {
   logger: Logger;
   /** Stops the forwarder. */
   signal: AbortSignal;
+  /**
+   * Local sockets: "node" (default) can answer a refusal with an RST (`node:net`'s
+   * `resetAndDestroy`); "deno" (`Deno.listen`) moves bulk data with less CPU but can
+   * only close a refused connection with a FIN.
+   */
+  sockets?: "node" | "deno";
   /** Called once per rule when its listener is up, with the real address. */
   onListening?: (rule: ForwardRule, address: HostPort) => void;
 }
@@ -101,14 +107,33 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
   const targets = new Map<string, TargetState>();
   const tunnels = new Set<Promise<void>>();
   const servers: net.Server[] = [];
+  const listeners: Deno.Listener[] = [];
   try {
     for (const rule of options.rules) {
-      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-        const t = tunnel(agent, rule, socket, targets, options).finally(() => tunnels.delete(t));
+      const open = (local: LocalConn, remote: string) => {
+        const t = tunnel(agent, rule, local, remote, targets, options).finally(() =>
+          tunnels.delete(t)
+        );
         tunnels.add(t);
-      });
-      servers.push(server);
-      const address = await listen(server, rule.listen);
+      };
+      let address: HostPort;
+      if (options.sockets === "deno") {
+        const listener = Deno.listen({ ...rule.listen, transport: "tcp" });
+        listeners.push(listener);
+        address = { hostname: listener.addr.hostname, port: listener.addr.port };
+        void (async () => {
+          for await (const conn of listener) {
+            conn.setNoDelay(true);
+            open(conn, `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`);
+          }
+        })().catch(() => {});
+      } else {
+        const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+          open(new NodeSocketConn(socket), `${socket.remoteAddress}:${socket.remotePort}`);
+        });
+        servers.push(server);
+        address = await listen(server, rule.listen);
+      }
       logger.info("forwarding", {
         listen: formatHostPort(address),
         to: rule.to,
@@ -119,6 +144,7 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
     await agent.finished;
   } finally {
     for (const s of servers) s.close();
+    for (const l of listeners) l.close();
     await agent.shutdown();
     await Promise.allSettled([...tunnels]);
   }
@@ -139,17 +165,17 @@ function listen(server: net.Server, at: HostPort): Promise<HostPort> {
 async function tunnel(
   agent: DeviceSupervisor,
   rule: ForwardRule,
-  socket: net.Socket,
+  local: LocalConn,
+  remote: string,
   targets: Map<string, TargetState>,
   options: ForwardOptions,
 ): Promise<void> {
   const { logger } = options;
-  const local = new NodeSocketConn(socket);
+  const reset = () => local.reset ? local.reset() : local.close();
   const key = `${rule.to}\0${rule.service}`;
-  const remote = `${socket.remoteAddress}:${socket.remotePort}`;
   const state = targets.get(key);
   if (state !== undefined && performance.now() < state.until) {
-    local.reset();
+    reset();
     logger.debug("connection reset", { remote, to: rule.to, reason: state.reason, backoff: true });
     return;
   }
@@ -157,7 +183,7 @@ async function tunnel(
   try {
     session = await open(agent, rule, options);
   } catch (e) {
-    local.reset();
+    reset();
     const code = e instanceof RelayError ? ERROR_CODE_NAMES[e.code] ?? String(e.code) : undefined;
     const reason = e instanceof Error ? e.message : String(e);
     const attempt = (targets.get(key)?.attempt ?? 0) + 1;
@@ -181,7 +207,7 @@ async function tunnel(
     });
   } catch (e) {
     session.close();
-    local.reset();
+    reset();
     logger.info("tunnel failed", { remote, to: rule.to, error: String(e) });
   }
 }

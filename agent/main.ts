@@ -102,6 +102,9 @@ request resets the local connection at once and backs off that target.
   --to ID                 target device (one per --listen, or one for all)
   --service NAME          service on the target (one per --listen, or one for all)
   --pool N                logged-in connections kept warm (default 4)
+  --sockets node|deno     local socket layer: node (default) resets a refused
+                          connection with an RST; deno uses less CPU for bulk data
+                          but closes a refused connection with a FIN
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
@@ -173,6 +176,7 @@ export async function agentMain(args: string[]): Promise<number> {
         listen: { type: "string", multiple: true },
         service: { type: "string", multiple: true },
         pool: { type: "string" },
+        sockets: { type: "string" },
         all: { type: "boolean" },
         keepalive: { type: "string" },
         "max-file-size": { type: "string" },
@@ -276,6 +280,7 @@ export async function agentMain(args: string[]): Promise<number> {
             ...common,
             rules,
             pool: poolText ? parseCount(poolText, "pool", 1, 64) : 4,
+            sockets: parseSockets(values.sockets),
             keepaliveMs: keepaliveText ? positiveDuration(keepaliveText, "keepalive") : undefined,
             logger,
             signal: controller.signal,
@@ -374,6 +379,12 @@ function open(
 
 function onFallback(address: HostPort) {
   console.error(`${PROGRAM}: ${formatHostPort(address)} failed, trying next relay`);
+}
+
+/** `--sockets node|deno` of `forward`. */
+function parseSockets(text: string | undefined): "node" | "deno" | undefined {
+  if (text === undefined || text === "node" || text === "deno") return text;
+  throw new UsageError(`Invalid --sockets "${text}"`, "use node (RST on refusal) or deno");
 }
 
 /** A duration flag that must be above zero. */

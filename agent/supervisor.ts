@@ -82,7 +82,7 @@ export interface SupervisorOptions {
   tlsCa?: string;
   /** Idle connections to keep (default 2). */
   idle?: number;
-  /** Idle connections kept after sessions end, at most (default `idle`). */
+  /** Idle connections kept after sessions end, at most (default twice `idle`). */
   maxIdle?: number;
   /**
    * Instance token sent in LOGIN: a later login with another token replaces this agent
@@ -142,7 +142,9 @@ interface Pooled {
 /** Starts a supervisor; see the module doc. */
 export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
   const want = options.idle ?? 2;
-  const maxIdle = Math.max(want, options.maxIdle ?? want);
+  // Some slack above `want`: a connection freed by a session is kept rather than closed
+  // while its replacement logs in, so steady traffic causes no login per session.
+  const maxIdle = Math.max(want, options.maxIdle ?? want * 2);
   const logger = options.logger ?? new Logger({ component: "tsunagi", level: "warn" });
   const clock = options.clock ?? systemClock;
   const ownKeepaliveMs = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
