@@ -52,6 +52,9 @@ export const CONFIG_KEYS: Readonly<Record<string, string>> = {
   logFormat: '"text" or "json" (--log-format)',
   keepalive: 'ping interval, e.g. "10s" (--keepalive)',
   maxFileSize: 'largest file accepted, e.g. "2GiB"; 0 = no limit (--max-file-size)',
+  expose: '["NAME=HOST:PORT", ...] (run --expose)',
+  forward: '[{"listen": "HOST:PORT", "to": "ID", "service": "NAME"}, ...] (forward)',
+  pool: "idle connections a forwarder keeps warm, a number (forward --pool)",
 };
 
 /** Keys whose value is a path resolved from the config file's folder. */
@@ -136,4 +139,103 @@ export async function resolveCommon(
     }
   }
   return { relays, id, password, tlsCa };
+}
+
+/** Service names: what `tsunagi run --expose` and `forward --service` accept. */
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Checks a service name; throws {@link UsageError}. */
+export function checkServiceName(name: string, flag: string): string {
+  if (!SERVICE_NAME.test(name)) {
+    throw new UsageError(
+      `Invalid service name "${name}" in ${flag}`,
+      "use letters, digits, '.', '_' or '-' (at most 64), e.g. ipp or http",
+    );
+  }
+  return name;
+}
+
+/** Parses `NAME=HOST:PORT` (`--expose`). */
+export function parseExpose(text: string): { name: string; to: HostPort } {
+  const eq = text.indexOf("=");
+  if (eq <= 0) {
+    throw new UsageError(
+      `Invalid --expose "${text}"`,
+      "use --expose NAME=HOST:PORT, e.g. ipp=127.0.0.1:631",
+    );
+  }
+  const name = checkServiceName(text.slice(0, eq), "--expose");
+  try {
+    return { name, to: parseHostPort(text.slice(eq + 1)) };
+  } catch (e) {
+    throw new UsageError(
+      `Invalid --expose "${text}": ${(e as Error).message}`,
+      "use NAME=HOST:PORT",
+    );
+  }
+}
+
+/** A forward rule as given: listen address, target ID, service. */
+export interface ForwardSpec {
+  /** Local address. */
+  listen: HostPort;
+  /** Target device. */
+  to: string;
+  /** Service. */
+  service: string;
+}
+
+/**
+ * Pairs repeated `--listen`/`--to`/`--service` flags by position (a `--to` or `--service`
+ * given once applies to every `--listen`), or reads the config file's `forward` list.
+ */
+export function parseForwards(
+  flags: { listen?: string[]; to?: string[]; service?: string[] },
+  config: ConfigFile,
+): ForwardSpec[] {
+  const listen = flags.listen ?? [];
+  if (listen.length === 0) {
+    const list = config.forward;
+    if (list === undefined) {
+      throw new UsageError("No --listen given", "use --listen HOST:PORT --to ID --service NAME");
+    }
+    if (!Array.isArray(list)) throw new UsageError('Config key "forward" must be a list');
+    return list.map((r, i) => {
+      const item = r as Record<string, unknown>;
+      if (
+        typeof item !== "object" || item === null || typeof item.listen !== "string" ||
+        typeof item.to !== "string" || typeof item.service !== "string"
+      ) {
+        throw new UsageError(`Config "forward"[${i}] needs string keys listen, to and service`);
+      }
+      return spec(item.listen, item.to, item.service);
+    });
+  }
+  const per = (values: string[] | undefined, flag: string): string[] => {
+    if (values === undefined || values.length === 0) {
+      throw new UsageError(`No --${flag} given`, "use --listen HOST:PORT --to ID --service NAME");
+    }
+    if (values.length === 1) return listen.map(() => values[0]);
+    if (values.length !== listen.length) {
+      throw new UsageError(
+        `${values.length} --${flag} for ${listen.length} --listen`,
+        `give one --${flag} per --listen, or one for all`,
+      );
+    }
+    return values;
+  };
+  const to = per(flags.to, "to");
+  const service = per(flags.service, "service");
+  return listen.map((l, i) => spec(l, to[i], service[i]));
+}
+
+function spec(listen: string, to: string, service: string): ForwardSpec {
+  let address: HostPort;
+  try {
+    address = parseHostPort(listen);
+  } catch (e) {
+    throw new UsageError(`Invalid --listen "${listen}": ${(e as Error).message}`, "use HOST:PORT");
+  }
+  if (to === "") throw new UsageError("Empty --to", "use --to ID");
+  return { listen: address, to, service: checkServiceName(service, "--service") };
 }

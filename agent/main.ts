@@ -27,18 +27,14 @@ import {
 import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { DeviceState, ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import { loadConfig, pick, resolveCommon } from "./config.ts";
+import { loadConfig, parseExpose, parseForwards, pick, resolveCommon } from "./config.ts";
+import { runForwarder } from "./forward.ts";
+import { DEFAULT_MAX_FILE_SIZE, runAgent } from "./run.ts";
 import { formatBytes, ProgressBar } from "./progress.ts";
 import type { RelayConnection } from "./relay_client.ts";
 import { DEFAULT_COMMAND_TIMEOUT_MS, openRelay, sendToDevice } from "./send.ts";
 import { SessionAbortedError } from "./session.ts";
-import {
-  AgentReplacedError,
-  DEFAULT_KEEPALIVE_MS,
-  DEFAULT_MAX_FILE_SIZE,
-  FatalLoginError,
-  runAgent,
-} from "./supervisor.ts";
+import { AgentReplacedError, DEFAULT_KEEPALIVE_MS, FatalLoginError } from "./supervisor.ts";
 
 const PROGRAM = "tsunagi";
 /** The command the user typed to start the agent (`deno task agent`, `tsunagi`, ...). */
@@ -65,7 +61,8 @@ const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
 Usage: ${CMD} <command> [options]
 
 Commands:
-  run       stay logged in, keep idle connections, receive files into an inbox
+  run       stay logged in, keep idle connections, receive files, expose TCP services
+  forward   listen on a local TCP port; each connection reaches a device's service
   send      send files to a FAX-type device (one with the FILE TX/RX attribute)
   list      list the devices the relay knows
   status    show one device
@@ -77,8 +74,12 @@ const HELPS: Record<string, string> = {
   run: `Usage: ${CMD} run [options]
 
 Logs in, keeps idle connections open with keep-alives, answers connection requests,
-and receives files into the inbox. Reconnects with backoff when the relay goes away.
+receives files into the inbox, and pipes sessions for exposed services to local TCP
+servers. Reconnects with backoff when the relay goes away.
 
+  --expose NAME=HOST:PORT each session for service NAME gets a fresh TCP connection to
+                          HOST:PORT (repeatable); if that connect fails, the requester
+                          is refused with the reason
   --idle N                idle connections to keep (default 2)
   --inbox DIR             where received files go (env TSUNAGI_INBOX, default ./inbox)
   --accept-from ID,...    accept sessions only from these devices (default: all)
@@ -87,6 +88,23 @@ and receives files into the inbox. Reconnects with backoff when the relay goes a
                           the relay's interval wins if shorter)
   --max-file-size SIZE    refuse larger files, e.g. 10MiB, 2GB; 0 = no limit
                           (env TSUNAGI_MAX_FILE_SIZE, default 4GiB)
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  forward: `Usage: ${CMD} forward --listen HOST:PORT --to ID --service NAME [options]
+
+Listens on HOST:PORT; each local TCP connection becomes one session to service NAME of
+device ID (run there with --expose NAME=...), carried byte for byte both ways. Keeps a
+warm pool of logged-in connections, so a local connection costs no login. A refused
+request resets the local connection at once and backs off that target.
+
+  --listen HOST:PORT      local address (repeatable; port 0 picks a free port, logged)
+  --to ID                 target device (one per --listen, or one for all)
+  --service NAME          service on the target (one per --listen, or one for all)
+  --pool N                logged-in connections kept warm (default 4)
+  --sockets node|deno     local socket layer: node (default) resets a refused
+                          connection with an RST; deno uses less CPU for bulk data
+                          but closes a refused connection with a FIN
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
@@ -153,7 +171,12 @@ export async function agentMain(args: string[]): Promise<number> {
         idle: { type: "string" },
         inbox: { type: "string" },
         "accept-from": { type: "string" },
-        to: { type: "string" },
+        to: { type: "string", multiple: true },
+        expose: { type: "string", multiple: true },
+        listen: { type: "string", multiple: true },
+        service: { type: "string", multiple: true },
+        pool: { type: "string" },
+        sockets: { type: "string" },
         all: { type: "boolean" },
         keepalive: { type: "string" },
         "max-file-size": { type: "string" },
@@ -194,6 +217,19 @@ export async function agentMain(args: string[]): Promise<number> {
           config,
           "maxFileSize",
         );
+        const exposeList = values.expose ??
+          (pick(undefined, "TSUNAGI_EXPOSE", config, "expose")?.split(",") ?? []);
+        const exposed = exposeList.map(parseExpose);
+        const names = new Set<string>();
+        for (const e of exposed) {
+          if (e.name === "file" || names.has(e.name)) {
+            throw new UsageError(
+              `Service "${e.name}" given twice`,
+              "give each --expose a new name",
+            );
+          }
+          names.add(e.name);
+        }
         await Deno.mkdir(inbox, { recursive: true });
         const controller = new AbortController();
         let stoppedBy = "";
@@ -210,6 +246,7 @@ export async function agentMain(args: string[]): Promise<number> {
             ...common,
             idle: idleText ? parseCount(idleText, "idle", 1, 64) : 2,
             inbox,
+            expose: exposed,
             acceptFrom: acceptText
               ? new Set(acceptText.split(",").map((s) => s.trim()).filter(Boolean))
               : undefined,
@@ -229,8 +266,35 @@ export async function agentMain(args: string[]): Promise<number> {
         logger.info("stopped", { id: common.id, reason: stoppedBy || "done" });
         return ExitCode.Ok;
       }
+      case "forward": {
+        if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+        const rules = parseForwards(values, config);
+        const poolText = pick(values.pool, "TSUNAGI_POOL", config, "pool");
+        const keepaliveText = pick(values.keepalive, "TSUNAGI_KEEPALIVE", config, "keepalive");
+        const controller = new AbortController();
+        const onInt = () => controller.abort();
+        Deno.addSignalListener("SIGINT", onInt);
+        Deno.addSignalListener("SIGTERM", onInt);
+        try {
+          await runForwarder({
+            ...common,
+            rules,
+            pool: poolText ? parseCount(poolText, "pool", 1, 64) : 4,
+            sockets: parseSockets(values.sockets),
+            keepaliveMs: keepaliveText ? positiveDuration(keepaliveText, "keepalive") : undefined,
+            logger,
+            signal: controller.signal,
+          });
+        } finally {
+          Deno.removeSignalListener("SIGINT", onInt);
+          Deno.removeSignalListener("SIGTERM", onInt);
+        }
+        logger.info("stopped", { id: common.id });
+        return ExitCode.Ok;
+      }
       case "send": {
         if (!values.to) throw new UsageError("No receiver given", "use --to ID");
+        if (values.to.length > 1) throw new UsageError("Several --to given", "send to one device");
         if (positionals.length === 0) {
           throw new UsageError("No files given", `${CMD} send --to ID FILE...`);
         }
@@ -252,7 +316,7 @@ export async function agentMain(args: string[]): Promise<number> {
           }
           if (!info.isFile) throw new UsageError(`Cannot send ${path}: not a regular file`);
         }
-        const to = values.to;
+        const to = values.to[0];
         const bar = new ProgressBar();
         const receipts = await sendToDevice({
           ...common,
@@ -315,6 +379,12 @@ function open(
 
 function onFallback(address: HostPort) {
   console.error(`${PROGRAM}: ${formatHostPort(address)} failed, trying next relay`);
+}
+
+/** `--sockets node|deno` of `forward`. */
+function parseSockets(text: string | undefined): "node" | "deno" | undefined {
+  if (text === undefined || text === "node" || text === "deno") return text;
+  throw new UsageError(`Invalid --sockets "${text}"`, "use node (RST on refusal) or deno");
 }
 
 /** A duration flag that must be above zero. */

@@ -2,8 +2,9 @@
  * One logged-in connection from a device to its relay.
  *
  * The owner of a {@link RelayConnection} is the only reader of it: it calls either the
- * request methods (`list`, `status`, `connect`) or `nextControl` (idle connections
- * waiting for notices), never both at once.
+ * request methods (`list`, `status`, `connect`) or `nextMessage` (an owner loop of an
+ * idle connection: notices, PONGs and answers to its own `request`), never both at once.
+ * Every message read counts as a sign of life: {@link RelayConnection.lastHeardAt}.
  *
  * Every wait here has a deadline: dial and login share `timeoutMs`, and the request
  * methods take a `signal` that closes the connection when it aborts (the pending read
@@ -40,6 +41,7 @@ import {
   serverSignature,
 } from "../shared/scram.ts";
 import { defaultLoginCache, type LoginCache } from "./login_cache.ts";
+import { systemClock } from "./clock.ts";
 import { Session, type SessionOptions } from "./session.ts";
 
 /** Software name announced in HELLO. */
@@ -260,6 +262,7 @@ export class RelayConnection {
   readonly keepaliveMs: number;
   readonly #sessionOptions: SessionOptions;
   #nonce = 0;
+  #lastHeardAt: number;
 
   /** Wraps a logged-in socket; use {@link connectRelay}. */
   constructor(
@@ -274,6 +277,16 @@ export class RelayConnection {
     this.relayName = relayName;
     this.keepaliveMs = keepaliveMs;
     this.#sessionOptions = sessionOptions;
+    this.#lastHeardAt = this.#now();
+  }
+
+  #now(): number {
+    return (this.#sessionOptions.clock ?? systemClock).now();
+  }
+
+  /** When a message last arrived from the relay (session clock, ms): liveness for callers. */
+  get lastHeardAt(): number {
+    return this.#lastHeardAt;
   }
 
   /** Sends a PING (the PONG is read by whoever reads the connection). */
@@ -323,12 +336,33 @@ export class RelayConnection {
     });
   }
 
-  /** Waits for the next message that is not a PONG (idle connections: a NOTICE). */
+  /**
+   * The next message, PONGs included (an owner loop feeds them to its keep-alive). An
+   * ERROR is thrown as {@link RelayError}; a close as {@link ConnectionClosedError}.
+   */
+  nextMessage(): Promise<Message> {
+    return this.#next();
+  }
+
+  /** Waits for the next message that is not a PONG (PONGs still count in `lastHeardAt`). */
   async nextControl(): Promise<Message> {
     for (;;) {
       const m = await this.#next();
       if (m.kind !== "pong") return m;
     }
+  }
+
+  /**
+   * Sends CONNECT without reading the answer: for an owner loop that reads it with
+   * {@link nextMessage} and then calls {@link sessionFor} on ACCEPT.
+   */
+  request(target: string, service: string): Promise<void> {
+    return this.framed.send({ kind: "connect", target, service });
+  }
+
+  /** The session an ACCEPT (the answer to {@link request}) starts on this connection. */
+  sessionFor(accept: Extract<Message, { kind: "accept" }>): Session {
+    return new Session(this, accept.session, accept.peer, this.#sessionOptions);
   }
 
   /** Answers a notice with ACCEPT; the connection now carries the session. */
@@ -343,7 +377,7 @@ export class RelayConnection {
       kind: "reject",
       session: notice.session,
       code: ErrorCode.TargetRejected,
-      message,
+      message: truncate(message, 1024),
     });
   }
 
@@ -379,6 +413,7 @@ export class RelayConnection {
   async #next(): Promise<Message> {
     const m = await this.framed.readMessage();
     if (m === null) throw new ConnectionClosedError("Relay closed the connection");
+    this.#lastHeardAt = this.#now();
     if (m.kind === "error") throw new RelayError(m.code, m.message);
     return m;
   }
@@ -414,6 +449,11 @@ function untilAborted<T>(
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/** Cuts `text` to at most `max` UTF-16 units (a REJECT message is a u16-length string). */
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : text.slice(0, max - 1) + "…";
 }
 
 function reasonText(signal: AbortSignal): string {

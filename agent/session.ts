@@ -3,7 +3,11 @@
  * relay connection, with a half-close (END) each way and a RELEASE that returns the
  * connection to idle.
  *
- * One task reads (`read`), any task may write (`write`, `end`); writes are serialised.
+ * One task reads (`read`, `readView`, or the `readable` stream), any task may write
+ * (`write`, `end`, or the `writable` stream); writes are serialised. `readView` is the
+ * zero-copy path: DATA payloads come back as views into one reused read buffer (see
+ * _session_reader.ts), so a pump that writes each piece before asking for the next moves
+ * bytes without allocating.
  *
  * Every wait has a deadline. While a read or write is pending, the session must make
  * progress (a frame in, a write done) at least every `idleTimeoutMs`; otherwise the
@@ -24,9 +28,9 @@ import {
 import { EndReason, FrameType, HEADER_SIZE, MAX_PAYLOAD } from "../shared/protocol/constants.ts";
 import { writeHeader } from "../shared/protocol/frame.ts";
 import { decodeMessage } from "../shared/protocol/messages.ts";
-import type { Frame } from "../shared/protocol/frame.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { RelayConnection } from "./relay_client.ts";
+import { SessionFrameReader, type SessionRead } from "./_session_reader.ts";
 
 /** Default for {@link SessionOptions.idleTimeoutMs}: 2 minutes. */
 export const DEFAULT_SESSION_IDLE_MS = 120_000;
@@ -60,8 +64,23 @@ export class SessionAbortedError extends Error {
   }
 }
 
-/** A live session. */
-export class Session {
+/** How a session finished: released (its connection is idle again) or closed. */
+export type SessionOutcome = "released" | "closed";
+
+/**
+ * A live session: a byte stream to the peer device, usable three ways: `read`/`write`,
+ * the zero-copy `readView`/`writeInPlace`, or `readable`/`writable` web streams (closing
+ * `writable` sends END, a half-close; `readable` ends at the peer's END).
+ *
+ * @example
+ * ```ts ignore
+ * // Echo service: everything the peer sends comes back, then both sides END.
+ * const session = await request.accept();
+ * await session.readable.pipeTo(session.writable);
+ * await session.release();
+ * ```
+ */
+export class Session implements AsyncDisposable {
   /** The relay connection dedicated to this session. */
   readonly connection: RelayConnection;
   /** Session ID from the relay. */
@@ -78,6 +97,10 @@ export class Session {
   #idleTimer: unknown;
   /** Set (with the reason) when a deadline closed the connection. */
   #expired: string | null = null;
+  readonly #reader: SessionFrameReader;
+  readonly #done = Promise.withResolvers<SessionOutcome>();
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
 
   /** Binds a session to its connection; made by `RelayConnection.connect`/`accept`. */
   constructor(connection: RelayConnection, id: string, peer: string, options: SessionOptions = {}) {
@@ -86,6 +109,12 @@ export class Session {
     this.peer = peer;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_SESSION_IDLE_MS;
     this.#clock = options.clock ?? systemClock;
+    this.#reader = new SessionFrameReader(connection.framed);
+  }
+
+  /** Resolves once the session was released or its connection closed, whichever first. */
+  get done(): Promise<SessionOutcome> {
+    return this.#done.promise;
   }
 
   /** True once the peer's END arrived. */
@@ -101,17 +130,28 @@ export class Session {
   /**
    * Next bytes from the peer, or null once the peer ended normally. Throws
    * {@link SessionAbortedError} if it ended abnormally, {@link ConnectionClosedError} if the
-   * relay connection dropped. The returned view is the caller's.
+   * relay connection dropped. The returned bytes are the caller's (a copy).
    */
   async read(): Promise<Uint8Array | null> {
+    const view = await this.readView();
+    return view === null ? null : view.slice();
+  }
+
+  /**
+   * Like {@link read}, without a copy: the bytes are a view into the session's read
+   * buffer and valid only until the next read. A DATA frame may come in several pieces.
+   */
+  async readView(): Promise<Uint8Array | null> {
     if (this.#receivedEnd !== null) return this.#endResult();
     for (;;) {
-      const frame = await this.#guard(() => this.#readFrame());
-      if (frame === null) throw new ConnectionClosedError("Relay connection closed mid-session");
+      const step = await this.#guard(() => this.#next());
+      if (step === null) throw new ConnectionClosedError("Relay connection closed mid-session");
+      if (step.kind === "data") {
+        if (step.bytes.length === 0) continue;
+        return step.bytes;
+      }
+      const frame = step.frame;
       switch (frame.type) {
-        case FrameType.Data:
-          if (frame.payload.length === 0) continue;
-          return frame.payload;
         case FrameType.End:
           this.#receivedEnd = frame.payload[0] === EndReason.Aborted
             ? EndReason.Aborted
@@ -130,9 +170,9 @@ export class Session {
     }
   }
 
-  async #readFrame(): Promise<Frame | null> {
+  async #next(): Promise<SessionRead | null> {
     try {
-      return await this.connection.framed.readFrame();
+      return await this.#reader.next();
     } catch (e) {
       if (!(e instanceof TruncatedFrameError)) throw e;
       // The relay closes a session outright when the peer died in the middle of a frame.
@@ -141,6 +181,35 @@ export class Session {
         { cause: e },
       );
     }
+  }
+
+  /**
+   * The peer's bytes as a stream (each chunk the reader's own); it closes at the peer's
+   * END and errors as {@link read} throws. Do not mix with `read`/`readView`.
+   */
+  get readable(): ReadableStream<Uint8Array> {
+    this.#readable ??= new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const bytes = await this.read();
+        if (bytes === null) controller.close();
+        else controller.enqueue(bytes);
+      },
+      cancel: () => this.close(),
+    }, { highWaterMark: 0 });
+    return this.#readable;
+  }
+
+  /**
+   * A stream to the peer: each write waits for the socket (backpressure); `close()` sends
+   * END (a half-close), `abort()` sends END(aborted).
+   */
+  get writable(): WritableStream<Uint8Array> {
+    this.#writable ??= new WritableStream<Uint8Array>({
+      write: (chunk) => this.write(chunk),
+      close: () => this.end(),
+      abort: () => this.end(EndReason.Aborted).catch(() => this.close()),
+    });
+    return this.#writable;
   }
 
   /**
@@ -157,6 +226,8 @@ export class Session {
       this.#arm(this.#idleTimeoutMs, this.#idleMessage());
       return value;
     } catch (e) {
+      // A dead connection ends the session for whoever waits on `done` (a pool).
+      if (this.connection.framed.closed) this.#done.resolve("closed");
       if (this.#expired !== null) throw new SessionTimeoutError(this.#expired, { cause: e });
       throw e;
     } finally {
@@ -185,6 +256,7 @@ export class Session {
     if (this.#expired !== null) return;
     this.#expired = message;
     this.connection.close(); // wakes the pending read or write, which reports the timeout
+    this.#done.resolve("closed");
   }
 
   #endResult(): null {
@@ -225,6 +297,30 @@ export class Session {
     await this.#guard(() => this.connection.framed.send({ kind: "end", reason }));
   }
 
+  /** Same as {@link end}: the `Deno.Conn` name for a half-close. */
+  closeWrite(): Promise<void> {
+    return this.end();
+  }
+
+  /**
+   * Drops the session: closes its relay connection (the relay tells the peer
+   * END(aborted), or closes its side mid-frame). For a clean finish use {@link release}.
+   */
+  close(): void {
+    this.connection.close();
+    this.#done.resolve("closed");
+  }
+
+  /** Releases the session within the release deadline, or closes it if that fails. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#released || this.connection.framed.closed) return this.close();
+    try {
+      await this.release();
+    } catch {
+      this.close();
+    }
+  }
+
   /**
    * Finishes the session: sends END if not yet sent, reads (and drops) the peer's data
    * until its END, then RELEASE. The connection is idle again afterwards. Fails with
@@ -255,6 +351,10 @@ export class Session {
       }
       await this.#guard(() => this.connection.framed.send({ kind: "release" }));
       this.#released = true;
+      this.#done.resolve("released");
+    } catch (e) {
+      this.#done.resolve("closed");
+      throw e;
     } finally {
       this.#clock.clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);

@@ -1,144 +1,231 @@
 /**
- * `tsunagi run`: keeps N idle, logged-in connections to the relay, answers
- * connection-request notices by policy, receives files, and reconnects with backoff.
+ * The device supervisor: keeps N idle, logged-in connections to the relay, hands
+ * connection requests to service handlers, carries the caller's own requests over the
+ * same warm connections, and reconnects with backoff. `tsunagi run` and `tsunagi
+ * forward` are thin wrappers over it.
  *
- * The supervisor owns the set of idle connections; each connection has its own loop
- * (the only reader of that socket). When a notice dedicates a connection to a session,
- * the supervisor dials a replacement right away (patent Fig. 4 steps 19-25); when the
- * session is released, the connection rejoins the idle set or, if there are enough idle
- * connections already, is closed.
+ * Ownership: each connection has one owner loop ({@link DeviceSupervisor}'s `#serve`),
+ * the only reader of its socket. While idle the loop reads notices and PONGs; a caller's
+ * {@link DeviceSupervisor.connect} does not read: it registers a pending request on the
+ * connection, sends CONNECT, and the loop hands it the ACCEPT or REJECT. After an ACCEPT
+ * the loop stops reading until the session is done (released or closed), then the
+ * connection rejoins the idle set or, if enough are idle, is closed. The supervisor's
+ * dial loop owns the idle set's size: whenever a connection leaves it, it dials a
+ * replacement (patent Fig. 4 steps 19-25).
  *
- * Each idle connection pings at the shorter of the agent's and the relay's keep-alive
- * interval and is declared dead (closed, then redialled) when the relay stays silent
- * for half an interval after a PING (see keepalive.ts). Every `run` process logs in with
- * its own random instance token; when another instance with the same device ID logs
- * in, the relay answers `Replaced` and this one stops for good ({@link AgentReplacedError}).
+ * Liveness is the caller's to see: {@link DeviceSupervisor.status} (online, idle,
+ * sessions, last message heard) and `onStatus`, called on every change.
+ *
+ * @example
+ * ```ts ignore
+ * // An echo service in a few lines.
+ * await using agent = superviseDevice({
+ *   relays: [{ hostname: "127.0.0.1", port: 7800 }], id: "dev1", password: "pw",
+ *   services: {
+ *     echo: async (request) => {
+ *       const session = await request.accept();
+ *       await session.readable.pipeTo(session.writable);
+ *     },
+ *   },
+ * });
+ * await agent.finished;
+ * ```
  *
  * @module
  */
 
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { backoffDelay, delay } from "../shared/backoff.ts";
-import { LoginRefusedError, RelayError } from "../shared/errors.ts";
-import type { Logger } from "../shared/log.ts";
-import { ErrorCode, FILE_SERVICE } from "../shared/protocol/constants.ts";
+import {
+  ConnectionClosedError,
+  LoginRefusedError,
+  PeerUnavailableError,
+  RelayError,
+} from "../shared/errors.ts";
+import { Logger } from "../shared/log.ts";
+import { ErrorCode } from "../shared/protocol/constants.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { KeepaliveMonitor, pingInterval } from "./keepalive.ts";
-import { connectRelay, type Notice, type RelayConnection } from "./relay_client.ts";
-import { FileTooLargeError, receiveFiles, removeStalePartials } from "./transfer.ts";
+import { connectRelay, type RelayConnection } from "./relay_client.ts";
+import type { Session } from "./session.ts";
+import {
+  AgentReplacedError,
+  type AgentStatus,
+  answerNotice,
+  FatalLoginError,
+  type Services,
+  type ServiceSpec,
+} from "./service.ts";
+
+export {
+  AgentReplacedError,
+  type AgentStatus,
+  FatalLoginError,
+  type ServiceHandler,
+  type ServiceRequest,
+  type Services,
+  type ServiceSpec,
+} from "./service.ts";
 
 /** Default keep-alive interval of the agent, ms (the relay may ask for a shorter one). */
 export const DEFAULT_KEEPALIVE_MS = 15_000;
 
-/** Default largest file `run` accepts: 4 GiB. */
-export const DEFAULT_MAX_FILE_SIZE = 4 * 1024 ** 3;
-
-/** Options for {@link runAgent}. */
-export interface AgentOptions {
-  /** Relays to use, in order of preference; the agent fails over to the next. */
+/** Options for {@link superviseDevice}. */
+export interface SupervisorOptions {
+  /** Relays to use, in order of preference; the supervisor fails over to the next. */
   relays: HostPort[];
   /** Device ID. */
   id: string;
   /** Device password. */
   password: string;
-  /** Idle connections to keep (default 2). */
-  idle?: number;
-  /** Folder for received files (file service). */
-  inbox: string;
-  /** Only these requesters are accepted (default: everyone the relay lets through). */
-  acceptFrom?: ReadonlySet<string>;
   /** PEM CA: connect with TLS. */
   tlsCa?: string;
-  /** Logger. */
-  logger: Logger;
-  /** Stops the agent. */
-  signal: AbortSignal;
+  /** Idle connections to keep (default 2). */
+  idle?: number;
+  /** Idle connections kept after sessions end, at most (default twice `idle`). */
+  maxIdle?: number;
+  /**
+   * Instance token sent in LOGIN: a later login with another token replaces this agent
+   * (default: a random UUID). `null` sends none: the connections add to the device's
+   * and replace nothing (a forwarder beside `tsunagi run`).
+   */
+  instance?: string | null;
+  /** Services offered, by name. */
+  services?: Services;
+  /** Only these requesters, for every service (default: all). */
+  acceptFrom?: ReadonlySet<string>;
+  /** Logger (default: warnings and errors on stderr). */
+  logger?: Logger;
+  /** Stops the supervisor. */
+  signal?: AbortSignal;
   /** Backoff base, ms (default 250). */
   backoffBaseMs?: number;
   /** Backoff ceiling, ms (default 15000). */
   backoffMaxMs?: number;
   /** Own keep-alive interval, ms (default {@link DEFAULT_KEEPALIVE_MS}). */
   keepaliveMs?: number;
-  /** Largest file received, bytes (default {@link DEFAULT_MAX_FILE_SIZE}; 0 = no limit). */
-  maxFileSize?: number;
   /** A session with no progress this long fails, ms (default 2 min). */
   sessionIdleMs?: number;
-  /** Instance token sent in LOGIN (default: a random UUID per call). */
-  instance?: string;
   /** Time source for keep-alives and session deadlines (default the system clock). */
   clock?: Clock;
+  /** Called whenever {@link AgentStatus} changes. */
+  onStatus?: (status: AgentStatus) => void;
 }
 
-/** Thrown when the relay refuses our credentials: retrying cannot help. */
-export class FatalLoginError extends Error {
-  /** Creates the error. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "FatalLoginError";
-  }
+/** A running supervisor, shaped like `Deno.serve`'s handle. */
+export interface DeviceSupervisor extends AsyncDisposable {
+  /**
+   * Resolves when stopped; rejects with {@link FatalLoginError} when every relay refused
+   * the login, with {@link AgentReplacedError} when another instance took over.
+   */
+  readonly finished: Promise<void>;
+  /** Current liveness and load. */
+  status(): AgentStatus;
+  /**
+   * Asks `target` for `service` over a warm connection (a fresh login only when none is
+   * idle). Throws {@link PeerUnavailableError} with the relay's reason when refused.
+   * Release or close the session when done: its connection then returns to the pool.
+   */
+  connect(target: string, service: string, options?: { signal?: AbortSignal }): Promise<Session>;
+  /** Stops: closes every connection; resolves when all loops ended. */
+  shutdown(): Promise<void>;
 }
 
-/** Another agent logged in with this device ID and took over: this one must stop. */
-export class AgentReplacedError extends Error {
-  /** Creates the error with the relay's message. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "AgentReplacedError";
-  }
+/** One pooled connection and the request its owner loop is answering, if any. */
+interface Pooled {
+  conn: RelayConnection;
+  /** Handed to a caller of `connect` (set synchronously, before any await). */
+  reserved: boolean;
+  request: PromiseWithResolvers<Session> | null;
 }
 
-/**
- * Runs until `signal` aborts. Resolves normally on abort; rejects with
- * {@link FatalLoginError} when the relay refuses the login (wrong ID or password), and
- * with {@link AgentReplacedError} when another instance took over the device ID.
- */
-export async function runAgent(options: AgentOptions): Promise<void> {
+/** Starts a supervisor; see the module doc. */
+export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
   const want = options.idle ?? 2;
-  const { logger } = options;
+  // Some slack above `want`: a connection freed by a session is kept rather than closed
+  // while its replacement logs in, so steady traffic causes no login per session.
+  const maxIdle = Math.max(want, options.maxIdle ?? want * 2);
+  const logger = options.logger ?? new Logger({ component: "tsunagi", level: "warn" });
   const clock = options.clock ?? systemClock;
   const ownKeepaliveMs = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
-  const maxFileSize = options.maxFileSize ?? DEFAULT_MAX_FILE_SIZE;
-  const instance = options.instance ?? crypto.randomUUID();
-  /** Set once, by whichever loop learns that this instance was replaced; stops everything. */
-  let fatal: AgentReplacedError | null = null;
+  const instance = options.instance === null ? undefined : options.instance ?? crypto.randomUUID();
+  const services = new Map<string, ServiceSpec>(
+    Object.entries(options.services ?? {}).map((
+      [name, s],
+    ) => [name, typeof s === "function" ? { handler: s } : s]),
+  );
+  let fatal: Error | null = null;
   const stopAll = new AbortController();
-  const signal = AbortSignal.any([options.signal, stopAll.signal]);
-  const replaced = (message: string, cause?: unknown) => {
-    if (fatal !== null) return;
-    fatal = new AgentReplacedError(
-      `Another agent logged in as "${options.id}" and took over (relay: ${message})`,
-      { cause },
-    );
-    logger.error("replaced by another agent", { id: options.id, message });
-    stopAll.abort(fatal);
-  };
-  const isReplaced = (e: unknown) => e instanceof RelayError && e.code === ErrorCode.Replaced;
-  const stale = await removeStalePartials(options.inbox);
-  if (stale > 0) logger.info("removed stale partial files", { count: stale });
-  const idle = new Set<RelayConnection>();
+  const signal = AbortSignal.any([...(options.signal ? [options.signal] : []), stopAll.signal]);
+  const idle = new Set<Pooled>();
   const loops = new Set<Promise<void>>();
-  let relayIndex = 0;
-  let attempt = 0;
-  /** Consecutive AuthFailed answers (from different relays when several are given). */
-  let refusals = 0;
+  /** Callers waiting for an idle connection while the dial loop makes one. */
+  const waiting: PromiseWithResolvers<Pooled>[] = [];
+  let relayName = "";
+  let lastHeardAt = 0;
   let wake = Promise.withResolvers<void>();
   const poke = () => wake.resolve();
   signal.addEventListener("abort", poke, { once: true });
 
-  const serve = (conn: RelayConnection) => {
-    const loop = serveIdle(conn).finally(() => {
-      idle.delete(conn);
+  const status = (): AgentStatus => ({
+    online: loops.size > 0,
+    relay: relayName,
+    idle: idle.size,
+    busy: loops.size - idle.size,
+    lastHeardAt,
+  });
+  const changed = () => options.onStatus?.(status());
+
+  const stop = (e: Error) => {
+    if (fatal !== null) return;
+    fatal = e;
+    stopAll.abort(e);
+  };
+  const replaced = (message: string, cause?: unknown) => {
+    logger.error("replaced by another agent", { id: options.id, message });
+    stop(
+      new AgentReplacedError(
+        `Another agent logged in as "${options.id}" and took over (relay: ${message})`,
+        { cause },
+      ),
+    );
+  };
+  const isReplaced = (e: unknown) => e instanceof RelayError && e.code === ErrorCode.Replaced;
+
+  const noticeContext = { options, services, logger, signal, replaced };
+
+  /** Puts a connection in the idle set, or straight into a waiting caller's hands. */
+  const makeIdle = (p: Pooled): boolean => {
+    const waiter = waiting.shift();
+    if (waiter !== undefined) {
+      p.reserved = true;
+      waiter.resolve(p);
+      return true;
+    }
+    p.reserved = false;
+    if (idle.size >= maxIdle) return false;
+    idle.add(p);
+    return true;
+  };
+
+  const start = (conn: RelayConnection) => {
+    const p: Pooled = { conn, reserved: false, request: null };
+    const loop = serve(p).finally(() => {
+      idle.delete(p);
       loops.delete(loop);
-      if (loops.size === 0 && !signal.aborted) {
-        logger.warn("relay lost", { relay: conn.relayName });
-      }
+      p.request?.reject(new ConnectionClosedError("Relay connection closed during the request"));
+      if (loops.size === 0 && !signal.aborted) logger.warn("relay lost", { relay: conn.relayName });
+      changed();
       poke();
     });
     loops.add(loop);
+    if (!makeIdle(p)) conn.close();
+    changed();
   };
 
-  /** The idle connection's loop: keep-alive, notices, sessions. */
-  async function serveIdle(conn: RelayConnection): Promise<void> {
+  /** The connection's owner loop: keep-alive, notices, answers to requests, sessions. */
+  async function serve(p: Pooled): Promise<void> {
+    const { conn } = p;
     const intervalMs = pingInterval(ownKeepaliveMs, conn.keepaliveMs);
     const monitor = new KeepaliveMonitor({
       intervalMs,
@@ -159,33 +246,51 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     try {
       monitor.start();
       for (;;) {
-        const m = await conn.framed.readMessage();
-        if (m === null) return;
+        const m = await conn.nextMessage();
         monitor.heard();
-        if (m.kind === "pong") continue;
-        if (m.kind === "error") {
-          if (m.code === ErrorCode.Replaced) return replaced(m.message);
-          logger.warn("relay error", { code: m.code, message: m.message });
-          return;
+        lastHeardAt = clock.now();
+        let session: Session | null = null;
+        switch (m.kind) {
+          case "pong":
+            continue;
+          case "notice":
+            // A notice that crossed our own CONNECT is void (docs/protocol.md 6.4).
+            if (p.reserved) continue;
+            monitor.stop();
+            idle.delete(p);
+            poke(); // dial a replacement while this one serves the request
+            changed();
+            if (!(await answerNotice(conn, m, noticeContext))) return;
+            break;
+          case "accept":
+          case "reject": {
+            const request = p.request;
+            if (request === null) throw new RelayError(ErrorCode.UnexpectedMessage, m.kind);
+            p.request = null;
+            if (m.kind === "reject") {
+              request.reject(new PeerUnavailableError(m.code, m.message));
+              break;
+            }
+            monitor.stop();
+            session = conn.sessionFor(m);
+            request.resolve(session);
+            if ((await session.done) === "closed") return;
+            break;
+          }
+          default:
+            logger.warn("unexpected message on idle connection", { kind: m.kind });
+            return;
         }
-        if (m.kind !== "notice") {
-          logger.warn("unexpected message on idle connection", { kind: m.kind });
-          return;
-        }
-        monitor.stop();
-        idle.delete(conn);
-        poke(); // dial a replacement while this one serves the session
-        const keep = await handleNotice(conn, m);
-        if (!keep) return;
-        if (idle.size >= want || signal.aborted) {
+        if (signal.aborted || !makeIdle(p)) {
           logger.debug("closing surplus connection", { idle: idle.size });
           return;
         }
-        idle.add(conn);
+        changed();
         monitor.start();
       }
     } catch (e) {
-      if (!signal.aborted) logger.debug("connection lost", { error: String(e) });
+      if (isReplaced(e)) replaced((e as Error).message, e);
+      else if (!signal.aborted) logger.debug("connection lost", { error: String(e) });
     } finally {
       monitor.stop();
       signal.removeEventListener("abort", onAbort);
@@ -193,113 +298,144 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     }
   }
 
-  /** Answers one notice; true when the connection is idle again afterwards. */
-  async function handleNotice(conn: RelayConnection, notice: Notice): Promise<boolean> {
-    const from = notice.requester;
-    let refusal = "";
-    if (options.acceptFrom && !options.acceptFrom.has(from)) {
-      refusal = `${options.id} does not accept connections from ${from}`;
-    } else if (notice.service !== FILE_SERVICE) {
-      refusal = `${options.id} offers no service "${notice.service}"`;
+  /** An idle connection for a request: from the pool, or the next one dialed. */
+  async function take(wait: AbortSignal | undefined): Promise<Pooled> {
+    for (const p of idle) {
+      idle.delete(p);
+      p.reserved = true;
+      return p;
     }
-    if (refusal !== "") {
-      logger.info("session rejected", { from, service: notice.service, reason: refusal });
-      await conn.reject(notice, refusal);
-      return true;
-    }
-    const session = await conn.accept(notice);
-    logger.info("session accepted", { from, session: notice.session });
+    const waiter = Promise.withResolvers<Pooled>();
+    waiting.push(waiter);
+    poke();
+    const onAbort = () => {
+      const i = waiting.indexOf(waiter);
+      if (i >= 0) waiting.splice(i, 1);
+      waiter.reject(wait?.reason ?? signal.reason);
+    };
+    const signals = [signal, ...(wait ? [wait] : [])];
+    for (const s of signals) s.addEventListener("abort", onAbort, { once: true });
     try {
-      await receiveFiles(session, options.inbox, {
-        maxFileSize: maxFileSize > 0 ? maxFileSize : undefined,
-        onFileStart: (name, size) => logger.info("receiving file", { from, name, bytes: size }),
-        onFile: (f) =>
-          logger.info("file received", {
-            from,
-            name: f.announced,
-            path: f.path,
-            bytes: f.size,
-            sha256: f.sha256,
-          }),
-      });
-      await session.release({ signal });
-      logger.info("session ended", { from, session: notice.session });
-      return true;
-    } catch (e) {
-      if (isReplaced(e)) {
-        replaced((e as Error).message, e);
-        return false;
-      }
-      if (e instanceof FileTooLargeError) {
-        logger.warn("file refused", { from, session: notice.session, reason: e.message });
-        return false;
-      }
-      logger.warn("session failed", { from, session: notice.session, error: String(e) });
-      return false; // the caller closes the connection; the relay aborts the peer's side
+      if (signals.some((s) => s.aborted)) onAbort();
+      return await waiter.promise;
+    } finally {
+      for (const s of signals) s.removeEventListener("abort", onAbort);
     }
   }
 
-  try {
-    while (!signal.aborted) {
-      if (idle.size >= want) {
-        await wake.promise;
-        wake = Promise.withResolvers<void>();
-        continue;
-      }
-      const address = options.relays[relayIndex % options.relays.length];
-      try {
-        const conn = await connectRelay(
-          { address, id: options.id, password: options.password, tlsCa: options.tlsCa, instance },
-          { signal, session: { idleTimeoutMs: options.sessionIdleMs, clock } },
-        );
-        if (loops.size === 0) {
-          logger.info("logged in", {
-            id: options.id,
-            relay: conn.relayName,
-            address: formatHostPort(address),
-          });
-        }
-        attempt = 0;
-        refusals = 0;
-        idle.add(conn);
-        serve(conn);
-      } catch (e) {
-        if (signal.aborted) break;
-        if (isReplaced(e)) {
-          replaced((e as Error).message, e);
-          break;
-        }
-        if (e instanceof LoginRefusedError && e.code === ErrorCode.AuthFailed) {
-          // Retrying cannot fix a wrong ID or password, but one relay of several may not
-          // have learnt a new registration yet: give up once every relay refused in a row.
-          if (++refusals >= options.relays.length) {
-            throw new FatalLoginError(e.message, { cause: e });
-          }
-        } else {
-          refusals = 0;
-        }
-        const wait = e instanceof LoginRefusedError && e.retryAfterMs > 0
-          ? e.retryAfterMs
-          : backoffDelay(attempt, { baseMs: options.backoffBaseMs, maxMs: options.backoffMaxMs });
-        attempt++;
-        logger.info("reconnecting", {
-          address: formatHostPort(address),
-          inMs: wait,
-          error: e instanceof RelayError ? e.message : String(e instanceof Error ? e.message : e),
-        });
-        // Fail over to the next relay when this one keeps failing.
-        if (options.relays.length > 1 && idle.size === 0) relayIndex++;
-        try {
-          await delay(wait, { signal });
-        } catch {
-          break;
-        }
-      }
+  async function connect(
+    target: string,
+    service: string,
+    requestOptions: { signal?: AbortSignal } = {},
+  ): Promise<Session> {
+    if (fatal !== null) throw fatal;
+    signal.throwIfAborted();
+    const p = await take(requestOptions.signal);
+    const request = Promise.withResolvers<Session>();
+    p.request = request;
+    changed();
+    poke(); // keep the idle set full
+    const onAbort = () => p.conn.close();
+    requestOptions.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await p.conn.request(target, service);
+      return await request.promise;
+    } catch (e) {
+      // After a REJECT the owner loop has put the connection back already (it owns that);
+      // anything else leaves the connection in an unknown state.
+      if (!(e instanceof PeerUnavailableError)) p.conn.close();
+      throw e;
+    } finally {
+      requestOptions.signal?.removeEventListener("abort", onAbort);
     }
-  } finally {
-    signal.removeEventListener("abort", poke);
-    for (const conn of idle) conn.close();
-    await Promise.allSettled([...loops]);
   }
-  if (fatal !== null) throw fatal;
+
+  const finished = (async () => {
+    let relayIndex = 0;
+    let attempt = 0;
+    /** Consecutive AuthFailed answers (from different relays when several are given). */
+    let refusals = 0;
+    try {
+      while (!signal.aborted) {
+        if (idle.size >= want && waiting.length === 0) {
+          await wake.promise;
+          wake = Promise.withResolvers<void>();
+          continue;
+        }
+        const address = options.relays[relayIndex % options.relays.length];
+        try {
+          const conn = await connectRelay(
+            { address, id: options.id, password: options.password, tlsCa: options.tlsCa, instance },
+            { signal, session: { idleTimeoutMs: options.sessionIdleMs, clock } },
+          );
+          if (loops.size === 0) {
+            logger.info("logged in", {
+              id: options.id,
+              relay: conn.relayName,
+              address: formatHostPort(address),
+            });
+          }
+          relayName = conn.relayName;
+          lastHeardAt = clock.now();
+          attempt = 0;
+          refusals = 0;
+          start(conn);
+        } catch (e) {
+          if (signal.aborted) break;
+          if (isReplaced(e)) {
+            replaced((e as Error).message, e);
+            break;
+          }
+          if (e instanceof LoginRefusedError && e.code === ErrorCode.AuthFailed) {
+            // Retrying cannot fix a wrong ID or password, but one relay of several may not
+            // have learnt a new registration yet: give up once every relay refused in a row.
+            if (++refusals >= options.relays.length) {
+              stop(new FatalLoginError(e.message, { cause: e }));
+              break;
+            }
+          } else {
+            refusals = 0;
+          }
+          const wait = e instanceof LoginRefusedError && e.retryAfterMs > 0
+            ? e.retryAfterMs
+            : backoffDelay(attempt, { baseMs: options.backoffBaseMs, maxMs: options.backoffMaxMs });
+          attempt++;
+          logger.info("reconnecting", {
+            address: formatHostPort(address),
+            inMs: wait,
+            error: e instanceof Error ? e.message : String(e),
+          });
+          // Fail over to the next relay when this one keeps failing.
+          if (options.relays.length > 1 && idle.size === 0) relayIndex++;
+          try {
+            await delay(wait, { signal });
+          } catch {
+            break;
+          }
+        }
+      }
+    } finally {
+      signal.removeEventListener("abort", poke);
+      for (const w of waiting.splice(0)) {
+        w.reject(fatal ?? new ConnectionClosedError("Agent stopped"));
+      }
+      for (const p of idle) p.conn.close();
+      await Promise.allSettled([...loops]);
+    }
+    const failure = fatal as Error | null;
+    if (failure instanceof FatalLoginError || failure instanceof AgentReplacedError) throw failure;
+  })();
+
+  const shutdown = async () => {
+    stopAll.abort();
+    await finished.catch(() => {});
+  };
+
+  return {
+    finished,
+    status,
+    connect,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
 }

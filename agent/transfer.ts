@@ -48,14 +48,23 @@ export class SessionReader {
     this.#session = session;
   }
 
+  /**
+   * Reads the next piece without a copy (`readView`). A leftover is a view into the
+   * session's read buffer, which the next read overwrites: it is copied first (only a
+   * partial line ever is).
+   */
   async #fill(): Promise<boolean> {
-    const chunk = await this.#session.read();
-    if (chunk === null) return false;
-    if (this.#buf.length === 0) this.#buf = chunk;
+    const rest = this.#buf.length > 0 ? this.#buf.slice() : null;
+    const chunk = await this.#session.readView();
+    if (chunk === null) {
+      if (rest !== null) this.#buf = rest;
+      return false;
+    }
+    if (rest === null) this.#buf = chunk;
     else {
-      const joined = new Uint8Array(this.#buf.length + chunk.length);
-      joined.set(this.#buf);
-      joined.set(chunk, this.#buf.length);
+      const joined = new Uint8Array(rest.length + chunk.length);
+      joined.set(rest);
+      joined.set(chunk, rest.length);
       this.#buf = joined;
     }
     return true;

@@ -67,8 +67,8 @@ Admin HTTP listener (off by default):
 Limits (what one peer can make the relay hold; refused with a clear error code):
   --max-unauth-per-address N  connections not yet logged in, per address (default 64)
   --max-unauth N              connections not yet logged in, in total (default 4096)
-  --max-conns-per-device N    connections of one device (default 64)
-  --max-sessions-per-device N sessions one device takes part in at once (default 32)
+  --max-conns-per-device N    connections of one device (default 256)
+  --max-sessions-per-device N sessions one device takes part in at once (default 128)
   --session-idle-timeout DURATION
                               a session silent both ways this long is closed
                               (default 10m; 0 = never)

@@ -33,8 +33,8 @@ export interface RelayLimits {
 export const DEFAULT_LIMITS: RelayLimits = {
   maxUnauthPerAddress: 64,
   maxUnauth: 4096,
-  maxConnsPerDevice: 64,
-  maxSessionsPerDevice: 32,
+  maxConnsPerDevice: 256,
+  maxSessionsPerDevice: 128,
   sessionIdleTimeoutMs: 10 * 60_000,
 };
 

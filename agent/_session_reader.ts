@@ -1,0 +1,136 @@
+/**
+ * The receiving half of a session's data path: raw reads into one reused buffer, frame
+ * headers followed in place, DATA payloads handed out as views. Internal to session.ts.
+ *
+ * The shared `FrameDecoder` returns frames as views into the chunk it was given, so its
+ * reader must allocate a fresh buffer for every read (up to 64 KiB). A session carries
+ * bulk bytes, and its consumer (a socket write, a file write, a hash) is done with each
+ * piece before it asks for the next; so here a DATA payload is returned as a view into
+ * the one read buffer, valid until the next call, and not copied at all. A DATA frame
+ * that straddles two reads comes back in two pieces. Only the small control frames a
+ * session may carry (END, PONG, ERROR) are copied out.
+ *
+ * Bytes after END belong to the connection's control traffic again: they are handed
+ * back to the {@link FramedConn}'s decoder.
+ *
+ * @module
+ */
+
+import { FrameTooLargeError, TruncatedFrameError } from "../shared/errors.ts";
+import type { FramedConn } from "../shared/framed_conn.ts";
+import { FrameType, HEADER_SIZE, MAX_PAYLOAD } from "../shared/protocol/constants.ts";
+import { type Frame, readU32 } from "../shared/protocol/frame.ts";
+
+/** One step of a session's inbound stream. */
+export type SessionRead =
+  | { kind: "data"; bytes: Uint8Array }
+  | { kind: "frame"; frame: Frame };
+
+const EMPTY = new Uint8Array(0);
+
+/** Default read buffer: one whole maximum-size frame. */
+export const SESSION_READ_SIZE = HEADER_SIZE + MAX_PAYLOAD;
+
+/** Reads a session's frames from a framed connection without copying DATA payloads. */
+export class SessionFrameReader {
+  readonly #framed: FramedConn;
+  readonly #buf: Uint8Array;
+  #chunk: Uint8Array = EMPTY;
+  #pos = 0;
+  /** DATA payload bytes of the current frame not handed out yet. */
+  #remaining = 0;
+  readonly #header = new Uint8Array(HEADER_SIZE);
+  #headerFill = 0;
+  /** Payload of a control frame being gathered across reads. */
+  #body: Uint8Array | null = null;
+  #bodyFill = 0;
+  #bodyType = 0;
+
+  /** Reads from `framed`, into a buffer of `readSize` bytes reused for every read. */
+  constructor(framed: FramedConn, readSize = SESSION_READ_SIZE) {
+    this.#framed = framed;
+    this.#buf = new Uint8Array(readSize);
+  }
+
+  /** Bytes of a frame begun and not finished (a truncation at end of stream). */
+  get #pending(): number {
+    return this.#headerFill + this.#bodyFill + (this.#remaining > 0 ? 1 : 0);
+  }
+
+  /**
+   * The next DATA piece (a view valid until the next call) or control frame (owned);
+   * null at end of stream on a frame boundary. Throws {@link TruncatedFrameError} at end
+   * of stream inside a frame, {@link FrameTooLargeError} for an oversized header.
+   */
+  async next(): Promise<SessionRead | null> {
+    for (;;) {
+      if (this.#pos === this.#chunk.length) {
+        const chunk = await this.#framed.readRaw(this.#buf);
+        if (chunk === null) {
+          if (this.#pending > 0) throw new TruncatedFrameError(this.#pending);
+          return null;
+        }
+        this.#chunk = chunk;
+        this.#pos = 0;
+        continue;
+      }
+      const chunk = this.#chunk;
+      if (this.#remaining > 0) {
+        const take = Math.min(this.#remaining, chunk.length - this.#pos);
+        const bytes = chunk.subarray(this.#pos, this.#pos + take);
+        this.#pos += take;
+        this.#remaining -= take;
+        return { kind: "data", bytes };
+      }
+      if (this.#body !== null) {
+        const take = Math.min(this.#body.length - this.#bodyFill, chunk.length - this.#pos);
+        this.#body.set(chunk.subarray(this.#pos, this.#pos + take), this.#bodyFill);
+        this.#pos += take;
+        this.#bodyFill += take;
+        if (this.#bodyFill < this.#body.length) continue;
+        const frame = { type: this.#bodyType, payload: this.#body };
+        this.#body = null;
+        this.#bodyFill = 0;
+        return this.#control(frame);
+      }
+      let type: number;
+      let length: number;
+      if (this.#headerFill === 0 && chunk.length - this.#pos >= HEADER_SIZE) {
+        type = chunk[this.#pos];
+        length = readU32(chunk, this.#pos + 1);
+        this.#pos += HEADER_SIZE;
+      } else {
+        const take = Math.min(HEADER_SIZE - this.#headerFill, chunk.length - this.#pos);
+        this.#header.set(chunk.subarray(this.#pos, this.#pos + take), this.#headerFill);
+        this.#pos += take;
+        this.#headerFill += take;
+        if (this.#headerFill < HEADER_SIZE) continue;
+        this.#headerFill = 0;
+        type = this.#header[0];
+        length = readU32(this.#header, 1);
+      }
+      if (length > MAX_PAYLOAD) throw new FrameTooLargeError(length, MAX_PAYLOAD);
+      if (type === FrameType.Data) {
+        this.#remaining = length;
+        continue;
+      }
+      if (chunk.length - this.#pos >= length) {
+        const payload = chunk.slice(this.#pos, this.#pos + length);
+        this.#pos += length;
+        return this.#control({ type, payload });
+      }
+      this.#body = new Uint8Array(length);
+      this.#bodyType = type;
+    }
+  }
+
+  /** A control frame; after END the rest of the chunk goes back to the decoder. */
+  #control(frame: Frame): SessionRead {
+    if (frame.type === FrameType.End) {
+      this.#framed.unread(this.#chunk.subarray(this.#pos));
+      this.#chunk = EMPTY;
+      this.#pos = 0;
+    }
+    return { kind: "frame", frame };
+  }
+}

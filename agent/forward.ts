@@ -1,0 +1,236 @@
+/**
+ * `tsunagi forward`: local TCP listeners whose connections each become one session to a
+ * device's service, over a warm pool of logged-in relay connections (no login per local
+ * connection).
+ *
+ * A refused request (unknown target, service not offered, policy, the device's local
+ * connect failing) resets the local connection at once (RST), so the client sees a
+ * refusal, not a hang; and it starts a per-target backoff during which further local
+ * connections are reset without asking the relay, so a client retrying in a tight loop
+ * does not turn into a storm of requests. A busy target (all its connections in
+ * sessions) is retried briefly first: its pool refills within milliseconds.
+ *
+ * @module
+ */
+
+import net from "node:net";
+import { formatHostPort, type HostPort } from "../shared/address.ts";
+import { backoffDelay, delay } from "../shared/backoff.ts";
+import { RelayError } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import { ERROR_CODE_NAMES } from "../shared/protocol/constants.ts";
+import { NodeSocketConn } from "./_node_socket.ts";
+import { retryReason } from "./send.ts";
+import type { Session } from "./session.ts";
+import { type DeviceSupervisor, superviseDevice } from "./supervisor.ts";
+import { type LocalConn, pipeSession } from "./tunnel.ts";
+
+/** One `--listen HOST:PORT --to ID --service NAME`. */
+export interface ForwardRule {
+  /** Local address to listen on (port 0: any free port, logged). */
+  listen: HostPort;
+  /** Target device. */
+  to: string;
+  /** Service on the target. */
+  service: string;
+}
+
+/** Options for {@link runForwarder}. */
+export interface ForwardOptions {
+  /** Relays, preferred first. */
+  relays: HostPort[];
+  /** This device's ID. */
+  id: string;
+  /** Its password. */
+  password: string;
+  /** PEM CA: connect with TLS. */
+  tlsCa?: string;
+  /** Listeners. */
+  rules: ForwardRule[];
+  /** Idle logged-in connections kept warm (default 4). */
+  pool?: number;
+  /** A busy target is retried for this long before the local connection is reset, ms (default 10 s). */
+  busyRetryMs?: number;
+  /** Per-target backoff after a refusal: base and ceiling, ms (default 250, 5000). */
+  backoffBaseMs?: number;
+  /** See `backoffBaseMs`. */
+  backoffMaxMs?: number;
+  /** Keep-alive interval, ms. */
+  keepaliveMs?: number;
+  /** A tunnel with no progress either way this long fails, ms (default: never). */
+  sessionIdleMs?: number;
+  /** Logger. */
+  logger: Logger;
+  /** Stops the forwarder. */
+  signal: AbortSignal;
+  /**
+   * Local sockets: "node" (default) can answer a refusal with an RST (`node:net`'s
+   * `resetAndDestroy`); "deno" (`Deno.listen`) moves bulk data with less CPU but can
+   * only close a refused connection with a FIN.
+   */
+  sockets?: "node" | "deno";
+  /** Called once per rule when its listener is up, with the real address. */
+  onListening?: (rule: ForwardRule, address: HostPort) => void;
+}
+
+/** Backoff state of one target/service pair. */
+interface TargetState {
+  /** Refusals in a row. */
+  attempt: number;
+  /** Relay clock (performance.now) until which new connections are reset at once. */
+  until: number;
+  /** Why, for the log. */
+  reason: string;
+}
+
+/**
+ * Runs the listeners until `signal` aborts; rejects like `superviseDevice`'s `finished`
+ * (a refused login is final).
+ */
+export async function runForwarder(options: ForwardOptions): Promise<void> {
+  const { logger } = options;
+  const pool = options.pool ?? 4;
+  const agent = superviseDevice({
+    relays: options.relays,
+    id: options.id,
+    password: options.password,
+    tlsCa: options.tlsCa,
+    idle: pool,
+    maxIdle: pool * 4,
+    instance: null, // adds connections beside a `tsunagi run` of the same ID
+    services: {},
+    logger,
+    signal: options.signal,
+    keepaliveMs: options.keepaliveMs,
+    sessionIdleMs: options.sessionIdleMs ?? 0,
+  });
+  const targets = new Map<string, TargetState>();
+  const tunnels = new Set<Promise<void>>();
+  const servers: net.Server[] = [];
+  const listeners: Deno.Listener[] = [];
+  try {
+    for (const rule of options.rules) {
+      const open = (local: LocalConn, remote: string) => {
+        const t = tunnel(agent, rule, local, remote, targets, options).finally(() =>
+          tunnels.delete(t)
+        );
+        tunnels.add(t);
+      };
+      let address: HostPort;
+      if (options.sockets === "deno") {
+        const listener = Deno.listen({ ...rule.listen, transport: "tcp" });
+        listeners.push(listener);
+        address = { hostname: listener.addr.hostname, port: listener.addr.port };
+        void (async () => {
+          for await (const conn of listener) {
+            conn.setNoDelay(true);
+            open(conn, `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`);
+          }
+        })().catch(() => {});
+      } else {
+        const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+          open(new NodeSocketConn(socket), `${socket.remoteAddress}:${socket.remotePort}`);
+        });
+        servers.push(server);
+        address = await listen(server, rule.listen);
+      }
+      logger.info("forwarding", {
+        listen: formatHostPort(address),
+        to: rule.to,
+        service: rule.service,
+      });
+      options.onListening?.(rule, address);
+    }
+    await agent.finished;
+  } finally {
+    for (const s of servers) s.close();
+    for (const l of listeners) l.close();
+    await agent.shutdown();
+    await Promise.allSettled([...tunnels]);
+  }
+}
+
+function listen(server: net.Server, at: HostPort): Promise<HostPort> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(at.port, at.hostname, () => {
+      server.off("error", reject);
+      const a = server.address() as net.AddressInfo;
+      resolve({ hostname: a.address, port: a.port });
+    });
+  });
+}
+
+/** One local connection: a session, piped; or an RST. */
+async function tunnel(
+  agent: DeviceSupervisor,
+  rule: ForwardRule,
+  local: LocalConn,
+  remote: string,
+  targets: Map<string, TargetState>,
+  options: ForwardOptions,
+): Promise<void> {
+  const { logger } = options;
+  const reset = () => local.reset ? local.reset() : local.close();
+  const key = `${rule.to}\0${rule.service}`;
+  const state = targets.get(key);
+  if (state !== undefined && performance.now() < state.until) {
+    reset();
+    logger.debug("connection reset", { remote, to: rule.to, reason: state.reason, backoff: true });
+    return;
+  }
+  let session: Session;
+  try {
+    session = await open(agent, rule, options);
+  } catch (e) {
+    reset();
+    const code = e instanceof RelayError ? ERROR_CODE_NAMES[e.code] ?? String(e.code) : undefined;
+    const reason = e instanceof Error ? e.message : String(e);
+    const attempt = (targets.get(key)?.attempt ?? 0) + 1;
+    const wait = backoffDelay(attempt - 1, {
+      baseMs: options.backoffBaseMs ?? 250,
+      maxMs: options.backoffMaxMs ?? 5000,
+    });
+    targets.set(key, { attempt, until: performance.now() + wait, reason });
+    logger.warn("tunnel refused", { remote, to: rule.to, service: rule.service, code, reason });
+    return;
+  }
+  targets.delete(key);
+  try {
+    const moved = await pipeSession(session, local);
+    await session.release();
+    logger.debug("tunnel closed", {
+      remote,
+      to: rule.to,
+      bytesOut: moved.sent,
+      bytesIn: moved.received,
+    });
+  } catch (e) {
+    session.close();
+    reset();
+    logger.info("tunnel failed", { remote, to: rule.to, error: String(e) });
+  }
+}
+
+/** Asks for the session, retrying a busy target (and dropped connections) briefly. */
+async function open(
+  agent: DeviceSupervisor,
+  rule: ForwardRule,
+  options: ForwardOptions,
+): Promise<Session> {
+  const budgetMs = options.busyRetryMs ?? 10_000;
+  const started = performance.now();
+  const signal = AbortSignal.any([options.signal, AbortSignal.timeout(budgetMs)]);
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await agent.connect(rule.to, rule.service, { signal });
+    } catch (e) {
+      if (signal.aborted || retryReason(e, rule.to) === null) throw e;
+      const wait = backoffDelay(attempt, { baseMs: 10, maxMs: 500 });
+      if (performance.now() - started + wait >= budgetMs) throw e;
+      await delay(wait, { signal }).catch(() => {
+        throw e;
+      });
+    }
+  }
+}

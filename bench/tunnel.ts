@@ -1,0 +1,266 @@
+/**
+ * Tunnel bench: `tsunagi forward` + `tsunagi run --expose` through one relay, against
+ * direct TCP between two plain-socket processes (bench/_plain.ts, no tsunagi code), in
+ * the same run, trials interleaved.
+ *
+ *   deno run -A bench/tunnel.ts [--quick] [--out DIR]
+ *
+ * Figures: bulk throughput ratio and CPU s/GiB per process (relay, receiving device,
+ * sending device, plain endpoints); setup of a forwarded connection (connect + 1-byte
+ * echo) p50/p99 against direct; 64 parallel connections × 16 MiB, aggregate ratio and
+ * slowest/fastest.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { registryMain } from "../relay/registry/main.ts";
+import { cpuSeconds } from "./_procs.ts";
+import { GiB, median, MiB, percentile, round } from "./_stats.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { quick: { type: "boolean" }, out: { type: "string" } },
+});
+const quick = values.quick ?? false;
+const BULK = quick ? 128 * MiB : GiB;
+const TRIALS = quick ? 1 : 3;
+const PINGS = quick ? 50 : 300;
+const PAR = 64;
+const PAR_BYTES = quick ? 2 * MiB : 16 * MiB;
+
+/** A child process whose stdout/stderr lines are collected. */
+class Child {
+  readonly proc: Deno.ChildProcess;
+  readonly lines: string[] = [];
+  #wake = () => {};
+  constructor(args: string[]) {
+    this.proc = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    for (const s of [this.proc.stdout, this.proc.stderr]) {
+      (async () => {
+        let rest = "";
+        for await (const t of s.pipeThrough(new TextDecoderStream())) {
+          const parts = (rest + t).split("\n");
+          rest = parts.pop()!;
+          this.lines.push(...parts);
+          this.#wake();
+        }
+      })();
+    }
+  }
+  async waitFor(re: RegExp, count = 1, ms = 30_000): Promise<string[]> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const hits = this.lines.filter((l) => re.test(l));
+      if (hits.length >= count) return hits;
+      if (Date.now() > deadline) throw new Error(`no ${re}:\n${this.lines.join("\n")}`);
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#wake = resolve;
+      const t = setTimeout(resolve, 200);
+      await promise;
+      clearTimeout(t);
+    }
+  }
+  get pid() {
+    return this.proc.pid;
+  }
+  async stop() {
+    try {
+      this.proc.kill("SIGTERM");
+    } catch { /* gone */ }
+    await this.proc.status;
+  }
+}
+
+async function plain(...args: string[]): Promise<Record<string, unknown>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "bench/_plain.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+  }).output();
+  if (out.code !== 0) throw new Error(`_plain.ts ${args.join(" ")} failed`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+const dir = await Deno.makeTempDir({ prefix: "tsunagi-bench-tunnel-" });
+const children: Child[] = [];
+try {
+  for (const id of ["pc1", "dev1"]) {
+    await Deno.writeTextFile(`${dir}/${id}.pw`, `pw-${id}\n`);
+    const args = ["add", id, "--type", "USER", "--password-file", `${dir}/${id}.pw`];
+    await registryMain([...args, "--data", dir, "--hash-cost", "1024"], {
+      stdout: () => {},
+      stderr: () => {},
+    });
+  }
+  const start = (args: string[]) => {
+    const c = new Child(args);
+    children.push(c);
+    return c;
+  };
+  const sink = start(["run", "-A", "bench/_plain.ts", "sink"]);
+  const echo = start(["run", "-A", "bench/_plain.ts", "echo"]);
+  const sinkPort = JSON.parse((await sink.waitFor(/port/))[0]).port;
+  const echoPort = JSON.parse((await echo.waitFor(/port/))[0]).port;
+  const relay = start([
+    "run",
+    "-A",
+    "relay/main.ts",
+    "--listen",
+    "127.0.0.1:0",
+    "--data",
+    dir,
+    "--log-format",
+    "json",
+  ]);
+  const relayAddr = JSON.parse((await relay.waitFor(/"listening"/))[0]).address;
+  const login = (id: string) => [
+    "--relay",
+    relayAddr,
+    "--id",
+    id,
+    "--password-file",
+    `${dir}/${id}.pw`,
+    "--log-format",
+    "json",
+  ];
+  const device = start([
+    "run",
+    "-A",
+    "agent/main.ts",
+    "run",
+    ...login("dev1"),
+    "--inbox",
+    `${dir}/inbox`,
+    "--expose",
+    `sink=127.0.0.1:${sinkPort}`,
+    "--expose",
+    `echo=127.0.0.1:${echoPort}`,
+  ]);
+  await device.waitFor(/"logged in"/);
+  const forward = start([
+    "run",
+    "-A",
+    "agent/main.ts",
+    "forward",
+    ...login("pc1"),
+    ...(Deno.env.get("SOCKETS") ? ["--sockets", Deno.env.get("SOCKETS")!] : []),
+    "--to",
+    "dev1",
+    "--listen",
+    "127.0.0.1:0",
+    "--service",
+    "sink",
+    "--listen",
+    "127.0.0.1:0",
+    "--service",
+    "echo",
+  ]);
+  const fwd = (await forward.waitFor(/"forwarding"/, 2)).map((l) =>
+    Number(String(JSON.parse(l).listen).split(":").pop())
+  );
+  await forward.waitFor(/"logged in"/);
+
+  const cpu = async () => ({
+    relay: await cpuSeconds(relay.pid),
+    device: await cpuSeconds(device.pid),
+    forward: await cpuSeconds(forward.pid),
+    sink: await cpuSeconds(sink.pid),
+  });
+  type Trial = { mibPerS: number; cpuPerGiB: Record<string, number> };
+  const bulk = async (port: number, bytes: number, n: number) => {
+    const before = await cpu();
+    const r = await plain("bulk", String(port), String(bytes), String(n));
+    const after = await cpu();
+    const gib = (bytes * n) / GiB;
+    const cpuPerGiB: Record<string, number> = { client: round(Number(r.cpuS) / gib) };
+    for (const k of Object.keys(before) as (keyof typeof before)[]) {
+      cpuPerGiB[k] = round((after[k] - before[k]) / gib);
+    }
+    const each = (r.each as number[]).map((ms) => bytes / MiB / (ms / 1000));
+    return {
+      mibPerS: (bytes * n) / MiB / (Number(r.totalMs) / 1000),
+      cpuPerGiB,
+      slowestVsFastest: Math.min(...each) / Math.max(...each),
+    };
+  };
+  const direct: Trial[] = [];
+  const tunnel: Trial[] = [];
+  for (let i = 0; i < TRIALS; i++) {
+    direct.push(await bulk(sinkPort, BULK, 1));
+    tunnel.push(await bulk(fwd[0], BULK, 1));
+  }
+  const med = (ts: Trial[], k: string) => round(median(ts.map((t) => t.cpuPerGiB[k])));
+  const bulkResult = {
+    bytes: BULK,
+    trials: TRIALS,
+    directMibPerS: round(median(direct.map((t) => t.mibPerS))),
+    tunnelMibPerS: round(median(tunnel.map((t) => t.mibPerS))),
+    ratio: 0,
+    cpuSPerGiB: {
+      direct: { client: med(direct, "client"), sink: med(direct, "sink") },
+      tunnel: {
+        client: med(tunnel, "client"),
+        forward: med(tunnel, "forward"),
+        relay: med(tunnel, "relay"),
+        device: med(tunnel, "device"),
+        sink: med(tunnel, "sink"),
+      },
+    },
+  };
+  bulkResult.ratio = round(bulkResult.tunnelMibPerS / bulkResult.directMibPerS);
+
+  const pd = (await plain("ping", String(echoPort), String(PINGS))).rtt as number[];
+  const pt = (await plain("ping", String(fwd[1]), String(PINGS))).rtt as number[];
+  const setup = {
+    n: PINGS,
+    direct: { p50: round(median(pd), 3), p99: round(percentile(pd, 99), 3) },
+    tunnel: { p50: round(median(pt), 3), p99: round(percentile(pt, 99), 3) },
+    p50OverDirectMs: round(median(pt) - median(pd), 3),
+  };
+
+  const parD = await bulk(sinkPort, PAR_BYTES, PAR);
+  const parT = await bulk(fwd[0], PAR_BYTES, PAR);
+  const parallel = {
+    connections: PAR,
+    bytesEach: PAR_BYTES,
+    directMibPerS: round(parD.mibPerS),
+    tunnelMibPerS: round(parT.mibPerS),
+    ratio: round(parT.mibPerS / parD.mibPerS),
+    slowestVsFastest: {
+      direct: round(parD.slowestVsFastest),
+      tunnel: round(parT.slowestVsFastest),
+    },
+    refused: forward.lines.filter((l) => l.includes('"tunnel refused"')).length,
+  };
+  const rev = new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], cwd: ROOT })
+    .outputSync();
+  const results = {
+    date: new Date().toISOString(),
+    commit: new TextDecoder().decode(rev.stdout).trim(),
+    quick,
+    bulk: bulkResult,
+    setup,
+    parallel,
+  };
+  console.log(JSON.stringify(results, null, 2));
+  if (values.out) {
+    await Deno.mkdir(values.out, { recursive: true });
+    const day = results.date.slice(0, 10);
+    await Deno.writeTextFile(
+      `${values.out}/tunnel-${day}.json`,
+      JSON.stringify(results, null, 2) + "\n",
+    );
+  }
+} finally {
+  for (const c of children.reverse()) await c.stop();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

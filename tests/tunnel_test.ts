@@ -1,0 +1,303 @@
+/**
+ * Tunnels end to end: real relay, `tsunagi run --expose` and `tsunagi forward` processes,
+ * unmodified TCP clients and servers (curl, Deno's HTTP server, plain sockets) on
+ * loopback.
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { writeAll } from "../shared/framed_conn.ts";
+import {
+  event,
+  Proc,
+  register,
+  sha256File,
+  startAgent,
+  startRelay,
+  tempDir,
+  writeRandomFile,
+} from "./helpers.ts";
+
+/** Starts `tsunagi forward` with `rules` ([to, service] each, listening on port 0). */
+async function startForward(
+  relay: string,
+  id: string,
+  passwordFile: string,
+  rules: [string, string][],
+  extra: string[] = [],
+): Promise<{ proc: Proc; ports: number[] }> {
+  const args = ["run", "-A", "agent/main.ts", "forward", "--relay", relay, "--id", id];
+  args.push("--password-file", passwordFile, "--log-format", "json", "--log-level", "debug");
+  for (const [to, service] of rules) {
+    args.push("--listen", "127.0.0.1:0", "--to", to, "--service", service);
+  }
+  const proc = new Proc([...args, ...extra]);
+  await proc.waitForCount(event("forwarding"), rules.length, "forward to listen");
+  await proc.waitFor(event("logged in"), "forward to log in");
+  const ports = proc.lines.filter(event("forwarding")).map((l) =>
+    Number(String(l.listen).split(":").pop())
+  );
+  return { proc, ports };
+}
+
+async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("curl", { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/** A Deno HTTP server: GET /blob/N streams N pseudo-random bytes; POST returns the body's SHA-256. */
+function httpServer(): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    if (req.method === "POST") {
+      const hash = createHash("sha256");
+      let n = 0;
+      for await (const chunk of req.body!) {
+        hash.update(chunk);
+        n += chunk.length;
+      }
+      return new Response(`${n} ${hash.digest("hex")}\n`);
+    }
+    const m = /^\/blob\/(\d+)$/.exec(url.pathname);
+    if (m) {
+      const size = Number(m[1]);
+      const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 31) & 0xff);
+      let left = size;
+      return new Response(
+        new ReadableStream({
+          pull(c) {
+            if (left === 0) return c.close();
+            const n = Math.min(left, chunk.length);
+            c.enqueue(chunk.slice(0, n));
+            left -= n;
+          },
+        }),
+      );
+    }
+    return new Response(`hello ${url.pathname}\n`);
+  });
+}
+
+interface World extends AsyncDisposable {
+  relay: string;
+  agent: Proc;
+  forward: Proc;
+  ports: number[];
+  dir: string;
+}
+
+/** A relay, a device exposing `expose`, and a forwarder for `rules`. */
+async function world(expose: string[], rules: [string, string][]): Promise<World> {
+  const tmp = await tempDir();
+  const data = `${tmp.path}/relay`;
+  const pcPw = await register(data, "pc1", "USER");
+  const devPw = await register(data, "dev1", "PRINTER");
+  const relay = await startRelay(data, [], "127.0.0.1:0", { logLevel: "info" });
+  const agent = await startAgent(relay.address, "dev1", devPw, [
+    "--inbox",
+    `${tmp.path}/inbox`,
+    ...expose.flatMap((e) => ["--expose", e]),
+  ]);
+  const { proc: forward, ports } = await startForward(relay.address, "pc1", pcPw, rules);
+  return {
+    relay: relay.address,
+    agent,
+    forward,
+    ports,
+    dir: tmp.path,
+    async [Symbol.asyncDispose]() {
+      await forward[Symbol.asyncDispose]();
+      await agent[Symbol.asyncDispose]();
+      await relay[Symbol.asyncDispose]();
+      await tmp[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("forward + expose: curl GET, keep-alive, 200 MiB up and down by SHA-256, 64 parallel", async () => {
+  await using http = httpServer();
+  await using w = await world([`http=127.0.0.1:${http.addr.port}`], [["dev1", "http"]]);
+  const base = `http://127.0.0.1:${w.ports[0]}`;
+
+  const get = await curl(["-sS", "--max-time", "20", `${base}/hi`]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(get.stdout, "hello /hi\n");
+
+  // Keep-alive: 50 requests on one TCP connection (one session).
+  const urls = Array.from({ length: 50 }, (_, i) => `${base}/k${i}`);
+  const sessionsBefore = w.agent.count(event("session accepted"));
+  const keep = await curl(["-sS", "--max-time", "30", ...urls]);
+  assert.equal(keep.code, 0, keep.stderr);
+  assert.equal(keep.stdout, urls.map((_, i) => `hello /k${i}\n`).join(""));
+  assert.equal(w.agent.count(event("session accepted")) - sessionsBefore, 1, "one session");
+
+  // Upload: the server hashes the body; compare with the file's hash.
+  const file = `${w.dir}/up.bin`;
+  await writeRandomFile(file, 200 * 1024 * 1024, 7);
+  const up = await curl([
+    "-sS",
+    "--max-time",
+    "120",
+    "-H",
+    "Expect:",
+    "--data-binary",
+    `@${file}`,
+    `${base}/upload`,
+  ]);
+  assert.equal(up.code, 0, up.stderr);
+  assert.equal(up.stdout, `${200 * 1024 * 1024} ${await sha256File(file)}\n`);
+
+  // Download: 64 MiB through the tunnel and straight from the server, same hash.
+  const size = 200 * 1024 * 1024;
+  const via = `${w.dir}/via.bin`;
+  const direct = `${w.dir}/direct.bin`;
+  const down = await curl(["-sS", "--max-time", "120", "-o", via, `${base}/blob/${size}`]);
+  assert.equal(down.code, 0, down.stderr);
+  const ref = await curl(["-sS", "-o", direct, `http://127.0.0.1:${http.addr.port}/blob/${size}`]);
+  assert.equal(ref.code, 0, ref.stderr);
+  assert.equal(await sha256File(via), await sha256File(direct));
+  assert.equal((await Deno.stat(via)).size, size);
+
+  // 64 parallel connections against a device with the default 2 idle connections.
+  const many = Array.from({ length: 64 }, (_, i) => `${base}/p${i}`);
+  const par = await curl([
+    "-sS",
+    "--max-time",
+    "60",
+    "--parallel",
+    "--parallel-immediate",
+    "--parallel-max",
+    "64",
+    "-w",
+    "%{http_code}\\n",
+    ...many.flatMap((u) => ["-o", "/dev/null", u]),
+  ]);
+  assert.equal(par.code, 0, par.stderr);
+  const codes = par.stdout.trim().split("\n");
+  assert.equal(codes.length, 64);
+  assert.ok(codes.every((c) => c === "200"), par.stdout);
+  assert.equal(w.forward.count(event("tunnel refused")), 0);
+});
+
+Deno.test("tunnel: half-close (client sends, shuts its write side, reads the answer) and server-first", async () => {
+  // Half-close server: reads to EOF, answers with the byte count and hash, then closes.
+  using halfServer = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const half = (async () => {
+    for await (const conn of halfServer) {
+      const hash = createHash("sha256");
+      let n = 0;
+      const buf = new Uint8Array(65536);
+      for (let r = await conn.read(buf); r !== null; r = await conn.read(buf)) {
+        hash.update(buf.subarray(0, r));
+        n += r;
+      }
+      await writeAll(conn, new TextEncoder().encode(`${n} ${hash.digest("hex")}`));
+      conn.close();
+    }
+  })().catch(() => {});
+  // Server-first: a banner before the client says anything, then echo.
+  using bannerServer = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const banner = (async () => {
+    for await (const conn of bannerServer) {
+      await writeAll(conn, new TextEncoder().encode("220 ready\r\n"));
+      const buf = new Uint8Array(1024);
+      for (let r = await conn.read(buf); r !== null; r = await conn.read(buf)) {
+        await writeAll(conn, buf.subarray(0, r));
+      }
+      conn.close();
+    }
+  })().catch(() => {});
+  {
+    await using w = await world([
+      `half=127.0.0.1:${halfServer.addr.port}`,
+      `banner=127.0.0.1:${bannerServer.addr.port}`,
+    ], [["dev1", "half"], ["dev1", "banner"]]);
+
+    const payload = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7) & 0xff);
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: w.ports[0] });
+    await writeAll(c, payload);
+    await c.closeWrite();
+    const answer = new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
+    assert.equal(answer, `${payload.length} ${createHash("sha256").update(payload).digest("hex")}`);
+
+    const b = await Deno.connect({ hostname: "127.0.0.1", port: w.ports[1] });
+    const buf = new Uint8Array(64);
+    const n = await b.read(buf);
+    assert.equal(new TextDecoder().decode(buf.subarray(0, n!)), "220 ready\r\n");
+    await writeAll(b, new TextEncoder().encode("EHLO x\r\n"));
+    let got = "";
+    while (!got.endsWith("\r\n")) {
+      const r = await b.read(buf);
+      assert.notEqual(r, null);
+      got += new TextDecoder().decode(buf.subarray(0, r!));
+    }
+    assert.equal(got, "EHLO x\r\n");
+    b.close();
+    await w.agent.waitForCount(event("tunnel closed"), 2, "both tunnels to close");
+  }
+  halfServer.close();
+  bannerServer.close();
+  await Promise.all([half, banner]);
+});
+
+/** Connects and measures how long until the connection is closed or reset (ms). */
+async function timeToClose(port: number): Promise<{ ms: number; how: string }> {
+  const t0 = performance.now();
+  let c: Deno.TcpConn;
+  try {
+    c = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (e) {
+    // The RST can beat the end of the handshake on loopback.
+    return { ms: performance.now() - t0, how: (e as Error).name };
+  }
+  try {
+    const n = await c.read(new Uint8Array(16));
+    return { ms: performance.now() - t0, how: n === null ? "eof" : `data ${n}` };
+  } catch (e) {
+    return { ms: performance.now() - t0, how: (e as Error).name };
+  } finally {
+    try {
+      c.close();
+    } catch {
+      // reset already
+    }
+  }
+}
+
+Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loop is backed off", async () => {
+  // A port with nothing listening: bind, note, close.
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = closed.addr.port;
+  closed.close();
+  await using w = await world([`dead=127.0.0.1:${deadPort}`], [
+    ["dev1", "dead"],
+    ["dev1", "nope"],
+    ["ghost", "http"],
+  ]);
+  for (
+    const [i, what] of ["local connect refused", "service not offered", "unknown target"].entries()
+  ) {
+    const r = await timeToClose(w.ports[i]);
+    assert.equal(r.how, "ConnectionReset", `${what}: ${r.how}`);
+    assert.ok(r.ms < 100, `${what}: closed after ${r.ms.toFixed(1)} ms`);
+  }
+  await w.forward.waitForCount(event("tunnel refused"), 3, "three refusals logged");
+  const reasons = w.forward.lines.filter(event("tunnel refused")).map((l) => String(l.reason));
+  assert.match(reasons[0], /cannot reach 127\.0\.0\.1:\d+: .*refused/i);
+  assert.match(reasons[1], /offers no service "nope"/);
+  assert.match(reasons[2], /not registered/);
+
+  // A client retrying in a tight loop: 40 attempts, all reset at once; the forwarder's
+  // per-target backoff answers most of them without asking the relay.
+  for (let i = 0; i < 40; i++) {
+    const r = await timeToClose(w.ports[1]);
+    assert.equal(r.how, "ConnectionReset");
+  }
+  const handled = (l: Record<string, unknown>) =>
+    (l.event === "tunnel refused" || (l.event === "connection reset" && l.backoff === true)) &&
+    l.to === "dev1";
+  await w.forward.waitForCount(handled, 42, "every attempt logged");
+  const asked = w.forward.lines.filter(event("tunnel refused")).length - 3;
+  assert.ok(asked <= 3, `${asked} of 40 tight retries reached the device`);
+});
