@@ -49,6 +49,20 @@ export interface BenchConfig {
   meshRounds: number;
   /** Relays in the mesh scenario. */
   meshRelays: number;
+  /** Connections holding a partial pre-login frame (unauth scenario). */
+  unauthConns: number;
+  /** Session pairs held open (sessions scenario). */
+  sessionPairs: number;
+  /** How long the unauth and sessions scenarios hold each phase (RSS sampled each second). */
+  holdMs: number;
+  /** How long RSS is watched after the held connections closed. */
+  afterMs: number;
+  /** Sessions aborted at a random byte offset (aborts scenario). */
+  abortSessions: number;
+  /** Aborted sessions in flight at once (the receiving agent keeps as many idle connections). */
+  abortConcurrency: number;
+  /** NAT freezes (nat scenario), each with a send started right after it. */
+  natRounds: number;
   /** Hard limit for the whole run. */
   deadlineMs: number;
 }
@@ -73,6 +87,13 @@ export const FULL: BenchConfig = {
   keepaliveMs: 30_000,
   meshRounds: 20,
   meshRelays: 8,
+  unauthConns: 5000,
+  sessionPairs: 1000,
+  holdMs: 10_000,
+  afterMs: 20_000,
+  abortSessions: 1000,
+  abortConcurrency: 4,
+  natRounds: 3,
   deadlineMs: 15 * 60_000,
 };
 
@@ -96,6 +117,13 @@ export const QUICK: BenchConfig = {
   keepaliveMs: 30_000,
   meshRounds: 3,
   meshRelays: 8,
+  unauthConns: 500,
+  sessionPairs: 100,
+  holdMs: 2_000,
+  afterMs: 2_000,
+  abortSessions: 100,
+  abortConcurrency: 4,
+  natRounds: 1,
   deadlineMs: 3 * 60_000,
 };
 
@@ -129,7 +157,13 @@ export function spawnLoad(name: string, options: LoadOptions): Child {
 export async function benchRelay(
   ctx: BenchContext,
   name: string,
-  options: { tls?: boolean; mesh?: boolean; peers?: string[]; logLevel?: "debug" | "info" } = {},
+  options: {
+    tls?: boolean;
+    mesh?: boolean;
+    peers?: string[];
+    logLevel?: "debug" | "info";
+    flags?: string[];
+  } = {},
 ): Promise<RelayProc> {
   const spec: RelaySpec = {
     name,
@@ -138,6 +172,7 @@ export async function benchRelay(
     cpuProfDir: ctx.cpuProfDir,
     logLevel: options.logLevel,
     peers: options.peers,
+    flags: options.flags,
   };
   if (options.tls) {
     const tls = await ctx.workspace.tls();

@@ -99,6 +99,52 @@ export interface MeshObserverOptions {
   timeoutMs: number;
 }
 
+/**
+ * Opens `count` connections that never log in. Each writes the first `send` bytes of a
+ * HELLO frame that declares `declared` payload bytes (`send` 0: silent), then holds.
+ * "stats" reports connections the relay closed; "close" closes them all ("closed").
+ */
+export interface UnauthOptions {
+  role: "unauth";
+  relay: string;
+  count: number;
+  declared: number;
+  send: number;
+  /** Connects in flight at once. */
+  concurrency: number;
+}
+
+/**
+ * Logs in `pairs` connections as `requester` and as many as `target` ("idle"); on "go"
+ * sets up one session per pair and passes 1 byte each way ("sessions"); then holds.
+ * "stats" reports connections lost; "close" closes them all ("closed").
+ */
+export interface SessionsOptions {
+  role: "sessions";
+  link: Extract<Link, { mode: "relay" }>;
+  requester: string;
+  target: string;
+  pairs: number;
+  /** Logins and setups in flight at once. */
+  concurrency: number;
+}
+
+/**
+ * On "go", runs `count` sessions to `target` (a `tsunagi run` agent), `concurrency` at
+ * once. Each sends the bytes `tsunagi send` would (file header line, body, trailer as
+ * DATA frames) and closes its socket at a random byte offset of that stream (seeded),
+ * before its END: a sender that died. Reports "done" with where the cuts fell.
+ */
+export interface AbortSendOptions {
+  role: "abort-send";
+  relay: string;
+  id: string;
+  target: string;
+  count: number;
+  concurrency: number;
+  seed: number;
+}
+
 /** Every load generator role. */
 export type LoadOptions =
   | BulkRecvOptions
@@ -107,7 +153,10 @@ export type LoadOptions =
   | RequesterOptions
   | PeerOptions
   | IdleOptions
-  | MeshObserverOptions;
+  | MeshObserverOptions
+  | UnauthOptions
+  | SessionsOptions
+  | AbortSendOptions;
 
 /** One bulk session as the sender saw it, ms from "go". */
 export interface SessionTiming {

@@ -25,6 +25,8 @@ export interface RelaySpec {
   logLevel?: "debug" | "info";
   /** Write a V8 CPU profile of the relay into this folder when it stops. */
   cpuProfDir?: string;
+  /** More flags, as given (limits, timeouts). */
+  flags?: string[];
 }
 
 /** A running relay process. */
@@ -63,6 +65,7 @@ export async function startRelay(spec: RelaySpec): Promise<RelayProc> {
   if (spec.tls) args.push("--tls-cert", spec.tls.certFile, "--tls-key", spec.tls.keyFile);
   for (const peer of spec.peers ?? []) args.push("--peer", peer);
   if (spec.meshSecretFile) args.push("--mesh-secret-file", spec.meshSecretFile);
+  args.push(...spec.flags ?? []);
   // The same allocator setting as `deno task relay` (deno.json): large allocations are
   // mmapped, so memory freed after a burst of logins goes back to the system.
   const child = new Child(args, {

@@ -6,10 +6,17 @@
  */
 
 import type { BulkResult, ConcurrencyResult, DataVariant } from "./_bulk.ts";
+import type { AbortsResult } from "./_aborts.ts";
+import type { SessionsResult, UnauthResult } from "./_hold.ts";
 import type { IdleResult } from "./_idle.ts";
 import type { MeshResult } from "./_mesh.ts";
+import type { NatResult } from "./_nat.ts";
 import type { SetupResult } from "./_setup.ts";
 import { fmt, GiB, MiB, ratio } from "./_stats.ts";
+import { atLeast, atMost, notAvailable, table, type TargetCheck } from "./_report_util.ts";
+import { robustMarkdown, robustTargets } from "./_report_robust.ts";
+
+export type { TargetCheck };
 
 /** Where and on what the run happened. */
 export interface MachineInfo {
@@ -41,14 +48,6 @@ export interface TlsSummary {
   note: string;
 }
 
-/** One target of the issue, checked. */
-export interface TargetCheck {
-  target: string;
-  measured: string;
-  status: "met" | "missed" | "not available";
-  detail: string;
-}
-
 /** Everything a run produced. */
 export interface BenchResults {
   format: 1;
@@ -66,6 +65,10 @@ export interface BenchResults {
   idle?: IdleResult;
   mesh?: MeshResult;
   tls?: TlsSummary;
+  unauth?: UnauthResult;
+  sessions?: SessionsResult;
+  aborts?: AbortsResult;
+  nat?: NatResult;
   errors: { scenario: string; error: string }[];
   targets: TargetCheck[];
 }
@@ -106,36 +109,6 @@ export function tlsSummary(r: BenchResults): TlsSummary | undefined {
       : `TLS setup p50 is within ${fmt(Math.max(0, worst), 2)} ms of plain, whoever speaks ` +
         `first: no sign of the Nagle pitfall (~40 ms)`,
   };
-}
-
-function atMost(target: string, value: number | undefined, limit: number, unit: string) {
-  if (value === undefined || Number.isNaN(value)) return notAvailable(target, "did not run");
-  const measured = `${fmt(value, unit === "ms" ? 3 : 2)} ${unit}`;
-  if (value <= limit) return { target, measured, status: "met" as const, detail: "" };
-  return {
-    target,
-    measured,
-    status: "missed" as const,
-    detail: `over by ${fmt(value - limit, 2)} ${unit} (${fmt(value / limit, 2)}× the limit)`,
-  };
-}
-
-function atLeast(target: string, value: number | undefined, limit: number, unit = "×") {
-  if (value === undefined || Number.isNaN(value)) return notAvailable(target, "did not run");
-  const measured = `${fmt(value, 3)}${unit}`;
-  if (value >= limit) return { target, measured, status: "met" as const, detail: "" };
-  return {
-    target,
-    measured,
-    status: "missed" as const,
-    detail: `short by ${fmt(limit - value, 3)}${unit} (${
-      fmt((1 - value / limit) * 100, 0)
-    }% below the target)`,
-  };
-}
-
-function notAvailable(target: string, why: string): TargetCheck {
-  return { target, measured: "—", status: "not available", detail: why };
 }
 
 /** Checks the issue's targets against a run. */
@@ -200,15 +173,11 @@ export function checkTargets(r: BenchResults): TargetCheck[] {
       });
     }
   }
+  out.push(...robustTargets(r));
   return out;
 }
 
 // ---- markdown ---------------------------------------------------------------------------
-
-function table(header: string[], rows: string[][]): string {
-  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
-  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
-}
 
 function sizeLabel(bytes: number): string {
   return bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
@@ -473,6 +442,7 @@ export function renderMarkdown(r: BenchResults): string {
     out.push("");
     out.push(`${t.nagleSuspected ? "**Warning:** " : ""}${t.note}.`);
   }
+  out.push(...robustMarkdown(r));
   out.push("");
   return out.join("\n");
 }

@@ -9,6 +9,7 @@
 import { join } from "node:path";
 import { makeVerifier } from "../relay/registry/verifier.ts";
 import { type Registration, REGISTRY_FILE, REGISTRY_VERSION } from "../relay/registry/registry.ts";
+import { FILE_ATTRIBUTE } from "../shared/protocol/constants.ts";
 import { BENCH_PASSWORD, idleDeviceId } from "./_load_types.ts";
 import { makeCertificates, type TlsFiles } from "../scripts/certs.ts";
 
@@ -26,6 +27,9 @@ export const DEVICES = [
   "mesh-watch",
   "mesh-obs",
 ] as const;
+
+/** A device that receives files (type FAX, attribute FILE TX/RX): a real `tsunagi run`. */
+export const FILE_DEVICE = "fax";
 
 /** A temporary folder and what the scenarios need from it. */
 export class Workspace implements AsyncDisposable {
@@ -48,10 +52,11 @@ export class Workspace implements AsyncDisposable {
     const hash = await makeVerifier(BENCH_PASSWORD, { iterations: 4096 });
     const now = Date.now();
     const ids = [...DEVICES, ...Array.from({ length: idleDevices }, (_, i) => idleDeviceId(i))];
+    ids.push(FILE_DEVICE);
     const devices: Registration[] = ids.sort().map((id) => ({
       id,
-      type: TYPE,
-      attributes: [],
+      type: id === FILE_DEVICE ? "FAX" : TYPE,
+      attributes: id === FILE_DEVICE ? [FILE_ATTRIBUTE] : [],
       passwordHash: hash,
       updatedAt: now,
     }));
@@ -78,6 +83,11 @@ export class Workspace implements AsyncDisposable {
     const path = join(this.root, name);
     await Deno.writeTextFile(path, text, { mode: 0o600 });
     return path;
+  }
+
+  /** A file holding every bench device's password (for `tsunagi run` and `send`). */
+  passwordFile(): Promise<string> {
+    return this.file("password", BENCH_PASSWORD + "\n");
   }
 
   /** Removes the folder. */

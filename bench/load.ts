@@ -12,8 +12,10 @@
  * @module
  */
 
+import { abortSend } from "./_load_abort.ts";
 import { bulkRecv, bulkSend } from "./_load_data.ts";
 import { Commands, emit } from "./_load_device.ts";
+import { sessions, unauth } from "./_load_hold.ts";
 import { idle } from "./_load_idle.ts";
 import { meshObserver } from "./_load_mesh.ts";
 import { echo, peer, requester } from "./_load_setup.ts";
@@ -40,6 +42,15 @@ export async function runLoad(o: LoadOptions, commands: Commands): Promise<"done
       return "serving";
     case "idle":
       await idle(o, commands);
+      return "serving";
+    case "unauth":
+      await unauth(o, commands);
+      return "serving";
+    case "sessions":
+      await sessions(o, commands);
+      return "serving";
+    case "abort-send":
+      await abortSend(o, commands);
       return "serving";
     case "mesh-observer":
       await meshObserver(o, commands);

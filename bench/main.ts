@@ -1,6 +1,8 @@
 /**
  * `deno task bench [--quick]`: measures tsunagi's data path, session setup, concurrency,
- * idle capacity, mesh convergence and TLS, with relays, agents and load generators as
+ * idle capacity, mesh convergence and TLS, what peers can make the relay hold
+ * (unauthenticated connections, idle sessions), aborted senders against `tsunagi run`,
+ * and reachability after a NAT loses its state, with relays, agents and load generators as
  * separate processes on 127.0.0.1, each figure next to a baseline from the same run.
  * Writes `bench/results/<date>.json` and `.md` and prints the markdown. See
  * `bench/README.md` for what each figure means.
@@ -23,8 +25,11 @@ import {
   QUICK,
   stopAll,
 } from "./_context.ts";
+import { runAborts } from "./_aborts.ts";
+import { runSessions, runUnauth } from "./_hold.ts";
 import { runIdle } from "./_idle.ts";
 import { runMesh } from "./_mesh.ts";
+import { runNat } from "./_nat.ts";
 import { killAll, livePids } from "./_procs.ts";
 import { relayFeatures, type RelayProc } from "./_relay.ts";
 import {
@@ -38,10 +43,21 @@ import { runSetup } from "./_setup.ts";
 import { round } from "./_stats.ts";
 import { Workspace } from "./_workspace.ts";
 
-const SCENARIOS = ["bulk", "concurrency", "setup", "idle", "mesh"] as const;
+const SCENARIOS = [
+  "bulk",
+  "concurrency",
+  "setup",
+  "idle",
+  "mesh",
+  "unauth",
+  "sessions",
+  "aborts",
+  "nat",
+] as const;
 type Scenario = typeof SCENARIOS[number];
 
-const HELP = `tsunagi bench: data path, session setup, idle capacity, mesh and TLS figures.
+const HELP = `tsunagi bench: data path, session setup, idle capacity, mesh, TLS, memory held per
+unauthenticated connection and per session, aborted senders, NAT state loss.
 
 Usage: deno task bench [options]
 
@@ -212,6 +228,10 @@ export async function benchMain(args: string[]): Promise<number> {
     }
     results.idle = await attempt("idle", () => runIdle(ctx));
     results.mesh = await attempt("mesh", () => runMesh(ctx));
+    results.unauth = await attempt("unauth", () => runUnauth(ctx));
+    results.sessions = await attempt("sessions", () => runSessions(ctx));
+    results.aborts = await attempt("aborts", () => runAborts(ctx));
+    results.nat = await attempt("nat", () => runNat(ctx));
   } finally {
     await killAll();
     clearTimeout(deadline);
