@@ -116,7 +116,8 @@ the receiver confirmed each file's length and SHA-256. Shows progress on a termi
   --to ID                 receiving device
   --timeout DURATION      give up if the session cannot start, or the transfer makes
                           no progress, for this long (default 60s); a busy or slow
-                          target is retried until then
+                          target is retried until then, an offline one for 5s (it
+                          may be reconnecting)
   --json                  print the receipts as JSON on stdout
 ${COMMON_HELP}
 

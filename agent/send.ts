@@ -80,6 +80,9 @@ export async function openRelay(
   throw lastError;
 }
 
+/** How long `send` waits for a target that is offline (it may be reconnecting), ms. */
+const OFFLINE_GRACE_MS = 5000;
+
 /** A Throttled answer this short means "too many logins at once", not a lockout. */
 const SHORT_THROTTLE_MS = 2000;
 
@@ -118,10 +121,15 @@ async function loginWithShortWaits(
  * console.assert(retryReason(busy, "fax1") === "fax1 is busy (TargetBusy)");
  * ```
  */
-export function retryReason(e: unknown, target: string): string | null {
+export function retryReason(e: unknown, target: string, elapsedMs = 0): string | null {
   if (e instanceof RelayError) {
     const name = ERROR_CODE_NAMES[e.code] ?? String(e.code);
     switch (e.code) {
+      case ErrorCode.TargetOffline:
+        // A device between two connections (its last one just failed with a session, or
+        // its NAT lost state and it is logging in again) is offline for a moment: worth
+        // a few seconds, not the whole budget.
+        return elapsedMs < OFFLINE_GRACE_MS ? `${target} is not logged in yet (${name})` : null;
       case ErrorCode.TargetBusy:
         return `${target} is busy (${name})`;
       case ErrorCode.TargetTimeout:
@@ -178,7 +186,7 @@ export async function sendToDevice(request: SendRequest): Promise<Receipt[]> {
       try {
         accepted = await conn.connect(request.to, FILE_SERVICE, { signal: setup });
       } catch (e) {
-        const why = setup.aborted ? null : retryReason(e, request.to);
+        const why = setup.aborted ? null : retryReason(e, request.to, performance.now() - started);
         if (why === null) throw giveUp(e, setup.aborted, timeoutMs);
         const wait = backoffDelay(attempt, { baseMs: 250, maxMs: 5000, random: request.random });
         if (performance.now() - started + wait >= timeoutMs) throw giveUp(e, true, timeoutMs);

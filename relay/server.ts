@@ -112,6 +112,9 @@ interface Acceptor {
   close(): void;
 }
 
+/** Largest socket read before login, bytes (raised with the payload limit at login). */
+const PRELOGIN_READ_SIZE = 1024;
+
 /** A pooled data link from another relay idle this long is closed, ms. */
 const LINK_IDLE_TIMEOUT_MS = 120_000;
 
@@ -287,8 +290,13 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       const conn = new RelayConn(
         // Small first reads: an idle connection holds its pending read buffer for hours
         // (10,000 of them on a busy relay); the size grows while reads come back full.
-        // Before login a frame may declare only a few KiB.
-        new FramedConn(socket, { readSize: 128, maxPayload: MAX_PRELOGIN_PAYLOAD }),
+        // Before login a frame may declare only a few KiB, and reads stay small: what an
+        // unauthenticated peer makes the relay hold is its partial frame and little more.
+        new FramedConn(socket, {
+          readSize: 128,
+          maxReadSize: PRELOGIN_READ_SIZE,
+          maxPayload: MAX_PRELOGIN_PAYLOAD,
+        }),
         formatHostPort(remoteAddr),
         remoteAddr.hostname,
         now,

@@ -62,7 +62,7 @@ export class FramedConn {
   readonly #decoder: FrameDecoder;
   #readSize: number;
   readonly #minReadSize: number;
-  readonly #maxReadSize: number;
+  #maxReadSize: number;
   /** Tail of the write chain; each write waits for the previous one. */
   #writeTail: Promise<void> = Promise.resolve();
   #error: unknown = null;
@@ -83,9 +83,16 @@ export class FramedConn {
     this.#decoder = new FrameDecoder({ maxPayload: options.maxPayload });
   }
 
-  /** Sets the largest inbound payload accepted, e.g. raised after a successful login. */
-  setMaxPayload(n: number): void {
+  /**
+   * Sets the largest inbound payload accepted, e.g. raised after a successful login, and
+   * optionally the largest read size (a connection not logged in reads small).
+   */
+  setMaxPayload(n: number, maxReadSize?: number): void {
     this.#decoder.maxPayload = n;
+    if (maxReadSize !== undefined) {
+      this.#maxReadSize = Math.max(this.#minReadSize, maxReadSize);
+      this.#readSize = Math.min(this.#readSize, this.#maxReadSize);
+    }
   }
 
   /** True when the outbound stream, after every write queued so far, is on a frame boundary. */

@@ -9,6 +9,7 @@
 import { FrameTooLargeError, ProtocolError } from "../../shared/errors.ts";
 import {
   ErrorCode,
+  HEADER_SIZE,
   MAX_ID_BYTES,
   MAX_INSTANCE_BYTES,
   MAX_PAYLOAD,
@@ -200,7 +201,7 @@ async function admit(
   }
   if (replacing) replaceInstance(id, device!.instance, conn, ctx);
   conn.loggedIn(id, instance);
-  conn.framed.setMaxPayload(MAX_PAYLOAD);
+  conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
   conn.touch();
   // Queued before the connection can be offered a notice: LOGIN_RESULT goes first.
   const sent = conn.framed.send({
@@ -277,7 +278,7 @@ async function acceptLink(conn: RelayConn, ctx: RelayContext): Promise<ConnRole>
     auth.address,
     auth.purpose === LinkPurposes.Control ? "control" : "data",
   );
-  conn.framed.setMaxPayload(MAX_PAYLOAD);
+  conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
   conn.touch();
   ctx.logger.debug("relay link accepted", {
     relay: auth.name,
