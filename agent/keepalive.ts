@@ -5,7 +5,9 @@
  * on the socket just waits. The monitor sends a PING every `intervalMs` and requires
  * something from the relay (the PONG, or any other frame) within `intervalMs / 2` of it.
  * A connection that dies right after an answer is thus noticed at most 1.5 intervals
- * later: at the next PING plus half an interval.
+ * later: at the next PING plus half an interval. The wait for an answer is at least
+ * {@link MIN_ANSWER_WAIT_MS}, so a very short interval on a busy machine does not turn a
+ * slow PONG into a reconnect (detection then takes at most one interval plus that).
  *
  * The monitor owns only its timer; the connection's read loop tells it what arrived
  * (`heard`) and the monitor tells the loop, through `onDead`, that it must close.
@@ -14,6 +16,9 @@
  */
 
 import { type Clock, systemClock } from "./clock.ts";
+
+/** Shortest wait for the relay's answer to a PING, ms. */
+export const MIN_ANSWER_WAIT_MS = 1000;
 
 /** Options for {@link KeepaliveMonitor}. */
 export interface KeepaliveOptions {
@@ -25,6 +30,8 @@ export interface KeepaliveOptions {
   onDead: (silentMs: number) => void;
   /** Time source (default {@link systemClock}). */
   clock?: Clock;
+  /** Shortest wait for an answer, ms (default {@link MIN_ANSWER_WAIT_MS}). */
+  minAnswerWaitMs?: number;
 }
 
 /** The ping interval an agent uses: its own, or the relay's if that is shorter (0 = unset). */
@@ -35,6 +42,7 @@ export function pingInterval(ownMs: number, relayMs: number): number {
 /** Pings a connection on a timer and declares it dead when answers stop. */
 export class KeepaliveMonitor {
   readonly #intervalMs: number;
+  readonly #minAnswerWaitMs: number;
   readonly #ping: () => Promise<void>;
   readonly #onDead: (silentMs: number) => void;
   readonly #clock: Clock;
@@ -48,6 +56,7 @@ export class KeepaliveMonitor {
       throw new RangeError(`Keep-alive interval must be positive, got ${options.intervalMs}`);
     }
     this.#intervalMs = options.intervalMs;
+    this.#minAnswerWaitMs = options.minAnswerWaitMs ?? MIN_ANSWER_WAIT_MS;
     this.#ping = options.ping;
     this.#onDead = options.onDead;
     this.#clock = options.clock ?? systemClock;
@@ -81,16 +90,17 @@ export class KeepaliveMonitor {
   #sendPing() {
     const sentAt = this.#clock.now();
     this.#ping().catch(() => this.#declareDead());
+    const answerWait = Math.max(Math.floor(this.#intervalMs / 2), this.#minAnswerWaitMs);
     this.#timer = this.#clock.setTimeout(() => {
       if (this.#lastHeard >= sentAt) {
         this.#timer = this.#clock.setTimeout(
           () => this.#sendPing(),
-          this.#intervalMs - Math.floor(this.#intervalMs / 2),
+          Math.max(this.#intervalMs - answerWait, 0),
         );
       } else {
         this.#declareDead();
       }
-    }, Math.floor(this.#intervalMs / 2));
+    }, answerWait);
   }
 
   #declareDead() {

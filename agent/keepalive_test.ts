@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { ManualClock } from "./clock.ts";
 import { KeepaliveMonitor, pingInterval } from "./keepalive.ts";
 
-function setup(intervalMs = 1000) {
+function setup(intervalMs = 1000, minAnswerWaitMs = 0) {
   const clock = new ManualClock();
   const pings: number[] = [];
   const deaths: { at: number; silentMs: number }[] = [];
   const monitor = new KeepaliveMonitor({
     intervalMs,
+    minAnswerWaitMs,
     clock,
     ping: () => {
       pings.push(clock.now());
@@ -87,6 +88,7 @@ Deno.test("KeepaliveMonitor: a failing PING write is a dead connection", async (
   const { promise, resolve } = Promise.withResolvers<number>();
   const monitor = new KeepaliveMonitor({
     intervalMs: 1000,
+    minAnswerWaitMs: 0,
     clock,
     ping: () => Promise.reject(new Error("broken pipe")),
     onDead: resolve,
@@ -109,5 +111,16 @@ Deno.test("KeepaliveMonitor: stop() while in a session, start() again afterwards
   clock.advance(1000);
   assert.deepEqual(pings, [1000, 62_000]);
   assert.deepEqual(deaths, []);
+  monitor.stop();
+});
+
+Deno.test("KeepaliveMonitor waits at least its minimum for an answer on a very short interval", () => {
+  const { clock, deaths, monitor } = setup(100, 1000);
+  monitor.start();
+  clock.advance(100); // first PING
+  clock.advance(999);
+  assert.equal(deaths.length, 0, "a PONG 999 ms late on a loaded machine is not a death");
+  clock.advance(1);
+  assert.equal(deaths.length, 1);
   monitor.stop();
 });
