@@ -1,7 +1,8 @@
 /**
  * `deno task test`: makes sure the servers and tools the tests run for real are
  * installed (redis-server, openssl, systemd-analyze, spin, gcc; from Debian with apt-get
- * when missing and running as root), runs the whole suite, and prints a plain `N passed, N failed` closing line.
+ * when missing and running as root), runs the whole suite, and prints a plain
+ * `N passed, N failed` closing line.
  *
  * JSDoc `@example` blocks run too (`--doc`). Extra arguments go to `deno test` (e.g.
  * `deno task test --filter mesh`).
