@@ -200,7 +200,7 @@ Deno.test("RedisDirectory: one device, one place: the newer login wins even if i
   // next heartbeat and lets go; a state change of r2's old login could not take it back.
   r1.login("fax1", 5);
   await late.flush();
-  await eventually(async () => r2.evicted.length === 1, "r2 to let fax1 go");
+  await eventually(() => Promise.resolve(r2.evicted.length === 1), "r2 to let fax1 go");
   await using r3 = await FakeRelay.start(server, "r3");
   assert.equal((await r3.directory.lookup("fax1"))?.relay, "r1");
   assert.equal(r2.devices.has("fax1"), false);
