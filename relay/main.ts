@@ -49,8 +49,11 @@ Relay mesh (share connection information, route sessions across relays):
   --peer HOST:PORT          relay to link with (repeatable; need not be a full mesh)
   --advertise HOST:PORT     address other relays dial to reach this one
                             (default: the --listen address)
-  --mesh-heartbeat DURATION relay record re-announced this often (default 2s)
-  --mesh-timeout DURATION   a relay not heard from this long is unreachable (default 10s)
+  --mesh-heartbeat DURATION each relay link is pinged this often (default 2s)
+  --mesh-timeout DURATION   a silent link is dropped, and a relay no live path reaches
+                            is unreachable, within this (default 10s)
+  --mesh-refresh DURATION   this relay's record is re-announced this often even
+                            unchanged (default 5m; it floods at once on a change)
 
 Shared database (instead of the mesh: every relay reads and writes one Redis):
   --directory redis://HOST:PORT[/DB]
@@ -95,6 +98,7 @@ const OPTIONS = {
   advertise: { type: "string" },
   "mesh-heartbeat": { type: "string" },
   "mesh-timeout": { type: "string" },
+  "mesh-refresh": { type: "string" },
   directory: { type: "string" },
   // Hidden, for tests: lifetime of this relay's key in Redis (default 10s).
   "directory-ttl": { type: "string" },
@@ -210,6 +214,7 @@ export async function relayMain(args: string[]): Promise<number> {
         tlsCa,
         heartbeatMs: optionalDuration(values, "mesh-heartbeat"),
         timeoutMs: optionalDuration(values, "mesh-timeout"),
+        refreshMs: optionalDuration(values, "mesh-refresh"),
         logger,
         now,
       })

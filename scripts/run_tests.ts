@@ -1,7 +1,8 @@
 /**
  * `deno task test`: makes sure the servers and tools the tests run for real are
- * installed (redis-server, openssl, systemd-analyze; from Debian with apt-get when missing and running as root),
- * runs the whole suite, and prints a plain `N passed, N failed` closing line.
+ * installed (redis-server, openssl, systemd-analyze, spin, gcc; from Debian with apt-get
+ * when missing and running as root), runs the whole suite, and prints a plain
+ * `N passed, N failed` closing line.
  *
  * JSDoc `@example` blocks run too (`--doc`). Extra arguments go to `deno test` (e.g.
  * `deno task test --filter mesh`).
@@ -14,6 +15,9 @@ const NEEDED: Record<string, string> = {
   openssl: "openssl",
   // deploy_test.ts verifies the service units with systemd-analyze.
   "systemd-analyze": "systemd",
+  // mesh_model_test.ts model-checks docs/mesh_model.pml.
+  spin: "spin",
+  gcc: "gcc",
 };
 
 async function has(command: string): Promise<boolean> {

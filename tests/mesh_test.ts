@@ -290,6 +290,50 @@ Deno.test("mesh: after a partition heals every relay holds the same, newest tabl
   });
 });
 
+Deno.test("mesh: a frozen relay is unreachable within --mesh-timeout; steady links flood no liveness notices", async () => {
+  await using dir = await tempDir();
+  const r0 = `${dir.path}/r0`;
+  const faxPw = await register(r0, "fax1", "FAX", ["FILE TX/RX"]);
+  const viewerPw = await register(r0, "viewer", "USER");
+  // A line r0 - r1 - r2; pings every 300 ms, --mesh-timeout 2s, records refreshed every 5 min.
+  await using relays = await startMesh(dir.path, 3, [[0, 1], [1, 2]]);
+  const [a, b, c] = relays;
+  for (const id of ["fax1", "viewer"]) await waitRegistration(c, id);
+  await using _fax = await startAgent(c.address, "fax1", faxPw, ["--inbox", `${dir.path}/in`]);
+  await waitPresence(a, "fax1", "r2", ONLINE);
+  await converge([a, b], viewerPw, { fax1: `${ONLINE}@r2` });
+  // From here on, relay records reach r0 only when a link changes.
+  const relayNotices = () => noticeLines(a, (l) => l.t === "relay").length;
+  const before = relayNotices();
+
+  // SIGSTOP keeps the TCP connections open: only the link pings can tell.
+  const frozenAt = performance.now();
+  c.proc.kill("SIGSTOP");
+  try {
+    await b.proc.waitFor(event("neighbour silent: link closed", { relay: "r2" }), "r1 to drop r2");
+    const detectedMs = performance.now() - frozenAt;
+    assert.ok(detectedMs <= 2000 + 500, `r1 noticed within --mesh-timeout: ${detectedMs} ms`);
+    await converge([a, b], viewerPw, { fax1: `${DeviceState.Unreachable}@r2` });
+    // One changed record (r1's, without r2) in a window of more than 6 pings; the old
+    // heartbeat would have brought r0 at least 10 relay notices by now.
+    const during = noticeLines(a, (l) => l.t === "relay").slice(before);
+    assert.deepEqual(
+      during.map((l) => `${l.origin}:${l.action}`),
+      ["r1:applied"],
+      "relay notices at r0 while r2 froze",
+    );
+  } finally {
+    c.proc.kill("SIGCONT");
+  }
+  // Thawed, r2 redials r1 and shows online again everywhere.
+  await converge([a, b], viewerPw, { fax1: `${ONLINE}@r2` });
+  // r1 and r2 announce the link back (r2 perhaps also its own view of the cut first).
+  assert.ok(
+    relayNotices() - before <= 4,
+    `relay notices after the thaw: ${relayNotices() - before}`,
+  );
+});
+
 Deno.test("mesh: killing a relay mid-session fails it cleanly at both ends; devices fail over", async () => {
   await using dir = await tempDir();
   const r0 = `${dir.path}/r0`;

@@ -15,6 +15,8 @@ const encoder = new TextEncoder();
 
 /** Where `redis-server` is looked up (`REDIS_SERVER` overrides). */
 const REDIS_SERVER = Deno.env.get("REDIS_SERVER") ?? "redis-server";
+/** Where `redis-cli` is looked up (`REDIS_CLI` overrides); it creates test clusters. */
+const REDIS_CLI = Deno.env.get("REDIS_CLI") ?? "redis-cli";
 
 /** A port that was free a moment ago (bound on 127.0.0.1:0, then released). */
 export function freePort(): number {
@@ -48,12 +50,15 @@ export async function ping(port: number, timeoutMs = 1000): Promise<boolean> {
 export class RedisServer implements AsyncDisposable {
   /** Its port on 127.0.0.1. */
   readonly port: number;
+  /** Cluster mode: the folder that holds this node's `nodes.conf`. */
+  readonly #clusterDir: string | null;
   #child: Deno.ChildProcess | null = null;
   #pump: Promise<void> | null = null;
   #log: string[] = [];
 
-  private constructor(port: number) {
+  private constructor(port: number, clusterDir: string | null = null) {
     this.port = port;
+    this.#clusterDir = clusterDir;
   }
 
   /** `redis://127.0.0.1:PORT` (database 0), or with `/db`. */
@@ -72,11 +77,14 @@ export class RedisServer implements AsyncDisposable {
     return this.#child !== null;
   }
 
-  /** Starts a server on a free port; tries a few ports if one was taken in between. */
-  static async start(): Promise<RedisServer> {
+  /**
+   * Starts a server on a free port; tries a few ports if one was taken in between. With
+   * `clusterDir`, a node with `--cluster-enabled yes` keeping its `nodes.conf` there.
+   */
+  static async start(options: { clusterDir?: string } = {}): Promise<RedisServer> {
     let lastError: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const server = new RedisServer(freePort());
+      const server = new RedisServer(freePort(), options.clusterDir ?? null);
       try {
         await server.#spawn();
         return server;
@@ -150,6 +158,14 @@ export class RedisServer implements AsyncDisposable {
           "no",
           "--protected-mode",
           "no",
+          ...(this.#clusterDir === null ? [] : [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            `${this.#clusterDir}/nodes-${this.port}.conf`,
+            "--cluster-node-timeout",
+            "2000",
+          ]),
         ],
         stdin: "null",
         stdout: "piped",
@@ -194,6 +210,79 @@ export class RedisServer implements AsyncDisposable {
   /** Kills the server. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
+  }
+}
+
+/**
+ * A real 3-node Redis Cluster on loopback ports (masters only, no replicas): nodes
+ * started with `--cluster-enabled yes`, slots assigned by `redis-cli --cluster create
+ * --cluster-yes`, ready once every node reports `cluster_state:ok`. A few seconds.
+ */
+export class RedisCluster implements AsyncDisposable {
+  /** The nodes, in creation order. */
+  readonly nodes: RedisServer[];
+  readonly #dir: string;
+
+  private constructor(nodes: RedisServer[], dir: string) {
+    this.nodes = nodes;
+    this.#dir = dir;
+  }
+
+  /** `redis://127.0.0.1:PORT` of the first node: a seed for cluster clients. */
+  url(): string {
+    return this.nodes[0].url();
+  }
+
+  /** Starts three nodes and makes them one cluster. */
+  static async start(): Promise<RedisCluster> {
+    const dir = await Deno.makeTempDir({ prefix: "tsunagi-redis-cluster-" });
+    const nodes: RedisServer[] = [];
+    const cluster = new RedisCluster(nodes, dir);
+    try {
+      for (let i = 0; i < 3; i++) nodes.push(await RedisServer.start({ clusterDir: dir }));
+      const cli = await new Deno.Command(REDIS_CLI, {
+        args: [
+          "--cluster",
+          "create",
+          ...nodes.map((n) => `127.0.0.1:${n.port}`),
+          "--cluster-yes",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!cli.success) {
+        throw new Error(
+          `redis-cli --cluster create failed (${cli.code}): ${decoder.decode(cli.stderr)}`,
+        );
+      }
+      await cluster.#waitOk(15_000);
+      return cluster;
+    } catch (e) {
+      await cluster[Symbol.asyncDispose]();
+      throw e;
+    }
+  }
+
+  /** Waits until every node says `cluster_state:ok`, polling with a deadline. */
+  async #waitOk(timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const states = await Promise.all(this.nodes.map((n) => n.raw("CLUSTER", "INFO")));
+      if (states.every((s) => s.includes("cluster_state:ok"))) return;
+      if (performance.now() > deadline) {
+        throw new Error(`Redis Cluster not ok within ${timeoutMs} ms: ${states.join(" | ")}`);
+      }
+      const { promise, resolve } = Promise.withResolvers<void>();
+      setTimeout(resolve, 50);
+      await promise;
+    }
+  }
+
+  /** Kills every node and removes their files. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop()));
+    await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
   }
 }
 

@@ -48,10 +48,18 @@ export interface MeshOptions {
   secret: Uint8Array;
   /** PEM CA: dial peers with TLS. */
   tlsCa?: string;
-  /** Relay record re-announced this often, ms (default 2000). */
+  /** Each control link is pinged this often, ms (default 2000). */
   heartbeatMs?: number;
-  /** A relay not heard from for this long is unreachable, ms (default 10000). */
+  /**
+   * A control link silent this long (less one ping interval) is closed, so a relay that
+   * died or froze is unreachable within it, ms (default 10000).
+   */
   timeoutMs?: number;
+  /**
+   * This relay's record is re-announced this often even when its links did not change,
+   * ms (default 300000); a record not refreshed for 3 periods no longer counts.
+   */
+  refreshMs?: number;
   /** How often the local registry is checked for admin changes, ms (default 1000). */
   registryPollMs?: number;
   /** Logger. */
@@ -69,6 +77,7 @@ export class MeshDirectory implements Directory {
   readonly #now: () => number;
   readonly #heartbeatMs: number;
   readonly #timeoutMs: number;
+  readonly #refreshMs: number;
   #state: MeshState | null = null;
   #self: SelfInfo | null = null;
   #epoch = 0;
@@ -88,6 +97,7 @@ export class MeshDirectory implements Directory {
     this.#now = options.now ?? Date.now;
     this.#heartbeatMs = options.heartbeatMs ?? 2000;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#refreshMs = options.refreshMs ?? 300_000;
     this.#sync = new RegistrySync({
       registry: options.registry,
       logger: options.logger,
@@ -116,11 +126,15 @@ export class MeshDirectory implements Directory {
   /** Loads and bumps the epoch, announces this relay, dials peers, starts timers. */
   async start(self: SelfInfo): Promise<void> {
     this.#self = self;
-    this.#state = new MeshState(self.name, () => performance.now());
+    this.#state = new MeshState(self.name, () => performance.now(), {
+      recordTtlMs: 3 * this.#refreshMs + this.#timeoutMs,
+    });
     this.#epoch = await bumpEpoch(`${this.#options.dataDir}/mesh-epoch`);
     this.#announceRelay();
     await this.#sync.poll();
-    this.#timers.push(setInterval(() => this.#announceRelay(), this.#heartbeatMs));
+    // Liveness is per link (pings in #runControl); the record floods when a link comes or
+    // goes, and is refreshed rarely, so its cost does not grow with every ping.
+    this.#timers.push(setInterval(() => this.#announceRelay(), this.#refreshMs));
     this.#timers.push(
       setInterval(() => void this.#sync.poll(), this.#options.registryPollMs ?? 1000),
     );
@@ -188,7 +202,7 @@ export class MeshDirectory implements Directory {
     const self = this.#self!;
     const mine = this.#mesh.deviceAt(self.name, id);
     if (mine === undefined || mine.entry.state !== DeviceState.Online) return;
-    const winner = this.#mesh.winner(id, this.#timeoutMs);
+    const winner = this.#mesh.winner(id);
     if (winner === null || winner.origin === self.name) return;
     const sameInstance = winner.inst !== undefined && winner.inst === mine.inst;
     this.#logger.warn("device taken over by a newer login on another relay", {
@@ -203,14 +217,14 @@ export class MeshDirectory implements Directory {
   async lookup(id: string): Promise<DirectoryEntry | null> {
     const reg = await this.registry.get(id);
     if (reg === undefined) return null;
-    return this.#mesh.presence(id, this.#timeoutMs) ?? offlineEntry(reg);
+    return this.#mesh.presence(id) ?? offlineEntry(reg);
   }
 
   /** See {@link Directory.list}. */
   async list(includeOffline: boolean): Promise<DirectoryEntry[]> {
     const out: DirectoryEntry[] = [];
     for (const reg of await this.registry.list()) {
-      const entry = this.#mesh.presence(reg.id, this.#timeoutMs);
+      const entry = this.#mesh.presence(reg.id);
       if (entry !== null) out.push(entry);
       else if (includeOffline) out.push(offlineEntry(reg));
     }
@@ -219,8 +233,7 @@ export class MeshDirectory implements Directory {
 
   /** See {@link Directory.nextHop}: first relay on a shortest path of live links. */
   nextHop(relay: string): Promise<Hop | null> {
-    const direct = new Set(this.#links.keys());
-    const name = this.#mesh.nextHop(relay, direct, this.#timeoutMs);
+    const name = this.#mesh.nextHop(relay);
     if (name === null) return Promise.resolve(null);
     const link = this.#links.get(name)?.values().next().value;
     const address = link?.address ?? this.#mesh.relay(name)?.address;
@@ -248,7 +261,7 @@ export class MeshDirectory implements Directory {
       return {
         name,
         address: record.address,
-        alive: mesh.isAlive(name, this.#timeoutMs),
+        alive: mesh.isAlive(name),
         neighbors: name === self.name ? this.neighbors() : [...record.neighbors].sort(),
       };
     });
@@ -330,12 +343,19 @@ export class MeshDirectory implements Directory {
     this.#abort.signal.addEventListener("abort", onAbort, { once: true });
     if (isNew) {
       this.#logger.info("neighbour up", { relay: peer.name, address: peer.address });
+      this.#mesh.setDirect(this.#links.keys());
       this.#announceRelay();
     }
+    // Per-link liveness: a link silent for `silentMs` is closed; the check runs every ping
+    // interval, so a dead or frozen neighbour is dropped within --mesh-timeout, and the
+    // changed record floods from here.
+    const silentMs = Math.max(2 * this.#heartbeatMs, this.#timeoutMs - this.#heartbeatMs);
     let lastHeard = performance.now();
     const pinger = setInterval(() => {
-      if (performance.now() - lastHeard > 3 * this.#heartbeatMs + 1000) framed.close();
-      else void framed.trySend({ kind: "ping", nonce: 0 });
+      if (performance.now() - lastHeard > silentMs) {
+        this.#logger.warn("neighbour silent: link closed", { relay: peer.name, silentMs });
+        framed.close();
+      } else void framed.trySend({ kind: "ping", nonce: 0 });
     }, this.#heartbeatMs);
     // The writer sends our digest first, then floods and the catch-up the peer needs.
     const writer = link.run().catch((e) => {
@@ -385,6 +405,7 @@ export class MeshDirectory implements Directory {
       set.delete(link);
       if (set.size === 0 && this.#links.get(peer.name) === set) {
         this.#links.delete(peer.name);
+        this.#mesh.setDirect(this.#links.keys());
         if (!this.#abort.signal.aborted) {
           this.#logger.info("neighbour down", { relay: peer.name });
           this.#announceRelay();

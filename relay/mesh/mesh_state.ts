@@ -13,6 +13,13 @@
  * A notice is applied only if it is strictly newer than what is held for its key;
  * otherwise it is dropped (and not forwarded): that is what ends a flood.
  *
+ * Liveness is per link, not per heartbeat: a relay is alive when a path of live links
+ * leads to it from this relay. This relay's own live links are set by the link owner
+ * ({@link MeshState.setDirect}); farther links come from the relays' records, whose
+ * neighbour lists are flooded only when they change (and refreshed rarely). A link
+ * counts only when both ends list each other, and a record not refreshed within the
+ * record TTL no longer counts at all.
+ *
  * For catch-up every entry also sits in one of {@link BUCKETS} buckets (by a hash of its
  * key), each with an XOR of its entries' `key#version` hashes, updated on every change:
  * a digest is the bucket hashes (no scan), and two relays exchange only the buckets
@@ -81,6 +88,19 @@ function claimBeats(a: DeviceNotice, b: DeviceNotice): boolean {
   return ca !== cb ? ca > cb : a.origin > b.origin;
 }
 
+/** Options for {@link MeshState}. */
+export interface MeshStateOptions {
+  /**
+   * A relay whose record (or any newer notice of its own) has not arrived for this long
+   * does not count as alive even when a path leads to it, ms (default: no limit). A
+   * safety net behind link-state flooding: set it to a few record refreshes.
+   */
+  recordTtlMs?: number;
+}
+
+/** How long a computed reachability set is reused, ms, when nothing changed. */
+const REACH_REUSE_MS = 250;
+
 /** The mesh tables of one relay. */
 export class MeshState {
   /** This relay's name. */
@@ -90,13 +110,26 @@ export class MeshState {
   readonly #regs = new Map<string, RegNotice>();
   readonly #buckets: Map<string, Notice>[] = Array.from({ length: BUCKETS }, () => new Map());
   readonly #bucketHash = new Uint32Array(BUCKETS);
+  readonly #recordTtlMs: number;
+  /** Relays this one has a live control link with (set by the link owner). */
+  #direct: ReadonlySet<string> = new Set();
+  /** Relays reachable over live links, cached; null when a record or link changed. */
+  #reach: Map<string, string> | null = null;
+  #reachAt = 0;
   /** Counters for logs and benchmarks. */
   readonly stats = { applied: 0, dropped: 0, refused: 0 };
 
   /** Creates empty tables for relay `self`. */
-  constructor(self: string, now: () => number) {
+  constructor(self: string, now: () => number, options: MeshStateOptions = {}) {
     this.self = self;
     this.#now = now;
+    this.#recordTtlMs = options.recordTtlMs ?? Infinity;
+  }
+
+  /** Sets the relays this one has a live control link with. */
+  setDirect(names: Iterable<string>): void {
+    this.#direct = new Set(names);
+    this.#reach = null;
   }
 
   #table(origin: string): OriginTable {
@@ -151,6 +184,7 @@ export class MeshState {
         }
         t.relay = n;
         this.#bump(t, n.v);
+        this.#reach = null;
         return true;
       }
       case "dev": {
@@ -205,11 +239,45 @@ export class MeshState {
     return [...this.#origins.entries()].filter(([, t]) => t.relay !== null).map(([n]) => n);
   }
 
-  /** True when `relay` was heard from within `timeoutMs` (always true for self). */
-  isAlive(relay: string, timeoutMs: number): boolean {
-    if (relay === this.self) return true;
-    const t = this.#origins.get(relay);
-    return t !== undefined && this.#now() - t.heardAt <= timeoutMs;
+  /**
+   * True when a path of live links leads from this relay to `relay` (always true for
+   * self and for relays with a live control link here).
+   */
+  isAlive(relay: string): boolean {
+    return relay === this.self || this.#reachable().has(relay);
+  }
+
+  /**
+   * Breadth-first search from this relay's live links over the neighbour lists of fresh
+   * records, counting a link only when both ends list each other: name -> first hop.
+   */
+  #reachable(): Map<string, string> {
+    const now = this.#now();
+    if (this.#reach !== null && now - this.#reachAt < REACH_REUSE_MS) return this.#reach;
+    const first = new Map<string, string>();
+    const queue: string[] = [];
+    for (const n of [...this.#direct].sort()) {
+      if (n === this.self) continue;
+      first.set(n, n);
+      queue.push(n);
+    }
+    const fresh = (t: OriginTable | undefined) =>
+      t !== undefined && t.relay !== null && now - t.heardAt <= this.#recordTtlMs;
+    for (let i = 0; i < queue.length; i++) {
+      const at = queue[i];
+      const atTable = this.#origins.get(at);
+      if (!fresh(atTable)) continue;
+      for (const next of atTable!.relay!.neighbors) {
+        if (next === this.self || first.has(next)) continue;
+        const nextTable = this.#origins.get(next);
+        if (!fresh(nextTable) || !nextTable!.relay!.neighbors.includes(at)) continue;
+        first.set(next, first.get(at)!);
+        queue.push(next);
+      }
+    }
+    this.#reach = first;
+    this.#reachAt = now;
+    return first;
   }
 
   /** Highest login claim held for device `id` on any relay (0 if none). */
@@ -229,12 +297,12 @@ export class MeshState {
    * live relays, the highest login claim, ties to the greater relay name. Every relay
    * holding the same tables picks the same one.
    */
-  winner(id: string, timeoutMs: number): DeviceNotice | null {
+  winner(id: string): DeviceNotice | null {
     let best: DeviceNotice | null = null;
     for (const [origin, t] of this.#origins) {
       const d = t.devices.get(id);
       if (d === undefined || d.entry.state !== DeviceState.Online) continue;
-      if (!this.isAlive(origin, timeoutMs)) continue;
+      if (!this.isAlive(origin)) continue;
       if (best === null || claimBeats(d, best)) best = d;
     }
     return best;
@@ -244,8 +312,8 @@ export class MeshState {
    * Where `id` is: the {@link winner}'s entry, else an online entry on a dead relay shown
    * as unreachable, else null.
    */
-  presence(id: string, timeoutMs: number): DirectoryEntry | null {
-    const best = this.winner(id, timeoutMs);
+  presence(id: string): DirectoryEntry | null {
+    const best = this.winner(id);
     if (best !== null) return best.entry;
     for (const t of this.#origins.values()) {
       const d = t.devices.get(id);
@@ -256,30 +324,9 @@ export class MeshState {
     return null;
   }
 
-  /**
-   * First relay on a shortest path from this relay to `target`, walking the neighbour
-   * lists of live relays' records; `direct` are this relay's live neighbours.
-   */
-  nextHop(target: string, direct: ReadonlySet<string>, timeoutMs: number): string | null {
-    if (direct.has(target)) return target;
-    const first = new Map<string, string>();
-    const queue: string[] = [];
-    for (const n of direct) {
-      first.set(n, n);
-      queue.push(n);
-    }
-    for (let i = 0; i < queue.length; i++) {
-      const at = queue[i];
-      const record = this.relay(at);
-      if (record === undefined || !this.isAlive(at, timeoutMs)) continue;
-      for (const next of record.neighbors) {
-        if (next === this.self || first.has(next)) continue;
-        first.set(next, first.get(at)!);
-        if (next === target) return first.get(next)!;
-        queue.push(next);
-      }
-    }
-    return null;
+  /** First relay on a shortest path of live links from this relay to `target`. */
+  nextHop(target: string): string | null {
+    return this.#reachable().get(target) ?? null;
   }
 
   /** Bucket hashes `[from, from + count)`: one chunk of this relay's digest. */

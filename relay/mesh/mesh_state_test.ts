@@ -63,9 +63,9 @@ Deno.test({
     assert.equal(s.apply(dev("r1", [1, 2], "fax")), true);
     assert.equal(s.apply(dev("r1", [1, 2], "fax")), false, "a duplicate is dropped");
     assert.equal(s.apply(dev("r1", [1, 1], "fax", DeviceState.Offline)), false, "an older one too");
-    assert.equal(s.presence("fax", 1000)?.relay, "r1");
+    assert.equal(s.presence("fax")?.relay, "r1");
     assert.equal(s.apply(dev("r1", [1, 3], "fax", DeviceState.Offline)), true);
-    assert.equal(s.presence("fax", 1000), null);
+    assert.equal(s.presence("fax"), null);
     assert.deepEqual(s.stats, { applied: 2, dropped: 2, refused: 0 });
   },
 });
@@ -78,7 +78,7 @@ Deno.test({
     s.apply(relay("r1", [1, 1], []));
     s.apply(dev("r1", [1, 5], "fax"));
     s.apply(relay("r1", [2, 1], []));
-    assert.equal(s.presence("fax", 1000), null);
+    assert.equal(s.presence("fax"), null);
     assert.equal(
       s.apply(dev("r1", [1, 9], "fax")),
       false,
@@ -91,16 +91,45 @@ Deno.test({
   name: "MeshState.presence() prefers live relays and shows dead ones as unreachable",
   ...opts,
   fn() {
-    let now = 0;
-    const s = new MeshState("me", () => now);
+    const s = new MeshState("me", () => 0);
+    s.setDirect(["r2"]); // r1 has no live path from here
     s.apply(dev("r1", [1, 1], "fax", DeviceState.Online, 500));
-    now = 5000;
     s.apply(dev("r2", [1, 1], "other"));
-    assert.equal(s.presence("fax", 1000)?.state, DeviceState.Unreachable);
+    assert.equal(s.presence("fax")?.state, DeviceState.Unreachable);
     // The device logs in elsewhere: the live relay wins even with an older wall clock.
     s.apply(dev("r2", [1, 2], "fax", DeviceState.Online, 100));
-    assert.equal(s.presence("fax", 1000)?.relay, "r2");
-    assert.equal(s.presence("fax", 1000)?.state, DeviceState.Online);
+    assert.equal(s.presence("fax")?.relay, "r2");
+    assert.equal(s.presence("fax")?.state, DeviceState.Online);
+  },
+});
+
+Deno.test({
+  name: "MeshState.isAlive(): a path of links both ends list, over fresh records only",
+  ...opts,
+  fn() {
+    let now = 0;
+    const s = new MeshState("a", () => now, { recordTtlMs: 1000 });
+    assert.equal(s.isAlive("a"), true, "self");
+    // a - b - c - d
+    s.apply(relay("b", [1, 1], ["a", "c"]));
+    s.apply(relay("c", [1, 1], ["b", "d"]));
+    s.apply(relay("d", [1, 1], ["c"]));
+    assert.equal(s.isAlive("b"), false, "no live link here yet");
+    s.setDirect(["b"]);
+    assert.deepEqual(["b", "c", "d"].map((r) => s.isAlive(r)), [true, true, true]);
+    // c loses its link to d and floods its record at once: d is cut off even though d's
+    // own (stale) record still lists c.
+    s.apply(relay("c", [1, 2], ["b"]));
+    assert.deepEqual(["b", "c", "d"].map((r) => s.isAlive(r)), [true, true, false]);
+    // The link is back and both ends say so.
+    s.apply(relay("c", [1, 3], ["b", "d"]));
+    assert.equal(s.isAlive("d"), true);
+    // Records not refreshed within the TTL stop counting, except over a live link here.
+    now = 1500;
+    s.apply(relay("b", [1, 2], ["a", "c"]));
+    assert.deepEqual(["b", "c", "d"].map((r) => s.isAlive(r)), [true, false, false]);
+    s.setDirect([]);
+    assert.equal(s.isAlive("b"), false, "link down: unreachable");
   },
 });
 
@@ -114,11 +143,13 @@ Deno.test({
     s.apply(relay("c", [1, 1], ["b", "d"]));
     s.apply(relay("e", [1, 1], ["a", "d"]));
     s.apply(relay("d", [1, 1], ["c", "e"]));
-    assert.equal(s.nextHop("b", new Set(["b", "e"]), 1000), "b");
-    assert.equal(s.nextHop("c", new Set(["b", "e"]), 1000), "b");
-    assert.equal(s.nextHop("d", new Set(["b", "e"]), 1000), "e");
-    assert.equal(s.nextHop("zz", new Set(["b", "e"]), 1000), null);
-    assert.equal(s.nextHop("d", new Set(), 1000), null, "no live links, no route");
+    s.setDirect(["b", "e"]);
+    assert.equal(s.nextHop("b"), "b");
+    assert.equal(s.nextHop("c"), "b");
+    assert.equal(s.nextHop("d"), "e");
+    assert.equal(s.nextHop("zz"), null);
+    s.setDirect([]);
+    assert.equal(s.nextHop("d"), null, "no live links, no route");
   },
 });
 
@@ -249,10 +280,12 @@ Deno.test({
     c.apply(dev("c", [1, 1], "z")); // and on c's side
     for (const n of a.missingFor(c.digest())) c.apply(n);
     for (const n of c.missingFor(a.digest())) a.apply(n);
+    a.setDirect(["c"]);
+    c.setDirect(["a"]);
     assert.deepEqual(a.digest(), c.digest());
-    assert.equal(c.presence("x", 1000), null);
-    assert.equal(c.presence("y", 1000)?.relay, "a");
-    assert.equal(a.presence("z", 1000)?.relay, "c");
+    assert.equal(c.presence("x"), null);
+    assert.equal(c.presence("y")?.relay, "a");
+    assert.equal(a.presence("z")?.relay, "c");
     assert.deepEqual(a.missingFor(c.digest()), [], "nothing more to send once in step");
   },
 });
@@ -270,15 +303,18 @@ Deno.test({
     a.apply(onB);
     b.apply(onB);
     b.apply(onA);
-    assert.equal(a.winner("fax", 1000)?.origin, "b");
-    assert.equal(b.winner("fax", 1000)?.origin, "b");
-    assert.equal(a.presence("fax", 1000)?.relay, "b");
+    a.setDirect(["b"]);
+    b.setDirect(["a"]);
+    assert.equal(a.winner("fax")?.origin, "b");
+    assert.equal(b.winner("fax")?.origin, "b");
+    assert.equal(a.presence("fax")?.relay, "b");
     assert.equal(a.claimOf("fax"), 2, "the next login anywhere claims 3");
     // Two logins with the same claim (concurrent): the greater relay name wins everywhere.
     const tie = new MeshState("c", () => 0);
+    tie.setDirect(["a", "b"]);
     tie.apply({ ...dev("b", [1, 1], "x"), claim: 4 });
     tie.apply({ ...dev("a", [1, 1], "x"), claim: 4 });
-    assert.equal(tie.winner("x", 1000)?.origin, "b");
+    assert.equal(tie.winner("x")?.origin, "b");
   },
 });
 
