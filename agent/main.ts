@@ -24,7 +24,7 @@ import {
   TransferAbortedError,
   UsageError,
 } from "../shared/errors.ts";
-import { Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
+import { escapeControl, Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { DeviceState, ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import { loadConfig, parseExpose, parseForwards, pick, resolveCommon } from "./config.ts";
@@ -326,13 +326,17 @@ export async function agentMain(args: string[]): Promise<number> {
           timeoutMs,
           onProgress: (done, total, name) => bar.update(done, total, name),
           onWait: (why, inMs) =>
-            console.error(`${PROGRAM}: ${why}; retrying in ${(inMs / 1000).toFixed(1)} s`),
+            console.error(
+              escapeControl(`${PROGRAM}: ${why}; retrying in ${(inMs / 1000).toFixed(1)} s`),
+            ),
           onFallback,
         });
         if (values.json) console.log(JSON.stringify(receipts));
         else {
           for (const r of receipts) {
-            console.log(`sent ${r.name} (${formatBytes(r.size)}) to ${to}: sha256 ${r.sha256}`);
+            console.log(
+              escapeControl(`sent ${r.name} (${formatBytes(r.size)}) to ${to}: sha256 ${r.sha256}`),
+            );
           }
         }
         return ExitCode.Ok;
@@ -424,6 +428,13 @@ function printTable(entries: DirectoryEntry[]) {
   for (const r of rows) console.log(line(r));
 }
 
+/** Relay errors that mean "try again later" (exit 4, like an unreachable relay). */
+const RETRY_LATER_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.ShuttingDown,
+  ErrorCode.TooManyUnauthenticated,
+  ErrorCode.DirectoryUnavailable,
+]);
+
 function reportError(e: unknown): number {
   if (e instanceof UsageError) {
     printError(PROGRAM, e.message, e.hint || `run ${CMD} --help`);
@@ -474,7 +485,8 @@ function reportError(e: unknown): number {
     printError(
       PROGRAM,
       `Transfer failed: ${e.message}`,
-      "nothing partial was kept by the receiver; send again",
+      "the receiver keeps no partial file (a receiver that was killed removes it when it " +
+        "restarts); send again",
     );
     return ExitCode.Failure;
   }
@@ -484,7 +496,8 @@ function reportError(e: unknown): number {
   }
   if (e instanceof RelayError) {
     printError(PROGRAM, `Relay error: ${e.message} (${ERROR_CODE_NAMES[e.code] ?? e.code})`);
-    return ExitCode.Failure;
+    // "Retry later" answers get the exit code scripts retry on.
+    return RETRY_LATER_CODES.has(e.code) ? ExitCode.Unreachable : ExitCode.Failure;
   }
   printError(PROGRAM, e instanceof Error ? e.message : String(e));
   return ExitCode.Failure;

@@ -11,7 +11,7 @@ import { FILE_SERVICE } from "../shared/protocol/constants.ts";
 import type { Clock } from "./clock.ts";
 import { DEFAULT_MAX_FILE_SIZE, fileService } from "./file_service.ts";
 import { type Services, superviseDevice } from "./supervisor.ts";
-import { removeStalePartials } from "./transfer.ts";
+import { removeStalePartials, STALE_PARTIAL_MS } from "./transfer.ts";
 import { exposeService } from "./tunnel.ts";
 
 export { DEFAULT_MAX_FILE_SIZE };
@@ -88,5 +88,17 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     };
   }
   const agent = superviseDevice({ ...options, services });
-  await agent.finished;
+  // Partial files of a receiver killed while this one runs (another agent on the same
+  // inbox, a crash) are swept now and then, not only at start.
+  const inbox = options.inbox;
+  const sweeper = inbox === null ? undefined : setInterval(() => {
+    removeStalePartials(inbox).then((n) => {
+      if (n > 0) logger.info("removed stale partial files", { count: n });
+    }, () => {});
+  }, STALE_PARTIAL_MS);
+  try {
+    await agent.finished;
+  } finally {
+    clearInterval(sweeper);
+  }
 }

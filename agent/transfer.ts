@@ -326,16 +326,31 @@ export async function receiveFiles(
 }
 
 /**
- * Removes the partial files (`*.part`) that a killed receiver left in `inbox`'s partial
- * folder; returns how many. Call it before receiving anything.
+ * A partial file not written for this long belongs to no live transfer: a receiving
+ * session that makes no progress for 2 minutes fails (and removes its own file).
  */
-export async function removeStalePartials(inbox: string): Promise<number> {
+export const STALE_PARTIAL_MS = 3 * 60_000;
+
+/**
+ * Removes the partial files (`*.part`) that a killed receiver left in `inbox`'s partial
+ * folder; returns how many. Only files not written for `olderThanMs` go, so another
+ * agent receiving into the same inbox keeps its file in progress.
+ */
+export async function removeStalePartials(
+  inbox: string,
+  options: { olderThanMs?: number; now?: number } = {},
+): Promise<number> {
   const dir = join(inbox, PARTIAL_DIR);
+  const olderThan = options.olderThanMs ?? STALE_PARTIAL_MS;
+  const now = options.now ?? Date.now();
   let removed = 0;
   try {
     for await (const entry of Deno.readDir(dir)) {
       if (!entry.isFile || !entry.name.endsWith(".part")) continue;
-      await Deno.remove(join(dir, entry.name)).catch(() => {});
+      const path = join(dir, entry.name);
+      const mtime = (await Deno.stat(path).catch(() => null))?.mtime?.getTime();
+      if (mtime === undefined || now - mtime < olderThan) continue;
+      await Deno.remove(path).catch(() => {});
       removed++;
     }
   } catch (e) {
@@ -355,13 +370,18 @@ export function safeFileName(announced: string): string {
   return name;
 }
 
-/** Hard-links `tmp` into `dir` as `name`, or `name (1)`, `name (2)`... if taken. */
+/**
+ * Hard-links `tmp` into `dir` as `name`, or `name (1)`... `name (9)` if taken, then a
+ * random suffix: a sender of thousands of same-named files costs a few tries each, not a
+ * scan of all earlier ones.
+ */
 async function linkUnique(tmp: string, dir: string, name: string): Promise<string> {
   const dot = name.lastIndexOf(".");
   const stem = dot > 0 ? name.slice(0, dot) : name;
   const ext = dot > 0 ? name.slice(dot) : "";
-  for (let i = 0; i < 10_000; i++) {
-    const candidate = join(dir, i === 0 ? name : `${stem} (${i})${ext}`);
+  for (let i = 0; i < 20; i++) {
+    const suffix = i === 0 ? "" : i < 10 ? ` (${i})` : ` (${crypto.randomUUID().slice(0, 8)})`;
+    const candidate = join(dir, `${stem}${suffix}${ext}`);
     try {
       await Deno.link(tmp, candidate);
       return candidate;

@@ -162,7 +162,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   // Absent (undefined) limits keep their defaults.
   const given = Object.entries(options.limits ?? {}).filter(([, v]) => v !== undefined);
   const limits: RelayLimits = { ...DEFAULT_LIMITS, ...Object.fromEntries(given) };
-  const unauth = new UnauthLimiter(limits.maxUnauthPerAddress, limits.maxUnauth);
+  const unauth = new UnauthLimiter<RelayConn>(limits.maxUnauthPerAddress, limits.maxUnauth);
   const conns = new Set<RelayConn>();
   const advertised = options.advertise ?? { hostname: addr.hostname, port: addr.port };
   const links = options.meshSecret
@@ -282,11 +282,6 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       if ("setKeepAlive" in socket) tuneSocket(socket as unknown as TunableSocket);
       metrics.accepted();
       const remoteAddr = socket.remoteAddr as Deno.NetAddr;
-      const admitted = unauth.admit(remoteAddr.hostname);
-      if (admitted !== "ok") {
-        refuseUnauthenticated(socket, remoteAddr, admitted);
-        continue;
-      }
       const conn = new RelayConn(
         // Small first reads: an idle connection holds its pending read buffer for hours
         // (10,000 of them on a busy relay); the size grows while reads come back full.
@@ -301,14 +296,12 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         remoteAddr.hostname,
         now,
       );
+      // Over a limit, the oldest connection not logged in makes room (core/unauth.ts).
+      const victim = unauth.admit(remoteAddr.hostname, conn);
+      if (victim !== null) dropUnauthenticated(victim);
       conns.add(conn);
-      let counted = true;
-      const loggedIn = () => {
-        if (counted) unauth.release(remoteAddr.hostname);
-        counted = false;
-      };
-      const loop = serveConnection(conn, ctx, loggedIn).finally(() => {
-        loggedIn();
+      const loop = serveConnection(conn, ctx, () => unauth.release(conn)).finally(() => {
+        unauth.release(conn);
         conns.delete(conn);
         loops.delete(loop);
       });
@@ -316,23 +309,18 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     }
   })();
 
-  /** Too many connections not logged in: say so in one frame and close. */
-  function refuseUnauthenticated(socket: ByteConn, from: Deno.NetAddr, why: "address" | "total") {
-    logger.warn("connection refused", {
-      remote: from.hostname,
-      reason: why === "address"
-        ? `more than ${limits.maxUnauthPerAddress} connections from this address not logged in`
-        : `more than ${limits.maxUnauth} connections not logged in`,
+  /** A connection not logged in makes room for a newer one: say so in one frame, close. */
+  function dropUnauthenticated(conn: RelayConn) {
+    logger.warn("connection dropped", {
+      remote: conn.remoteHost,
+      reason: "too many connections not logged in (from its address or in total)",
     });
     metrics.refusal(ErrorCode.TooManyUnauthenticated);
-    const framed = new FramedConn(socket);
-    void framed.trySend({
+    void conn.framed.trySend({
       kind: "error",
       code: ErrorCode.TooManyUnauthenticated,
-      message: why === "address"
-        ? "Too many connections from your address that have not logged in; retry later"
-        : "Relay is busy with connections that have not logged in; retry later",
-    }).finally(() => framed.close());
+      message: "Too many connections that have not logged in; the oldest are dropped: retry",
+    }).finally(() => conn.framed.close());
   }
 
   await directory.start({

@@ -8,6 +8,7 @@ import { basename, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UsageError } from "./errors.ts";
 import { describeReadError } from "./json_file.ts";
+import { escapeControl } from "./log.ts";
 
 /** Documented exit codes of every tsunagi command. */
 export const ExitCode = {
@@ -117,8 +118,9 @@ export async function readPasswordFile(path: string): Promise<string> {
 
 /** Writes `<program>: <message>` and an optional `hint:` line to stderr. */
 export function printError(program: string, message: string, hint = ""): void {
-  console.error(`${program}: ${message}`);
-  if (hint) console.error(`hint: ${hint}`);
+  // Messages may quote a peer (a REJECT's reason, a relay's ERROR): no raw control bytes.
+  console.error(`${program}: ${escapeControl(message)}`);
+  if (hint) console.error(`hint: ${escapeControl(hint)}`);
 }
 
 /**

@@ -9,12 +9,22 @@
  * - control and other invisible characters (ESC, CR/LF, C1, bidi overrides, lone
  *   surrogates) are escaped as `\x1b` / `\u202e`, so a value cannot move the cursor,
  *   recolour the terminal or forge a second line;
- * - a warn or error with the same message text is written at most `rateLimit.lines`
- *   times per `rateLimit.windowMs`; the next line after a pause says how many were
- *   suppressed, so a flood from one peer cannot fill the disk or bury other lines.
+ * - a warn or error with the same message text from the same peer (the host of its
+ *   `remote` field) is written at most `rateLimit.lines` times per `rateLimit.windowMs`,
+ *   and the same message text from all peers together at most 10 times that; the next
+ *   line after a pause says how many were suppressed. A flood from one peer cannot fill
+ *   the disk, nor hide the same event from another peer.
  *
  * @module
  */
+
+/** The peer a log line is about: the host of its `remote` field, or "". */
+function peerOf(fields: Record<string, unknown>): string {
+  const remote = fields.remote;
+  if (typeof remote !== "string") return "";
+  const colon = remote.lastIndexOf(":");
+  return colon > 0 && !remote.endsWith("]") ? remote.slice(0, colon) : remote;
+}
 
 /** Log levels, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -56,8 +66,10 @@ export const DEFAULT_MAX_FIELD_LENGTH = 128;
 /** Default for {@link LoggerOptions.rateLimit}. */
 export const DEFAULT_LOG_RATE_LIMIT: Readonly<LogRateLimit> = { lines: 5, windowMs: 10_000 };
 
-/** Distinct messages tracked by the rate limiter; beyond that, new ones are not limited. */
+/** Distinct (message, peer) keys tracked; beyond that, peers share their message's key. */
 const MAX_TRACKED_MESSAGES = 1024;
+/** A message from all peers together may be written this many times the per-peer limit. */
+const ALL_PEERS_FACTOR = 10;
 
 const encoder = new TextEncoder();
 
@@ -158,24 +170,52 @@ export class Logger {
     let suppressed = 0;
     const limit = this.#limit;
     if (limit !== null && (level === "warn" || level === "error")) {
-      const key = `${level}\0${event}`;
-      const w = this.#windows.get(key);
-      if (w !== undefined && now - w.start < limit.windowMs) {
-        if (w.count >= limit.lines) {
-          w.suppressed++;
-          return;
-        }
-        w.count++;
-      } else {
-        // A new window; the first line of it reports what the last one held back.
-        suppressed = w?.suppressed ?? 0;
-        if (w !== undefined || this.#windows.size < MAX_TRACKED_MESSAGES) {
-          this.#windows.set(key, { level, event, start: now, count: 1, suppressed: 0 });
-        }
+      const base = `${level}\0${event}`;
+      const peer = peerOf(fields);
+      const perPeer = peer === "" || this.#windows.size >= MAX_TRACKED_MESSAGES
+        ? null
+        : `${base}\0${peer}`;
+      // The peer's window and the message's own window (all peers) must both allow it.
+      const mine = perPeer === null ? 0 : this.#admit(perPeer, level, event, now, limit.lines);
+      const all = mine === null ? null : this.#admit(
+        base,
+        level,
+        event,
+        now,
+        perPeer === null ? limit.lines : limit.lines * ALL_PEERS_FACTOR,
+      );
+      if (all === null || mine === null) {
+        this.#suppressed(base, now, limit.windowMs);
+        return;
       }
+      suppressed = Math.max(all, mine);
       if (now - this.#lastSweep >= limit.windowMs) this.flush();
     }
     this.#emit(now, level, event, fields, suppressed);
+  }
+
+  /**
+   * Counts a line in window `key`: null when over `lines` (held back), else how many
+   * lines the previous window of `key` held back (reported on this one).
+   */
+  #admit(key: string, level: LogLevel, event: string, now: number, lines: number) {
+    const limit = this.#limit!;
+    const w = this.#windows.get(key);
+    if (w !== undefined && now - w.start < limit.windowMs) {
+      if (w.count >= lines) return null;
+      w.count++;
+      return 0;
+    }
+    if (w !== undefined || this.#windows.size < MAX_TRACKED_MESSAGES + 64) {
+      this.#windows.set(key, { level, event, start: now, count: 1, suppressed: 0 });
+    }
+    return w?.suppressed ?? 0;
+  }
+
+  /** Counts a held-back line on the message's window (the one flush reports). */
+  #suppressed(base: string, now: number, windowMs: number) {
+    const w = this.#windows.get(base);
+    if (w !== undefined && now - w.start < windowMs) w.suppressed++;
   }
 
   #emit(
@@ -197,7 +237,7 @@ export class Logger {
       this.#write(escapeJsonLine(JSON.stringify(record)));
       return;
     }
-    const parts = Object.entries(fields).map(([k, v]) =>
+    const parts = Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) =>
       `${escapeText(truncate(k, this.#maxField))}=${textValue(v, this.#maxField)}`
     );
     if (suppressed > 0) parts.push(`(${suppressed} similar suppressed)`);
@@ -234,6 +274,20 @@ function hexEscape(c: string): string {
 /** Escapes backslashes and every unsafe character as `\xNN` / `\uNNNN`. */
 export function escapeText(s: string): string {
   return s.replace(/\\/g, "\\\\").replace(UNSAFE, hexEscape);
+}
+
+/**
+ * Escapes control and invisible characters only (backslashes stay as they are): for text
+ * from the network shown on a terminal, such as a peer's REJECT message.
+ *
+ * @example
+ * ```ts
+ * import { escapeControl } from "./log.ts";
+ * console.assert(escapeControl("ok\x1b[2J") === "ok\\x1b[2J");
+ * ```
+ */
+export function escapeControl(s: string): string {
+  return s.replace(UNSAFE, hexEscape);
 }
 
 /** JSON.stringify escapes C0 and lone surrogates; this escapes the rest of {@link UNSAFE}. */

@@ -219,3 +219,20 @@ Deno.test({
     assert.equal(escapeText("C:\\tmp\u0007"), "C:\\\\tmp\\x07");
   },
 });
+
+Deno.test({
+  name: "Logger: a flood from one peer does not hide the same warning about another peer",
+  permissions: "none",
+  fn() {
+    const { logger, lines } = capture();
+    for (let i = 0; i < 1000; i++) logger.warn("protocol error", { remote: "10.0.0.1:4000" });
+    logger.warn("protocol error", { remote: "10.0.0.77:5000" });
+    const flood = lines.filter((l) => l.includes("10.0.0.1:")).length;
+    assert.equal(flood, 5, "the flooding peer gets its 5 lines per window");
+    assert.equal(lines.filter((l) => l.includes("10.0.0.77:")).length, 1);
+    // Many peers together are still bounded: 10 x the per-peer limit per window.
+    lines.length = 0;
+    for (let p = 0; p < 200; p++) logger.warn("login refused", { remote: `10.1.${p}.1:1` });
+    assert.equal(lines.length, 50);
+  },
+});

@@ -269,6 +269,8 @@ Deno.test("run: stale partial files go at start; a file over --max-file-size is 
   const inbox = `${dir.path}/inbox`;
   await Deno.mkdir(`${inbox}/${PARTIAL_DIR}`, { recursive: true });
   await Deno.writeTextFile(`${inbox}/${PARTIAL_DIR}/left-by-a-crash.part`, "half");
+  const longAgo = new Date(Date.now() - 60 * 60_000);
+  await Deno.utime(`${inbox}/${PARTIAL_DIR}/left-by-a-crash.part`, longAgo, longAgo);
   const { relay, fax, flags } = await setup(dir.path, [], ["--max-file-size", "1KiB"]);
   await using _r = relay;
   await using _f = fax;

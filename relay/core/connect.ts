@@ -105,6 +105,15 @@ export async function connect(
         `(the relay's limit); retry later`,
     );
   }
+  // One requester may hold at most half of a target's sessions: the rest stays for others.
+  const perPair = Math.max(1, Math.floor(ctx.limits.maxSessionsPerDevice / 2));
+  if (ctx.devices.sessionCount(target, request.requester) >= perPair) {
+    return refuse(
+      ErrorCode.SessionLimit,
+      `"${request.requester}" already runs ${perPair} sessions with "${target}" (half of ` +
+        `the relay's per-device limit); end one first`,
+    );
+  }
   return await notifyLocal(conn, request, refuse, ctx);
 }
 

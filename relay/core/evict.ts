@@ -34,7 +34,12 @@ export function wasEvicted(ctx: RelayContext, id: string, instance: string): boo
   return false;
 }
 
-function remember(ctx: RelayContext, id: string, instance: string): void {
+/**
+ * Remembers that agent `instance` of device `id` lost here (to a newer instance on this
+ * relay or another): its logins still in flight are refused, so the two do not take
+ * turns replacing each other.
+ */
+export function rememberReplaced(ctx: RelayContext, id: string, instance: string): void {
   if (instance === "") return;
   let map = evicted.get(ctx);
   if (map === undefined) evicted.set(ctx, map = new Map());
@@ -52,7 +57,7 @@ export function evictDevice(
   if (device === undefined) return;
   ctx.logger.warn("device replaced", { device: id, by: by.relay, sameInstance: by.sameInstance });
   for (const c of [...device.conns]) {
-    if (!by.sameInstance) remember(ctx, id, c.instance);
+    if (!by.sameInstance) rememberReplaced(ctx, id, c.instance);
     if (by.sameInstance) {
       c.framed.close();
       continue;

@@ -119,12 +119,18 @@ export class LocalDevices<C extends TrackedConn> {
     return found;
   }
 
-  /** Number of sessions the device takes part in here (connections in a session). */
-  sessionCount(id: string): number {
+  /**
+   * Number of sessions the device takes part in here (connections in a session), or only
+   * those with peer `with` when given.
+   */
+  sessionCount(id: string, withPeer?: string): number {
     const device = this.#devices.get(id);
     if (device === undefined) return 0;
     let n = 0;
-    for (const conn of device.conns) if (conn.peerId !== null) n++;
+    for (const conn of device.conns) {
+      const peer = conn.peerId;
+      if (peer !== null && (withPeer === undefined || peer === withPeer)) n++;
+    }
     return n;
   }
 

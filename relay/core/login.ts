@@ -22,7 +22,7 @@ import { isValidNonce } from "../../shared/scram.ts";
 import type { LoginGrant } from "../login/credentials.ts";
 import type { RelayConn } from "./conn.ts";
 import type { RelayContext } from "./context.ts";
-import { wasEvicted } from "./evict.ts";
+import { rememberReplaced, wasEvicted } from "./evict.ts";
 
 /** What a connection turned out to be after its handshake. */
 export type ConnRole = "device" | "data" | "control" | null;
@@ -234,6 +234,7 @@ function replaceInstance(id: string, old: string, by: RelayConn, ctx: RelayConte
   const device = ctx.devices.get(id);
   if (device === undefined) return;
   ctx.logger.warn("device replaced", { device: id, remote: by.remote });
+  rememberReplaced(ctx, id, old);
   for (const c of [...device.conns]) {
     if (c.instance !== old) continue;
     void c.framed.trySend({

@@ -195,8 +195,10 @@ export async function pumpSession<S extends SessionSide>(
       const chunk = await side.framed.readRaw(buf);
       if (chunk === null) return "eof";
       side.touch();
-      session.touch();
+      const seenBefore = scanner.payloadSeen;
       const { forwardEnd, endSeen } = scanner.scan(chunk, 0);
+      // Only payload is activity: empty DATA frames do not hold a session open.
+      if (scanner.payloadSeen !== seenBefore) session.touch();
       if (!session.isGone(peerSide) && forwardEnd > 0) {
         // Queued before END is recorded: anyone reacting to "both ended" (a link sending
         // RELEASE) writes after these bytes.

@@ -42,6 +42,15 @@ export class PassthroughScanner {
   /** Header bytes gathered when a header straddles two chunks. */
   readonly #header = new Uint8Array(HEADER_SIZE);
   #headerFill = 0;
+  #payloadSeen = 0;
+
+  /**
+   * Payload bytes of DATA and END frames seen so far: what counts as activity (a stream of
+   * empty DATA frames moves no data and must not keep a session alive).
+   */
+  get payloadSeen(): number {
+    return this.#payloadSeen;
+  }
 
   /** True when the scanner sits exactly on a frame boundary. */
   get atBoundary(): boolean {
@@ -57,6 +66,7 @@ export class PassthroughScanner {
         const take = Math.min(this.#remaining, len - pos);
         pos += take;
         this.#remaining -= take;
+        this.#payloadSeen += take;
         if (this.#remaining === 0 && this.#type === FrameType.End) {
           this.#type = 0;
           return { forwardEnd: pos, endSeen: true };
