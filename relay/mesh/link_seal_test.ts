@@ -168,3 +168,22 @@ Deno.test("FramedConn.setSeal() seals both ways; a tampered frame kills the conn
   assert.ok(dialer.closed, "the connection is dead after a refused frame");
   acceptor.close();
 });
+
+Deno.test({
+  name: "linkSeal() produces the worked example of docs/protocol.md §10.1",
+  permissions: "none",
+  fn() {
+    const seal = linkSeal(secret, control, "dialer");
+    const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    const ping = encodeMessage({ kind: "ping", nonce: 3 });
+    assert.equal(hex(ping), "040000000400000003");
+    assert.equal(
+      hex(seal.seal(ping)),
+      "1b00000019040000000400000003d952ae8ff0dcb1dd0ae079a0368cf2bf",
+    );
+    assert.equal(
+      hex(seal.seal(ping)),
+      "1b0000001904000000040000000305951f119f96e1a06e3078c5b5c58b9a",
+    );
+  },
+});
