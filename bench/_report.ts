@@ -65,6 +65,8 @@ export interface BenchResults {
   concurrency?: ConcurrencyResult;
   idle?: IdleResult;
   mesh?: MeshResult;
+  /** Login costs (bench/_login.ts). */
+  login?: import("./_login.ts").LoginResult;
   tls?: TlsSummary;
   errors: { scenario: string; error: string }[];
   targets: TargetCheck[];

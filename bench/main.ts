@@ -24,6 +24,7 @@ import {
   stopAll,
 } from "./_context.ts";
 import { runIdle } from "./_idle.ts";
+import { renderLogin, runLogin } from "./_login.ts";
 import { runMesh } from "./_mesh.ts";
 import { killAll, livePids } from "./_procs.ts";
 import { relayFeatures, type RelayProc } from "./_relay.ts";
@@ -38,7 +39,7 @@ import { runSetup } from "./_setup.ts";
 import { round } from "./_stats.ts";
 import { Workspace } from "./_workspace.ts";
 
-const SCENARIOS = ["bulk", "concurrency", "setup", "idle", "mesh"] as const;
+const SCENARIOS = ["bulk", "concurrency", "setup", "idle", "mesh", "login"] as const;
 type Scenario = typeof SCENARIOS[number];
 
 const HELP = `tsunagi bench: data path, session setup, idle capacity, mesh and TLS figures.
@@ -212,6 +213,7 @@ export async function benchMain(args: string[]): Promise<number> {
     }
     results.idle = await attempt("idle", () => runIdle(ctx));
     results.mesh = await attempt("mesh", () => runMesh(ctx));
+    results.login = await attempt("login", () => runLogin(ctx));
   } finally {
     await killAll();
     clearTimeout(deadline);
@@ -222,7 +224,8 @@ export async function benchMain(args: string[]): Promise<number> {
   results.durationS = round((performance.now() - t0) / 1000, 1);
   results.tls = tlsSummary(results);
   results.targets = checkTargets(results);
-  const markdown = renderMarkdown(results);
+  const markdown = renderMarkdown(results) +
+    (results.login ? `\n${renderLogin(results.login)}` : "");
   console.log(markdown);
   if (outDir) {
     await Deno.mkdir(outDir, { recursive: true });
