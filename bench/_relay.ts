@@ -21,6 +21,8 @@ export interface RelaySpec {
   meshSecretFile?: string;
   /** Keep-alive interval asked of devices (default 30s). */
   keepalive?: string;
+  /** `--listen` address (default 127.0.0.1:0). */
+  listen?: string;
   /** Log level (default info: the "listening" line is info). */
   logLevel?: "debug" | "info";
   /** Write a V8 CPU profile of the relay into this folder when it stops. */
@@ -50,7 +52,7 @@ export async function startRelay(spec: RelaySpec): Promise<RelayProc> {
   args.push(
     "relay/main.ts",
     "--listen",
-    "127.0.0.1:0",
+    spec.listen ?? "127.0.0.1:0",
     "--name",
     spec.name,
     "--data",

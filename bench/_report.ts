@@ -64,6 +64,8 @@ export interface BenchResults {
   concurrency?: ConcurrencyResult;
   idle?: IdleResult;
   mesh?: MeshResult;
+  /** Login costs (bench/_login.ts). */
+  login?: import("./_login.ts").LoginResult;
   tls?: TlsSummary;
   unauth?: UnauthResult;
   sessions?: SessionsResult;

@@ -28,6 +28,7 @@ import {
 import { runAborts } from "./_aborts.ts";
 import { runSessions, runUnauth } from "./_hold.ts";
 import { runIdle } from "./_idle.ts";
+import { renderLogin, runLogin } from "./_login.ts";
 import { runMesh } from "./_mesh.ts";
 import { runNat } from "./_nat.ts";
 import { killAll, livePids } from "./_procs.ts";
@@ -53,11 +54,12 @@ const SCENARIOS = [
   "sessions",
   "aborts",
   "nat",
+  "login",
 ] as const;
 type Scenario = typeof SCENARIOS[number];
 
 const HELP = `tsunagi bench: data path, session setup, idle capacity, mesh, TLS, memory held per
-unauthenticated connection and per session, aborted senders, NAT state loss.
+unauthenticated connection and per session, aborted senders, NAT state loss, logins.
 
 Usage: deno task bench [options]
 
@@ -232,6 +234,7 @@ export async function benchMain(args: string[]): Promise<number> {
     results.sessions = await attempt("sessions", () => runSessions(ctx));
     results.aborts = await attempt("aborts", () => runAborts(ctx));
     results.nat = await attempt("nat", () => runNat(ctx));
+    results.login = await attempt("login", () => runLogin(ctx));
   } finally {
     await killAll();
     clearTimeout(deadline);
@@ -242,7 +245,8 @@ export async function benchMain(args: string[]): Promise<number> {
   results.durationS = round((performance.now() - t0) / 1000, 1);
   results.tls = tlsSummary(results);
   results.targets = checkTargets(results);
-  const markdown = renderMarkdown(results);
+  const markdown = renderMarkdown(results) +
+    (results.login ? `\n${renderLogin(results.login)}` : "");
   console.log(markdown);
   if (outDir) {
     await Deno.mkdir(outDir, { recursive: true });

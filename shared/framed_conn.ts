@@ -41,6 +41,19 @@ export interface FramedConnOptions {
   maxPayload?: number;
 }
 
+/**
+ * Integrity for every frame of a connection (relay links: relay/mesh/link_seal.ts).
+ * `seal` runs when a frame is queued, in wire order; `open` on every frame read.
+ */
+export interface FrameSeal {
+  /** Largest payload the decoder must accept once sealed. */
+  readonly maxPayload: number;
+  /** Wraps one whole encoded frame. */
+  seal(frame: Uint8Array): Uint8Array;
+  /** Checks and unwraps one received frame; throws when it fails. */
+  open(frame: Frame): Frame;
+}
+
 /** Writes every byte of `bytes` to `conn`. */
 export async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
   let off = 0;
@@ -74,6 +87,7 @@ export class FramedConn {
    * find on the wire is the state the last queued write left.
    */
   #outboundAtBoundary = true;
+  #seal: FrameSeal | null = null;
 
   /** Wraps `conn`. */
   constructor(conn: ByteConn, options: FramedConnOptions = {}) {
@@ -95,6 +109,16 @@ export class FramedConn {
     }
   }
 
+  /**
+   * Seals every later frame written with {@link write}/{@link send} and opens every later
+   * frame read; pass-through bytes are not touched. A frame that fails to open kills the
+   * connection.
+   */
+  setSeal(seal: FrameSeal): void {
+    this.#seal = seal;
+    this.#decoder.maxPayload = Math.max(this.#decoder.maxPayload, seal.maxPayload);
+  }
+
   /** True when the outbound stream, after every write queued so far, is on a frame boundary. */
   get outboundAtBoundary(): boolean {
     return this.#outboundAtBoundary;
@@ -114,7 +138,7 @@ export class FramedConn {
   readFrame(): Promise<Frame | null> {
     try {
       const frame = this.#decoder.next();
-      if (frame !== null) return Promise.resolve(frame);
+      if (frame !== null) return Promise.resolve(this.#open(frame));
       if (this.#eof) {
         this.#decoder.finish();
         return Promise.resolve(null);
@@ -137,6 +161,16 @@ export class FramedConn {
       }
       return this.readFrame();
     });
+  }
+
+  #open(frame: Frame): Frame {
+    if (this.#seal === null) return frame;
+    try {
+      return this.#seal.open(frame);
+    } catch (e) {
+      this.#fail(e);
+      throw e;
+    }
   }
 
   /** Reads and decodes the next message; null at a clean end of stream. */
@@ -193,7 +227,15 @@ export class FramedConn {
       this.#fail(e);
       return Promise.reject(e);
     }
-    return this.#enqueue(bytes);
+    if (this.#seal === null) return this.#enqueue(bytes);
+    let sealed: Uint8Array;
+    try {
+      sealed = this.#seal.seal(bytes);
+    } catch (e) {
+      this.#fail(e);
+      return Promise.reject(e);
+    }
+    return this.#enqueue(sealed);
   }
 
   /**

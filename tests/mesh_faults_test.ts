@@ -169,7 +169,13 @@ Deno.test("mesh faults: a peer's invalid notice is refused alone; the rest of it
       id,
       lamport: 1,
       origin: "peer",
-      reg: { id, type, attributes: [], passwordHash: "scrypt$x", updatedAt: 1 },
+      reg: {
+        id,
+        type,
+        attributes: [],
+        passwordHash: "scrypt$16384$8$1$c2FsdA$aGFzaA",
+        updatedAt: 1,
+      },
     });
     await link.framed.send({
       kind: "update",

@@ -10,6 +10,7 @@ import { FrameTooLargeError, ProtocolError } from "../../shared/errors.ts";
 import {
   ErrorCode,
   HEADER_SIZE,
+  LINK_PROTOCOL_VERSION,
   MAX_ID_BYTES,
   MAX_INSTANCE_BYTES,
   MAX_PAYLOAD,
@@ -18,6 +19,7 @@ import {
 } from "../../shared/protocol/constants.ts";
 import { checkVersion, LinkPurposes, type Message } from "../../shared/protocol/messages.ts";
 import { acceptorMac, dialerMac, macEquals, newNonce } from "../mesh/link_auth.ts";
+import { linkSeal } from "../mesh/link_seal.ts";
 import { isValidNonce } from "../../shared/scram.ts";
 import type { LoginGrant } from "../login/credentials.ts";
 import type { RelayConn } from "./conn.ts";
@@ -39,9 +41,19 @@ export async function login(conn: RelayConn, ctx: RelayContext): Promise<ConnRol
   if (hello.kind !== "hello") {
     throw new ProtocolError(`Expected HELLO as the first message, got ${hello.kind}`);
   }
+  if (hello.role === Role.Relay) {
+    // Relay links have their own version (sealed frames); devices are not affected.
+    const linkError = checkVersion(hello.version, LINK_PROTOCOL_VERSION);
+    if (linkError !== null) {
+      throw new ProtocolError(
+        `Relay link refused: ${linkError} (upgrade every relay of the mesh)`,
+        ErrorCode.UnsupportedVersion,
+      );
+    }
+    return await acceptLink(conn, ctx);
+  }
   const versionError = checkVersion(hello.version, PROTOCOL_VERSION);
   if (versionError !== null) throw new ProtocolError(versionError, ErrorCode.UnsupportedVersion);
-  if (hello.role === Role.Relay) return await acceptLink(conn, ctx);
   const request = await conn.framed.readMessage();
   if (request === null) return null;
   if (request.kind !== "login") {
@@ -260,7 +272,7 @@ async function acceptLink(conn: RelayConn, ctx: RelayContext): Promise<ConnRole>
   const auth = await conn.framed.readMessage();
   if (auth === null) return null;
   if (auth.kind !== "linkAuth") throw new ProtocolError(`Expected LINK_AUTH, got ${auth.kind}`);
-  const expected = dialerMac(secret, nonce, auth.nonce, auth.name, auth.purpose);
+  const expected = dialerMac(secret, nonce, auth.nonce, auth, auth.purpose);
   if (!macEquals(auth.mac, expected) || auth.nonce.length < 16) {
     ctx.logger.warn("relay link refused", { remote: conn.remote, relay: auth.name });
     throw new ProtocolError("Relay link refused: wrong mesh secret", ErrorCode.AuthFailed);
@@ -268,18 +280,27 @@ async function acceptLink(conn: RelayConn, ctx: RelayContext): Promise<ConnRole>
   if (auth.purpose === LinkPurposes.Control && ctx.onControlLink === null) {
     throw new ProtocolError("This relay runs no mesh: control links are refused");
   }
-  await conn.framed.send({
+  const self = { name: ctx.name, address: ctx.advertisedAddress };
+  const sent = conn.framed.send({
     kind: "linkOk",
-    name: ctx.name,
-    address: ctx.advertisedAddress,
-    mac: acceptorMac(secret, auth.nonce, nonce, ctx.name),
+    ...self,
+    mac: acceptorMac(secret, auth.nonce, nonce, self, auth.name, auth.purpose),
   });
+  // Every frame after LINK_OK is sealed (mesh/link_seal.ts); set before anything else is queued.
+  conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
+  conn.framed.setSeal(linkSeal(secret, {
+    acceptorNonce: nonce,
+    dialerNonce: auth.nonce,
+    dialer: auth.name,
+    acceptor: ctx.name,
+    purpose: auth.purpose,
+  }, "acceptor"));
+  await sent;
   conn.linked(
     auth.name,
     auth.address,
     auth.purpose === LinkPurposes.Control ? "control" : "data",
   );
-  conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
   conn.touch();
   ctx.logger.debug("relay link accepted", {
     relay: auth.name,

@@ -1,14 +1,20 @@
 /**
  * Relay-to-relay link authentication: both sides prove they hold the mesh secret with
- * an HMAC over two fresh nonces, so a recorded handshake cannot be replayed.
+ * an HMAC over two fresh nonces, so a recorded handshake cannot be replayed; then every
+ * frame is sealed under keys derived from the same transcript (link_seal.ts), so the link
+ * stays authenticated for its whole life.
  *
  *     dialer                               acceptor
- *     HELLO(role relay)            ──►
+ *     HELLO(version 3, role relay) ──►
  *                                  ◄──     LINK_CHALLENGE(nonceA)
- *     LINK_AUTH(name, address, purpose, nonceD,
- *       mac = HMAC(secret, "tsunagi-link-v1" | nonceA | nonceD | name | purpose))  ──►
- *                                  ◄──     LINK_OK(name, address,
- *                                            mac = HMAC(secret, "tsunagi-link-ok-v1" | nonceD | nonceA | name))
+ *     LINK_AUTH(nameD, addressD, purpose, nonceD,
+ *       mac = HMAC(secret, "tsunagi-link-v3" | nonceA | nonceD | nameD | addressD | purpose))  ──►
+ *                                  ◄──     LINK_OK(nameA, addressA,
+ *                                            mac = HMAC(secret, "tsunagi-link-ok-v3" | nonceD | nonceA
+ *                                                       | nameA | addressA | nameD | purpose))
+ *     (every later frame: LINK_SEALED, see link_seal.ts)
+ *
+ * (`|` is a NUL byte between UTF-8 fields; nonces are hex text.)
  *
  * @module
  */
@@ -18,36 +24,43 @@ import { formatHostPort, type HostPort } from "../../shared/address.ts";
 import { ConnectionClosedError, ProtocolError, RelayError } from "../../shared/errors.ts";
 import { FramedConn } from "../../shared/framed_conn.ts";
 import { dial } from "../../shared/dial.ts";
-import { ErrorCode, PROTOCOL_VERSION, Role } from "../../shared/protocol/constants.ts";
+import { ErrorCode, LINK_PROTOCOL_VERSION, Role } from "../../shared/protocol/constants.ts";
 import type { LinkPurpose } from "../../shared/protocol/messages.ts";
+import { linkSeal } from "./link_seal.ts";
 
 /** A fresh random nonce, hex. */
 export function newNonce(): string {
   return randomBytes(16).toString("hex");
 }
 
-/** The dialer's proof (pure). */
+/** The dialer's proof (pure): covers both nonces and everything LINK_AUTH claims. */
 export function dialerMac(
   secret: Uint8Array,
   acceptorNonce: string,
   dialerNonce: string,
-  name: string,
+  dialer: { name: string; address: string },
   purpose: LinkPurpose,
 ): string {
   return createHmac("sha256", secret)
-    .update(`tsunagi-link-v1\0${acceptorNonce}\0${dialerNonce}\0${name}\0${purpose}`)
+    .update(
+      `tsunagi-link-v3\0${acceptorNonce}\0${dialerNonce}\0${dialer.name}\0${dialer.address}\0${purpose}`,
+    )
     .digest("hex");
 }
 
-/** The acceptor's proof (pure). */
+/** The acceptor's proof (pure): covers both nonces, LINK_OK's claims and who it answers. */
 export function acceptorMac(
   secret: Uint8Array,
   dialerNonce: string,
   acceptorNonce: string,
-  name: string,
+  acceptor: { name: string; address: string },
+  dialerName: string,
+  purpose: LinkPurpose,
 ): string {
   return createHmac("sha256", secret)
-    .update(`tsunagi-link-ok-v1\0${dialerNonce}\0${acceptorNonce}\0${name}`)
+    .update(
+      `tsunagi-link-ok-v3\0${dialerNonce}\0${acceptorNonce}\0${acceptor.name}\0${acceptor.address}\0${dialerName}\0${purpose}`,
+    )
     .digest("hex");
 }
 
@@ -103,7 +116,7 @@ export async function dialLink(
   try {
     await framed.send({
       kind: "hello",
-      version: PROTOCOL_VERSION,
+      version: LINK_PROTOCOL_VERSION,
       role: Role.Relay,
       software: "tsunagi-relay/0.1",
     });
@@ -111,23 +124,32 @@ export async function dialLink(
     if (challenge?.kind === "error") throw new RelayError(challenge.code, challenge.message);
     if (challenge?.kind !== "linkChallenge") throw new ProtocolError("Expected LINK_CHALLENGE");
     const nonce = newNonce();
+    const self = { name: creds.name, address: formatHostPort(creds.address) };
     await framed.send({
       kind: "linkAuth",
-      name: creds.name,
-      address: formatHostPort(creds.address),
+      ...self,
       purpose,
       nonce,
-      mac: dialerMac(creds.secret, challenge.nonce, nonce, creds.name, purpose),
+      mac: dialerMac(creds.secret, challenge.nonce, nonce, self, purpose),
     });
     const ok = await framed.readMessage();
     if (ok?.kind === "error") throw new RelayError(ok.code, ok.message);
     if (ok?.kind !== "linkOk") throw new ProtocolError("Expected LINK_OK");
-    if (!macEquals(ok.mac, acceptorMac(creds.secret, nonce, challenge.nonce, ok.name))) {
+    const expected = acceptorMac(creds.secret, nonce, challenge.nonce, ok, creds.name, purpose);
+    if (!macEquals(ok.mac, expected)) {
       throw new RelayError(
         ErrorCode.AuthFailed,
         `Relay ${formatHostPort(address)} does not hold the mesh secret`,
       );
     }
+    const transcript = {
+      acceptorNonce: challenge.nonce,
+      dialerNonce: nonce,
+      dialer: creds.name,
+      acceptor: ok.name,
+      purpose,
+    };
+    framed.setSeal(linkSeal(creds.secret, transcript, "dialer"));
     return { framed, name: ok.name, address: ok.address };
   } catch (e) {
     framed.close();

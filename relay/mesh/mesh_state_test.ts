@@ -12,6 +12,9 @@ import {
 } from "./mesh_state.ts";
 import { parseUpdate } from "./notices.ts";
 
+/** A well-formed SCRAM verifier: peers' registrations are checked for one. */
+const VERIFIER = `scram-sha-256$4096$${"A".repeat(22)}==$${"A".repeat(43)}=$${"g".repeat(43)}=`;
+
 const opts = { permissions: "none" } as const;
 
 function entry(
@@ -327,7 +330,7 @@ Deno.test({
       id,
       lamport: 1,
       origin: "r1",
-      reg: { id, type: "FAX", attributes: [], passwordHash: "x", updatedAt: 0 },
+      reg: { id, type: "FAX", attributes: [], passwordHash: VERIFIER, updatedAt: 0 },
     });
     const bad = { ...good("bad"), reg: { ...(good("bad") as { reg: object }).reg, type: "fax!" } };
     const parsed = parseUpdate(JSON.stringify([good("a"), bad, good("b")]));
@@ -352,7 +355,7 @@ Deno.test({
         id: `d${i}`,
         lamport: 1,
         origin: "r1",
-        reg: { id: `d${i}`, type: "FAX", attributes: [], passwordHash: "x", updatedAt: 0 },
+        reg: { id: `d${i}`, type: "FAX", attributes: [], passwordHash: VERIFIER, updatedAt: 0 },
       });
     }
     const joiner = new MeshState("joiner", () => 0);

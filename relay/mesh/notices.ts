@@ -9,8 +9,17 @@
  * @module
  */
 
+import { parseHostPort } from "../../shared/address.ts";
+import { DeviceState } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
-import { type Registration, validateDeviceId, validateRegistration } from "../registry/registry.ts";
+import {
+  type Registration,
+  validateAttribute,
+  validateDeviceId,
+  validateDeviceType,
+  validateRegistration,
+} from "../registry/registry.ts";
+import { isScryptHash, parseVerifier } from "../registry/verifier.ts";
 
 /** `[epoch, seq]` of an origin relay. */
 export type Version = [number, number];
@@ -87,6 +96,11 @@ export function regNewer(a: RegNotice, b: RegNotice): boolean {
 }
 
 const MAX_NAME = 128;
+/** Most neighbours a relay record may list, attributes or session peers an entry may list. */
+const MAX_LIST = 1024;
+/** Longest stored password verifier accepted from a peer (a v2 verifier is ~200 chars). */
+const MAX_HASH_CHARS = 512;
+const DEVICE_STATES: readonly number[] = Object.values(DeviceState);
 
 function isVersion(v: unknown): v is Version {
   return Array.isArray(v) && v.length === 2 && v.every((x) => Number.isSafeInteger(x) && x >= 0);
@@ -96,6 +110,67 @@ function isName(s: unknown): s is string {
   return typeof s === "string" && s.length > 0 && s.length <= MAX_NAME;
 }
 
+function isCount(x: unknown): x is number {
+  return Number.isSafeInteger(x) && (x as number) >= 0;
+}
+
+function isList(x: unknown): x is unknown[] {
+  return Array.isArray(x) && x.length <= MAX_LIST;
+}
+
+/** Why a relay's advertised `HOST:PORT` is unusable, or null. */
+function addressError(address: unknown): string | null {
+  if (typeof address !== "string" || address.length > 300) return "bad address";
+  try {
+    parseHostPort(address);
+    return null;
+  } catch {
+    return "bad address";
+  }
+}
+
+/** Why a dev notice's entry is not one its origin may publish, or null. */
+function entryError(entry: Record<string, unknown>, origin: string): string | null {
+  const idError = validateDeviceId(entry.id as string);
+  if (idError) return idError;
+  if (typeof entry.type !== "string" || validateDeviceType(entry.type)) return "bad type";
+  if (!isList(entry.attributes)) return "bad attributes";
+  for (const a of entry.attributes) {
+    if (typeof a !== "string" || validateAttribute(a)) return "bad attribute";
+  }
+  if (!DEVICE_STATES.includes(entry.state as number)) return "bad state";
+  // A relay speaks only for devices on itself: online means online at the origin.
+  if (
+    entry.state === DeviceState.Online
+      ? entry.relay !== origin
+      : entry.relay !== "" && entry.relay !== origin
+  ) {
+    return "relay is not the origin";
+  }
+  if (!isCount(entry.idle) || !isCount(entry.sessions)) return "bad idle or sessions count";
+  if (!isList(entry.peers) || !entry.peers.every((p) => validateDeviceId(p as string) === null)) {
+    return "bad peers";
+  }
+  if (!isCount(entry.lastUpdate)) return "bad lastUpdate";
+  return null;
+}
+
+/** Why a registration from a peer is not acceptable, or null. */
+function registrationError(reg: unknown): string | null {
+  if (typeof reg !== "object" || reg === null || Array.isArray(reg)) return "not an object";
+  const r = reg as Registration;
+  const error = validateRegistration(r);
+  if (error) return error;
+  if (!isList(r.attributes)) return `${r.id}: bad attributes`;
+  const hash = r.passwordHash;
+  if (hash.length > MAX_HASH_CHARS) return `${r.id}: password verifier too long`;
+  // A v2 SCRAM verifier, or a v1 scrypt hash (`scrypt$N$r$p$salt$hash`) not migrated yet.
+  if (parseVerifier(hash) === null && !(isScryptHash(hash) && hash.split("$").length === 6)) {
+    return `${r.id}: password verifier malformed`;
+  }
+  return null;
+}
+
 /** Why `n` (parsed JSON from a peer) is not a valid notice, or null when it is. */
 export function noticeError(n: unknown): string | null {
   if (typeof n !== "object" || n === null || Array.isArray(n)) return "not an object";
@@ -103,22 +178,25 @@ export function noticeError(n: unknown): string | null {
   switch (o.t) {
     case "relay":
       if (!isName(o.origin) || !isVersion(o.v)) return "relay: bad origin or version";
-      if (typeof o.address !== "string" || !Array.isArray(o.neighbors)) {
+      if (addressError(o.address) !== null || !isList(o.neighbors)) {
         return "relay: bad address or neighbours";
       }
       if (!o.neighbors.every(isName)) return "relay: bad neighbour name";
+      if (!isCount(o.wall)) return "relay: bad wall clock";
       return null;
     case "dev": {
       if (!isName(o.origin) || !isVersion(o.v)) return "dev: bad origin or version";
       const entry = o.entry as Record<string, unknown> | undefined;
-      if (typeof entry !== "object" || entry === null) return "dev: no entry";
-      const idError = validateDeviceId(entry.id as string);
-      if (idError) return `dev: ${idError}`;
-      if (typeof entry.state !== "number" || typeof entry.relay !== "string") {
-        return "dev: bad state or relay";
+      if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+        return "dev: no entry";
       }
-      if (o.claim !== undefined && !(Number.isSafeInteger(o.claim) && (o.claim as number) >= 0)) {
-        return "dev: bad claim";
+      const error = entryError(entry, o.origin);
+      if (error) return `dev: ${error}`;
+      if (o.claim !== undefined && !isCount(o.claim)) return "dev: bad claim";
+      if (
+        o.inst !== undefined && !(typeof o.inst === "string" && /^[0-9a-f]{1,64}$/.test(o.inst))
+      ) {
+        return "dev: bad instance hash";
       }
       return null;
     }
@@ -128,7 +206,7 @@ export function noticeError(n: unknown): string | null {
       if (!Number.isSafeInteger(o.lamport) || (o.lamport as number) < 0) return "reg: bad lamport";
       if (!isName(o.origin)) return "reg: bad origin";
       if (o.reg === null) return null;
-      const regError = validateRegistration(o.reg as Registration);
+      const regError = registrationError(o.reg);
       if (regError) return `reg: ${regError}`;
       if ((o.reg as Registration).id !== o.id) return "reg: id does not match its registration";
       return null;

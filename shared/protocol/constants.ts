@@ -34,7 +34,10 @@
  * Relay-to-relay links use the same frames. A relay dials another, sends HELLO (role
  * relay), gets LINK_CHALLENGE(nonce), answers LINK_AUTH(name, address, purpose, nonce,
  * HMAC), and gets LINK_OK(name, HMAC): both sides proved the shared mesh secret over
- * fresh nonces. A data link then carries ROUTE (a CONNECT on behalf of a device) and the
+ * fresh nonces. From then on every frame either relay interprets is sealed: carried in
+ * LINK_SEALED(inner frame | HMAC tag) under a per-direction key derived from the secret
+ * and both nonces, with an implicit sequence number (only a session's DATA and END pass
+ * plain on a data link). A data link then carries ROUTE (a CONNECT on behalf of a device) and the
  * session exactly like a device connection; a control link carries UPDATE and DIGEST
  * (docs/mesh.md).
  *
@@ -43,12 +46,21 @@
  *   2 — SCRAM-SHA-256 login (LOGIN changed, LOGIN_CHALLENGE 0x19 and LOGIN_PROOF 0x1a
  *       added, LOGIN_RESULT extended with signature and ticket); LOGIN's agent instance
  *       token; error codes 6, 7, 8, 12-14 and 27 (2026-11-30).
+ *   3 — relay links only ({@link LINK_PROTOCOL_VERSION}; devices still speak 2):
+ *       LINK_SEALED 0x1b, every link frame but a session's DATA/END sealed; the
+ *       handshake MACs cover both advertised addresses ("-v3" labels) (2026-12-01).
  *
  * @module
  */
 
 /** Current protocol version, sent in HELLO. */
 export const PROTOCOL_VERSION = 2;
+
+/**
+ * Version a relay sends in HELLO when it dials another relay. Links changed without the
+ * device protocol changing: an acceptor requires exactly this on a relay's HELLO.
+ */
+export const LINK_PROTOCOL_VERSION = 3;
 
 /** Magic bytes at the start of every HELLO payload: ASCII "TSNG". */
 export const HELLO_MAGIC = 0x54534e47;
@@ -87,6 +99,8 @@ export const FrameType = {
   Digest: 0x18,
   LoginChallenge: 0x19,
   LoginProof: 0x1a,
+  /** Relay links only: a frame wrapped with its MAC (relay/mesh/link_seal.ts). */
+  LinkSealed: 0x1b,
 } as const;
 
 /** A frame type code. */
