@@ -128,7 +128,7 @@ Deno.test("redis: a killed relay's devices expire within the TTL; the device log
     await r1.proc.wait();
     // Nothing refreshes r1's liveness key any more: Redis itself expires it within the TTL
     // (read after the kill, so no wall-clock measurement on a busy machine is needed).
-    const pttl = Number((await server.raw("PTTL", "tsunagi:relay:r1")).match(/^:(-?\d+)/)?.[1]);
+    const pttl = Number((await server.raw("PTTL", "tsunagi:relay:{r1}")).match(/^:(-?\d+)/)?.[1]);
     assert.ok(pttl === -2 || (pttl > 0 && pttl <= TTL_MS), `r1's key expires in ${pttl} ms`);
     await waitWhere(reader, "fax1", "offline");
     assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "offline");

@@ -136,7 +136,7 @@ Deno.test("RedisDirectory: a device published on r1 is seen from r2 with r1's na
   r1.logout("fax1");
   await r1.directory.flush();
   assert.equal((await r2.directory.lookup("fax1"))?.state, DeviceState.Offline);
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
 });
 
 Deno.test("RedisDirectory: registrations live in Redis and the relay's own writes are read back at once", async () => {
@@ -166,12 +166,12 @@ Deno.test("RedisDirectory: state and relay are written together, and only the ow
   const seen = await r3.directory.lookup("fax1");
   assert.equal(seen?.state, DeviceState.Online);
   assert.equal(seen?.relay, "r2");
-  const fields = await server.raw("HGET", "tsunagi:dev:fax1", "relay");
+  const fields = await server.raw("HGET", "tsunagi:dev:{fax1}", "relay");
   assert.match(fields, /r2/);
-  const json = await server.raw("HGET", "tsunagi:dev:fax1", "entry");
+  const json = await server.raw("HGET", "tsunagi:dev:{fax1}", "entry");
   assert.match(json, /"relay":"r2"/);
-  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:r1", "fax1"), ":0\r\n");
-  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:r2", "fax1"), ":1\r\n");
+  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:{r1}", "fax1"), ":0\r\n");
+  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:{r2}", "fax1"), ":1\r\n");
 
   r2.logout("fax1");
   await r2.directory.flush();
@@ -225,7 +225,7 @@ Deno.test("RedisDirectory: a relay that stops heartbeating has its devices read 
   assert.ok(took <= (FAST.ttlMs ?? 0) + 300, `offline after ${took} ms`);
   assert.equal(await r2.directory.nextHop("r1"), null);
   await eventually(
-    async () => (await server.raw("EXISTS", "tsunagi:dev:fax1")) === ":0\r\n",
+    async () => (await server.raw("EXISTS", "tsunagi:dev:{fax1}")) === ":0\r\n",
     "r2's heartbeat to purge r1's entries",
   );
   assert.equal(await server.raw("SISMEMBER", "tsunagi:relays", "r1"), ":0\r\n");
@@ -293,7 +293,7 @@ Deno.test("RedisDirectory: a restarted relay of the same name clears entries of 
   await first.directory.flush();
   await first.directory.conn.close(); // crash: no goodbye
   await first.directory.close();
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":1\r\n", "crash leaves entries");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":1\r\n", "crash leaves entries");
 
   // The new process has only pc1 back (fax1 has not reconnected yet).
   const again = await RedisDirectory.open(server.url(), FAST);
@@ -304,7 +304,7 @@ Deno.test("RedisDirectory: a restarted relay of the same name clears entries of 
   // The new process's key (new epoch) makes the old process's entries read offline at once.
   assert.equal((await observer.directory.lookup("fax1"))?.state, DeviceState.Offline);
   await again.flush();
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
   assert.equal((await observer.directory.lookup("pc1"))?.relay, "r1");
 });
 
@@ -314,8 +314,8 @@ Deno.test("RedisDirectory: a clean close removes the relay's key and entries", a
   const r1 = await FakeRelay.start(server, "r1");
   r1.login("fax1");
   await r1.directory.close();
-  assert.equal(await server.raw("EXISTS", "tsunagi:relay:r1"), ":0\r\n");
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
-  assert.equal(await server.raw("EXISTS", "tsunagi:relaydevs:r1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:relay:{r1}"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:relaydevs:{r1}"), ":0\r\n");
   r1.login("fax1"); // after close: ignored, never throws
 });
