@@ -27,7 +27,14 @@
  * Liveness. {@link RedisDirectory.start} writes `relay:<name>` with a TTL that a
  * heartbeat refreshes; readers only trust `dev:` entries whose relay key is alive with
  * the same epoch, so a killed relay's devices read as offline within the TTL. The
- * heartbeat also purges the entries of relays whose key expired.
+ * heartbeat also runs a bounded step of the {@link Janitor}, which purges the entries of
+ * relays whose key expired.
+ *
+ * Redis Cluster. Each script touches only its declared keys, in one slot: a device's
+ * `dev:{<id>}` (and `reg:{<id>}`), or a relay's `relay:{<name>}`. What lies in another
+ * slot is read by the caller and checked by the script (compare-and-set, see
+ * {@link WRITE}); the indexes (`regs`, `relaydevs:`, `relays`) are written before and
+ * cleaned after the keys they list; listings walk them with `SSCAN`, a page at a time.
  *
  * Outages. Reads fail fast with {@link DirectoryUnavailableError}; publishes keep
  * coalescing. After every (re)connection, and whenever the heartbeat finds the relay's

@@ -363,7 +363,7 @@ for (
     const listed = await r3.directory.list(false);
     assert.equal(listed.length, 1200);
     assert.ok(
-      listed.every((e, i) => e.relay === (Number(e.id.slice(1)) % 2 === 0 ? "r1" : "r2")),
+      listed.every((e) => e.relay === (Number(e.id.slice(1)) % 2 === 0 ? "r1" : "r2")),
       `relay of ${listed[0].id}`,
     );
     if (server instanceof RedisCluster) {
