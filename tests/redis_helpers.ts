@@ -233,6 +233,19 @@ export class RedisCluster implements AsyncDisposable {
     return this.nodes[0].url();
   }
 
+  /**
+   * Runs one command on the node that owns its key (`args[1]`), following a `-MOVED`
+   * answer once; returns the raw reply.
+   */
+  async raw(...args: string[]): Promise<string> {
+    const reply = await this.nodes[0].raw(...args);
+    const moved = reply.match(/^-MOVED \d+ [^:]+:(\d+)/);
+    if (moved === null) return reply;
+    const node = this.nodes.find((n) => n.port === Number(moved[1]));
+    if (node === undefined) throw new Error(`MOVED to an unknown node: ${reply}`);
+    return await node.raw(...args);
+  }
+
   /** Starts three nodes and makes them one cluster. */
   static async start(): Promise<RedisCluster> {
     const dir = await Deno.makeTempDir({ prefix: "tsunagi-redis-cluster-" });

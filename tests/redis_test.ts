@@ -22,7 +22,16 @@ import {
   writeMeshSecret,
   writeRandomFile,
 } from "./helpers.ts";
-import { RedisServer, registerInRedis } from "./redis_helpers.ts";
+import { RedisCluster, RedisServer, registerInRedis } from "./redis_helpers.ts";
+
+/** A single server or a 3-node cluster: the relays are given the same kind of URL. */
+type Target = RedisServer | RedisCluster;
+
+/** The deployments every test marked so runs against. */
+const TARGETS: { name: string; start: () => Promise<Target> }[] = [
+  { name: "redis", start: () => RedisServer.start() },
+  { name: "redis cluster", start: () => RedisCluster.start() },
+];
 
 const TTL = "1s";
 const TTL_MS = 1000;
@@ -30,14 +39,14 @@ const TTL_MS = 1000;
 /** Starts relays r1..rN on `server`, linked for forwarding by a shared secret. */
 async function startRelays(
   root: string,
-  server: RedisServer,
+  server: Target,
   count: number,
 ): Promise<RelayGroup> {
   await writeMeshSecret(root);
   return await startGroup(count, (i) => startRedisRelay(root, server, `r${i + 1}`));
 }
 
-function startRedisRelay(root: string, server: RedisServer, name: string): Promise<RelayProc> {
+function startRedisRelay(root: string, server: Target, name: string): Promise<RelayProc> {
   return startRelay(`${root}/${name}`, [
     "--name",
     name,
@@ -89,69 +98,71 @@ async function waitWhere(
   }
 }
 
-Deno.test("redis: 3 relays share one Redis; a login on r1 is listed from r3 with r1's name", async () => {
-  await using dir = await tempDir();
-  await using server = await RedisServer.start();
-  const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-  const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-  await using relays = await startRelays(dir.path, server, 3);
-  const [r1, , r3] = relays;
-  await using _fax = await startAgent(r1.address, "fax1", faxPw);
-  await using reader = await RedisDirectory.open(server.url());
-  await waitWhere(reader, "fax1", "r1");
-
-  const seen = await listVia(r3, "pc1", pcPw);
-  assert.equal(where(seen, "fax1"), "r1");
-  assert.equal(where(seen, "pc1"), "r3", "the listing device itself, logged in at r3");
-  const status = await agentCommand([
-    "status",
-    "fax1",
-    "--json",
-    ...deviceFlags(r3.address, "pc1", pcPw),
-  ]);
-  assert.equal(status.code, 0, status.stderr);
-  assert.equal(JSON.parse(status.stdout).relay, "r1");
-});
-
-Deno.test("redis: a killed relay's devices expire within the TTL; the device logging in at r2 is found at r2", async () => {
-  await using dir = await tempDir();
-  await using server = await RedisServer.start();
-  const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-  const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-  await using relays = await startRelays(dir.path, server, 3);
-  const [r1, r2, r3] = relays;
-  await using reader = await RedisDirectory.open(server.url());
-  {
+for (const target of TARGETS) {
+  Deno.test(`${target.name}: 3 relays share one Redis; a login on r1 is listed from r3 with r1's name`, async () => {
+    await using dir = await tempDir();
+    await using server = await target.start();
+    const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+    const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
+    await using relays = await startRelays(dir.path, server, 3);
+    const [r1, , r3] = relays;
     await using _fax = await startAgent(r1.address, "fax1", faxPw);
+    await using reader = await RedisDirectory.open(server.url());
+    await waitWhere(reader, "fax1", "r1");
+
+    const seen = await listVia(r3, "pc1", pcPw);
+    assert.equal(where(seen, "fax1"), "r1");
+    assert.equal(where(seen, "pc1"), "r3", "the listing device itself, logged in at r3");
+    const status = await agentCommand([
+      "status",
+      "fax1",
+      "--json",
+      ...deviceFlags(r3.address, "pc1", pcPw),
+    ]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.equal(JSON.parse(status.stdout).relay, "r1");
+  });
+
+  Deno.test(`${target.name}: a killed relay's devices expire within the TTL; the device logging in at r2 is found at r2`, async () => {
+    await using dir = await tempDir();
+    await using server = await target.start();
+    const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+    const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
+    await using relays = await startRelays(dir.path, server, 3);
+    const [r1, r2, r3] = relays;
+    await using reader = await RedisDirectory.open(server.url());
+    {
+      await using _fax = await startAgent(r1.address, "fax1", faxPw);
+      await waitWhere(reader, "fax1", "r1");
+      r1.proc.kill("SIGKILL");
+      await r1.proc.wait();
+      // Nothing refreshes r1's liveness key any more: Redis itself expires it within the TTL
+      // (read after the kill, so no wall-clock measurement on a busy machine is needed).
+      const pttl = Number((await server.raw("PTTL", "tsunagi:relay:{r1}")).match(/^:(-?\d+)/)?.[1]);
+      assert.ok(pttl === -2 || (pttl > 0 && pttl <= TTL_MS), `r1's key expires in ${pttl} ms`);
+      await waitWhere(reader, "fax1", "offline");
+      assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "offline");
+    }
+    await using fax = await startAgent(r2.address, "fax1", faxPw);
+    assert.equal((await fax.waitFor(event("logged in"), "login at r2")).relay, "r2");
+    await waitWhere(reader, "fax1", "r2");
+    assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "r2");
+  });
+
+  Deno.test(`${target.name}: a device failing over from a killed relay to r2 is found at r2 before r1's TTL runs out`, async () => {
+    await using dir = await tempDir();
+    await using server = await target.start();
+    const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+    await using relays = await startRelays(dir.path, server, 2);
+    const [r1, r2] = relays;
+    await using reader = await RedisDirectory.open(server.url());
+    await using fax = await startAgent([r1.address, r2.address], "fax1", faxPw);
     await waitWhere(reader, "fax1", "r1");
     r1.proc.kill("SIGKILL");
-    await r1.proc.wait();
-    // Nothing refreshes r1's liveness key any more: Redis itself expires it within the TTL
-    // (read after the kill, so no wall-clock measurement on a busy machine is needed).
-    const pttl = Number((await server.raw("PTTL", "tsunagi:relay:r1")).match(/^:(-?\d+)/)?.[1]);
-    assert.ok(pttl === -2 || (pttl > 0 && pttl <= TTL_MS), `r1's key expires in ${pttl} ms`);
-    await waitWhere(reader, "fax1", "offline");
-    assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "offline");
-  }
-  await using fax = await startAgent(r2.address, "fax1", faxPw);
-  assert.equal((await fax.waitFor(event("logged in"), "login at r2")).relay, "r2");
-  await waitWhere(reader, "fax1", "r2");
-  assert.equal(where(await listVia(r3, "pc1", pcPw), "fax1"), "r2");
-});
-
-Deno.test("redis: a device failing over from a killed relay to r2 is found at r2 before r1's TTL runs out", async () => {
-  await using dir = await tempDir();
-  await using server = await RedisServer.start();
-  const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-  await using relays = await startRelays(dir.path, server, 2);
-  const [r1, r2] = relays;
-  await using reader = await RedisDirectory.open(server.url());
-  await using fax = await startAgent([r1.address, r2.address], "fax1", faxPw);
-  await waitWhere(reader, "fax1", "r1");
-  r1.proc.kill("SIGKILL");
-  await fax.waitFor(event("logged in", { relay: "r2" }), "fail-over to r2");
-  await waitWhere(reader, "fax1", "r2");
-});
+    await fax.waitFor(event("logged in", { relay: "r2" }), "fail-over to r2");
+    await waitWhere(reader, "fax1", "r2");
+  });
+}
 
 Deno.test("redis: a Redis restart (empty) is written back by the relays; logins during the outage get a clear error", async () => {
   await using dir = await tempDir();

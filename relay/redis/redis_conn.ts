@@ -9,16 +9,22 @@
  * Redis hangs, never an endless wait. The client reconnects by itself (unless
  * `reconnect: false`); `onReady` listeners run after every (re)connection.
  *
+ * It works against a single server and against a Redis Cluster alike (`_backend.ts` finds
+ * out which on every connection). Every command is routed by its key: the first argument
+ * after the command name, the first of a script's `KEYS`, and a transaction's keys must
+ * all share one hash slot (`redis_keys.ts` tags the keys that go together).
+ *
  * Uses the official Node.js client (`@redis/client`, node-redis v5) through Deno's npm
  * support.
  *
  * @module
  */
 
-import { createClient, ErrorReply } from "@redis/client";
+import { ErrorReply } from "@redis/client";
 import { createHash } from "node:crypto";
 import { backoffDelay, delay } from "../../shared/backoff.ts";
 import { Logger } from "../../shared/log.ts";
+import { type Backend, openBackend } from "./_backend.ts";
 
 import { DirectoryUnavailableError } from "../../shared/errors.ts";
 
@@ -84,18 +90,6 @@ export interface RedisConnectionOptions {
   maxReconnectDelayMs?: number;
 }
 
-/** One client object, for one connection: the library's own reconnection is off. */
-function newClient(url: string, connectTimeoutMs: number) {
-  return createClient({
-    url,
-    // Fail fast: a command while disconnected is rejected, not queued.
-    disableOfflineQueue: true,
-    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: false },
-  });
-}
-
-type Client = ReturnType<typeof newClient>;
-
 /** A Lua script with its SHA-1, run with EVALSHA and, when Redis lacks it, EVAL. */
 export class LuaScript {
   /** The script's source. */
@@ -131,7 +125,7 @@ export class RedisConnection implements AsyncDisposable {
   readonly #maxDelayMs: number;
   readonly #readyListeners = new Set<() => void>();
   readonly #stop = new AbortController();
-  #client: Client | null = null;
+  #client: Backend | null = null;
   #supervisor: Promise<void> | null = null;
   readonly #firstReady = Promise.withResolvers<void>();
   #everReady = false;
@@ -149,7 +143,12 @@ export class RedisConnection implements AsyncDisposable {
 
   /** True while commands can be sent. */
   get isReady(): boolean {
-    return this.#client !== null && this.#client.isReady;
+    return this.#client !== null;
+  }
+
+  /** `server` or `cluster` while connected; null otherwise. */
+  get kind(): "server" | "cluster" | null {
+    return this.#client?.kind ?? null;
   }
 
   /** Calls `listener` after every successful (re)connection. Returns a remover. */
@@ -182,43 +181,43 @@ export class RedisConnection implements AsyncDisposable {
     const signal = this.#stop.signal;
     let failures = 0;
     while (!signal.aborted) {
-      const client = newClient(this.address.url, this.#connectTimeoutMs);
-      const lost = Promise.withResolvers<unknown>();
-      client.on("error", (e: unknown) => {
-        // Without client-side reconnection, an error that leaves it not ready ends it.
-        queueMicrotask(() => {
-          if (!client.isReady) lost.resolve(e);
-        });
-      });
-      client.on("end", () => lost.resolve(new Error("connection closed")));
-      const onStop = () => lost.resolve(null);
-      signal.addEventListener("abort", onStop, { once: true });
+      let client: Backend | null = null;
+      let reason: unknown = null;
       try {
-        await client.connect();
+        client = await openBackend({
+          url: this.address.url,
+          db: this.address.db,
+          connectTimeoutMs: this.#connectTimeoutMs,
+          signal,
+        });
       } catch (e) {
-        lost.resolve(e);
+        reason = e;
       }
-      if (client.isReady && !signal.aborted) {
+      if (client !== null) {
+        if (signal.aborted) {
+          await this.#shutDown(client);
+          return;
+        }
         failures = 0;
         this.#client = client;
+        const kind = client.kind;
         if (this.#everReady) {
-          this.#logger.info("redis reconnected", { redis: this.address.display });
-        } else this.#logger.debug("redis connected", { redis: this.address.display });
+          this.#logger.info("redis reconnected", { redis: this.address.display, kind });
+        } else this.#logger.debug("redis connected", { redis: this.address.display, kind });
         this.#everReady = true;
         this.#firstReady.resolve();
         for (const listener of this.#readyListeners) listener();
-      }
-      const reason = await lost.promise;
-      signal.removeEventListener("abort", onStop);
-      if (this.#client === client) this.#client = null;
-      if (signal.aborted) {
-        await this.#shutDown(client);
-        return;
-      }
-      try {
+        const stopped = Promise.withResolvers<null>();
+        const onStop = () => stopped.resolve(null);
+        signal.addEventListener("abort", onStop, { once: true });
+        reason = await Promise.race([client.lost, stopped.promise]);
+        signal.removeEventListener("abort", onStop);
+        if (this.#client === client) this.#client = null;
+        if (signal.aborted) {
+          await this.#shutDown(client);
+          return;
+        }
         client.destroy();
-      } catch {
-        // Already closed by the error.
       }
       if (failures++ === 0) {
         this.#logger.warn("redis unavailable", {
@@ -236,63 +235,76 @@ export class RedisConnection implements AsyncDisposable {
     }
   }
 
-  /** Closes `client`: gracefully when it is connected (replies already due arrive). */
-  async #shutDown(client: Client): Promise<void> {
-    if (client.isReady) {
-      const { promise, resolve } = Promise.withResolvers<void>();
-      const timer = setTimeout(resolve, this.#commandTimeoutMs);
-      try {
-        await Promise.race([client.close().catch(() => {}), promise]);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+  /** Closes `client` gracefully (replies already due arrive), within the command timeout. */
+  async #shutDown(client: Backend): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const timer = setTimeout(resolve, this.#commandTimeoutMs);
     try {
-      if (client.isOpen) client.destroy();
-    } catch {
-      // Already closed.
+      await Promise.race([client.close().catch(() => {}), promise]);
+    } finally {
+      clearTimeout(timer);
     }
+    client.destroy();
   }
 
   /**
-   * Sends one command (`["HGETALL", key]`). Rejects with a
+   * Sends one command (`["HGETALL", key]`), routed by its key, `args[1]`. Rejects with a
    * {@link DirectoryUnavailableError} when disconnected, on a reply deadline, or when
    * Redis answers with an error.
    */
   async command(args: string[]): Promise<RedisReply> {
     const client = this.#ready();
-    return await this.#withDeadline(args[0], () => client.sendCommand(args));
+    return await this.#withDeadline(args[0], () => client.send(args[1] ?? "", args));
   }
 
-  /** Runs `script` with `keys` and `args` (EVALSHA, falling back to EVAL). */
+  /**
+   * Sends many commands at once (pipelined; on a cluster, to their nodes in parallel)
+   * under one reply deadline; resolves to their replies in order.
+   */
+  async commands(list: string[][]): Promise<RedisReply[]> {
+    if (list.length === 0) return [];
+    const client = this.#ready();
+    return await this.#withDeadline(
+      list[0][0],
+      () => Promise.all(list.map((args) => client.send(args[1] ?? "", args))),
+    );
+  }
+
+  /**
+   * Runs `script` with `keys` and `args` (EVALSHA, falling back to EVAL), routed by
+   * `keys[0]`: on a cluster every key must be in its slot.
+   */
   async eval(script: LuaScript, keys: string[], args: (string | number)[]): Promise<RedisReply> {
     const client = this.#ready();
+    const key = keys[0] ?? "";
     const rest = [String(keys.length), ...keys, ...args.map(String)];
     return await this.#withDeadline("EVALSHA", async () => {
       try {
-        return await client.sendCommand(["EVALSHA", script.sha, ...rest]);
+        return await client.send(key, ["EVALSHA", script.sha, ...rest]);
       } catch (e) {
         // A restarted (empty) Redis has forgotten every script.
         if (!(e instanceof ErrorReply && e.message.startsWith("NOSCRIPT"))) throw e;
-        return await client.sendCommand(["EVAL", script.source, ...rest]);
+        return await client.send(key, ["EVAL", script.source, ...rest]);
       }
     });
   }
 
-  /** Runs `commands` as one MULTI/EXEC transaction; resolves to their replies. */
+  /**
+   * Runs `commands` as one MULTI/EXEC transaction; resolves to their replies. Routed by
+   * the key of the first command: on a cluster all keys must share its slot.
+   */
   async transaction(commands: string[][]): Promise<RedisReply[]> {
     const client = this.#ready();
-    return await this.#withDeadline("MULTI", async () => {
-      const multi = client.multi();
-      for (const args of commands) multi.addCommand(args);
-      return await multi.exec() as RedisReply[];
-    });
+    return await this.#withDeadline(
+      "MULTI",
+      () => client.multi(commands[0]?.[1] ?? "", commands),
+    );
   }
 
   /** The client if ready; else throws at once. */
-  #ready(): Client {
+  #ready(): Backend {
     const client = this.#client;
-    if (client === null || !client.isReady) {
+    if (client === null) {
       throw this.#unavailable(new Error("not connected"));
     }
     return client;

@@ -27,7 +27,14 @@
  * Liveness. {@link RedisDirectory.start} writes `relay:<name>` with a TTL that a
  * heartbeat refreshes; readers only trust `dev:` entries whose relay key is alive with
  * the same epoch, so a killed relay's devices read as offline within the TTL. The
- * heartbeat also purges the entries of relays whose key expired.
+ * heartbeat also runs a bounded step of the {@link Janitor}, which purges the entries of
+ * relays whose key expired.
+ *
+ * Redis Cluster. Each script touches only its declared keys, in one slot: a device's
+ * `dev:{<id>}` (and `reg:{<id>}`), or a relay's `relay:{<name>}`. What lies in another
+ * slot is read by the caller and checked by the script (compare-and-set, see
+ * {@link WRITE}); the indexes (`regs`, `relaydevs:`, `relays`) are written before and
+ * cleaned after the keys they list; listings walk them with `SSCAN`, a page at a time.
  *
  * Outages. Reads fail fast with {@link DirectoryUnavailableError}; publishes keep
  * coalescing. After every (re)connection, and whenever the heartbeat finds the relay's
@@ -55,158 +62,16 @@ import {
 } from "../directory.ts";
 import {
   DirectoryUnavailableError,
-  LuaScript,
   RedisConnection,
   type RedisConnectionOptions,
 } from "./redis_conn.ts";
 import { DEFAULT_KEY_PREFIX, RedisKeys } from "./redis_keys.ts";
-import { fieldsOf, RedisRegistry, registrationOf } from "./redis_registry.ts";
+import { fieldsOf, RedisRegistry, registrationOf, SCAN_PAGE } from "./redis_registry.ts";
+import { HEARTBEAT, LOOKUP, WRITE } from "./_scripts.ts";
+import { Janitor, sscan } from "./redis_janitor.ts";
+import { checkLayout } from "./redis_migrate.ts";
 
 export { DirectoryUnavailableError };
-
-/**
- * Writes one change of a device. KEYS: dev:<id>, relaydevs:<me>. ARGV: prefix, id, me,
- * epoch, seq, age of this relay's login of the device in µs, entry JSON ("" = the device
- * logged out), agent instance hash. Returns what happened: written, took-over:<relay>
- * (a live relay held an older login), cleared, stale, replaced (a live relay holds a
- * newer login: this relay must let the device go) or not-owner.
- *
- * One device, one place: `at` is the time of the holder's *login* on Redis's clock (the
- * relay sends the login's age on its own monotonic clock), so a later state change of an
- * older login never takes the device back from a newer login elsewhere.
- */
-const WRITE = new LuaScript(`
-local prefix, id, me, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local seq, entry = tonumber(ARGV[5]), ARGV[7]
-local t = redis.call('TIME')
-local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(ARGV[6])
-local cur = redis.call('HMGET', KEYS[1], 'relay', 'epoch', 'seq', 'at')
-if entry == '' then
-  if cur[1] ~= me then return 'not-owner' end
-  if cur[2] == epoch and tonumber(cur[3]) >= seq then return 'stale' end
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], id)
-  return 'cleared'
-end
-local result = 'written'
-if cur[1] then
-  if cur[1] == me and cur[2] == epoch then
-    if tonumber(cur[3]) >= seq then return 'stale' end
-  elseif redis.call('HGET', prefix .. 'relay:' .. cur[1], 'epoch') == cur[2] then
-    if tonumber(cur[4]) > at then return 'replaced' end
-    if cur[1] ~= me then result = 'took-over:' .. cur[1] end
-  end
-  if cur[1] ~= me then redis.call('SREM', prefix .. 'relaydevs:' .. cur[1], id) end
-end
-redis.call('HSET', KEYS[1], 'relay', me, 'epoch', epoch, 'seq', ARGV[5],
-  'at', string.format('%.0f', at), 'entry', entry, 'inst', ARGV[8])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('SADD', KEYS[2], id)
-redis.call('SADD', prefix .. 'relays', me)
-return result
-`);
-
-/**
- * Refreshes this relay's key. KEYS: relay:<me>, relays. ARGV: epoch, address,
- * startedAt, ttlMs, me. Returns alive (refreshed), missing (re-created) or taken
- * (another process of the same name had it).
- */
-const HEARTBEAT = new LuaScript(`
-local e = redis.call('HGET', KEYS[1], 'epoch')
-if e == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return 'alive'
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'address', ARGV[2], 'startedAt', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[5])
-if e then return 'taken' end
-return 'missing'
-`);
-
-/**
- * Purges the entries of relays whose key expired. KEYS: relays. ARGV: prefix.
- * Returns the number of device entries removed.
- */
-const JANITOR = new LuaScript(`
-local prefix, purged = ARGV[1], 0
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', prefix .. 'relay:' .. name) == 0 then
-    local set = prefix .. 'relaydevs:' .. name
-    for _, id in ipairs(redis.call('SMEMBERS', set)) do
-      local dev = prefix .. 'dev:' .. id
-      if redis.call('HGET', dev, 'relay') == name then
-        redis.call('DEL', dev)
-        purged = purged + 1
-      end
-    end
-    redis.call('DEL', set)
-    redis.call('SREM', KEYS[1], name)
-  end
-end
-return purged
-`);
-
-/**
- * Removes this relay process's key and entries on a clean stop. KEYS: relay:<me>,
- * relaydevs:<me>, relays. ARGV: prefix, me, epoch.
- */
-const LEAVE = new LuaScript(`
-local prefix, me, epoch = ARGV[1], ARGV[2], ARGV[3]
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local dev = prefix .. 'dev:' .. id
-  local cur = redis.call('HMGET', dev, 'relay', 'epoch')
-  if cur[1] == me and cur[2] == epoch then
-    redis.call('DEL', dev)
-    redis.call('SREM', KEYS[2], id)
-  end
-end
-if redis.call('HGET', KEYS[1], 'epoch') == epoch then
-  redis.call('DEL', KEYS[1])
-  if redis.call('SCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], me) end
-end
-return 1
-`);
-
-/**
- * One device: its registration and, if its relay is alive, its entry JSON.
- * KEYS: reg:<id>, dev:<id>. ARGV: prefix. Returns nil, or {reg fields, entry or ''}.
- */
-const LOOKUP = new LuaScript(`
-local reg = redis.call('HGETALL', KEYS[1])
-if #reg == 0 then return false end
-local dev = redis.call('HMGET', KEYS[2], 'relay', 'epoch', 'entry')
-local entry = ''
-if dev[1] and redis.call('HGET', ARGV[1] .. 'relay:' .. dev[1], 'epoch') == dev[2] then
-  entry = dev[3]
-end
-return {reg, entry}
-`);
-
-/**
- * Every registered device: {id, reg fields, entry or '', ...}. KEYS: regs. ARGV: prefix.
- */
-const LIST = new LuaScript(`
-local prefix, out, live = ARGV[1], {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local reg = redis.call('HGETALL', prefix .. 'reg:' .. id)
-  if #reg > 0 then
-    local dev = redis.call('HMGET', prefix .. 'dev:' .. id, 'relay', 'epoch', 'entry')
-    local entry = ''
-    if dev[1] then
-      if live[dev[1]] == nil then
-        live[dev[1]] = redis.call('HGET', prefix .. 'relay:' .. dev[1], 'epoch') or ''
-      end
-      if live[dev[1]] == dev[2] then entry = dev[3] end
-    end
-    out[#out + 1] = id
-    out[#out + 1] = reg
-    out[#out + 1] = entry
-  end
-end
-return out
-`);
 
 /** Options for {@link RedisDirectory}. */
 export interface RedisDirectoryOptions extends RedisConnectionOptions {
@@ -293,6 +158,9 @@ export class RedisDirectory implements Directory, AsyncDisposable {
   #resyncing: Promise<void> | null = null;
   #resyncAgain = false;
   #closing: Promise<void> | null = null;
+  /** Owned by the heartbeat (and the close, after the heartbeat stopped). */
+  #janitor: Janitor | null = null;
+  #layoutChecked = false;
 
   private constructor(url: string, options: RedisDirectoryOptions) {
     this.#logger = options.logger ?? Logger.silent();
@@ -343,31 +211,79 @@ export class RedisDirectory implements Directory, AsyncDisposable {
 
   /** See {@link Directory.lookup}. Throws {@link DirectoryUnavailableError}. */
   async lookup(id: string): Promise<DirectoryEntry | null> {
-    const reply = await this.conn.eval(
-      LOOKUP,
-      [this.keys.reg(id), this.keys.dev(id)],
-      [this.keys.prefix],
-    );
+    const reply = await this.conn.eval(LOOKUP, [this.keys.reg(id), this.keys.dev(id)], []);
     if (!Array.isArray(reply)) return null;
     const reg = registrationOf(id, fieldsOf(reply[0]), this.#where(id));
     // A device online here is reachable here, even before its write has landed.
-    return this.#local.get(id)?.entry ?? parseEntry(id, String(reply[1])) ?? offlineEntry(reg);
+    const local = this.#local.get(id)?.entry;
+    if (local !== undefined) return local;
+    const [relay, epoch, json] = [String(reply[1]), String(reply[2]), String(reply[3])];
+    const alive = relay !== "" && (await this.#liveEpochs([relay])).get(relay) === epoch;
+    return (alive ? parseEntry(id, json) : null) ?? offlineEntry(reg);
   }
 
-  /** See {@link Directory.list}. Throws {@link DirectoryUnavailableError}. */
+  /** See {@link Directory.list}: every {@link listPage} in turn. */
   async list(includeOffline: boolean): Promise<DirectoryEntry[]> {
-    const reply = await this.conn.eval(LIST, [this.keys.regs], [this.keys.prefix]);
-    const items = Array.isArray(reply) ? reply : [];
-    const out: DirectoryEntry[] = [];
-    for (let i = 0; i + 2 < items.length; i += 3) {
-      const id = String(items[i]);
-      const entry = this.#local.get(id)?.entry ?? parseEntry(id, String(items[i + 2]));
-      if (entry !== null) out.push(entry);
+    const byId = new Map<string, DirectoryEntry>();
+    let cursor = "0";
+    do {
+      const page = await this.listPage(cursor, includeOffline);
+      // SSCAN may return an ID twice (the set was resized meanwhile).
+      for (const entry of page.entries) byId.set(entry.id, entry);
+      cursor = page.cursor;
+    } while (cursor !== "0");
+    return [...byId.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  /**
+   * One page of the device listing: an `SSCAN` page of the registration index from
+   * `cursor` ("0" to start), then the page's registrations, entries and their relays'
+   * liveness, pipelined (on a cluster, to every node in parallel). Each command touches
+   * one key: none blocks Redis for the whole fleet. Resolves to the next cursor ("0" at
+   * the end). Throws {@link DirectoryUnavailableError}.
+   */
+  async listPage(
+    cursor: string,
+    includeOffline: boolean,
+    count = SCAN_PAGE,
+  ): Promise<{ cursor: string; entries: DirectoryEntry[] }> {
+    const [next, ids] = await this.registry.scanIds(cursor, count);
+    const replies = await this.conn.commands(ids.flatMap((id) => [
+      ["HGETALL", this.keys.reg(id)],
+      ["HMGET", this.keys.dev(id), "relay", "epoch", "entry"],
+    ]));
+    const rows = ids.map((id, i) => {
+      const dev = replies[2 * i + 1];
+      const [relay, epoch, json] = Array.isArray(dev) ? dev.map((v) => v ?? "") : [];
+      return { id, fields: fieldsOf(replies[2 * i]), relay, epoch, json };
+    });
+    const live = await this.#liveEpochs(rows.map((r) => String(r.relay ?? "")));
+    const entries: DirectoryEntry[] = [];
+    for (const row of rows) {
+      // Indexed but without a hash: being added or removed; not a registration.
+      if (Object.keys(row.fields).length === 0) continue;
+      const alive = row.relay && live.get(String(row.relay)) === String(row.epoch);
+      const entry = this.#local.get(row.id)?.entry ??
+        (alive ? parseEntry(row.id, String(row.json)) : null);
+      if (entry !== null) entries.push(entry);
       else if (includeOffline) {
-        out.push(offlineEntry(registrationOf(id, fieldsOf(items[i + 1]), this.#where(id))));
+        entries.push(offlineEntry(registrationOf(row.id, row.fields, this.#where(row.id))));
       }
     }
-    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    return { cursor: next, entries };
+  }
+
+  /** The epoch of each live relay among `relays` (a relay without a key is absent). */
+  async #liveEpochs(relays: string[]): Promise<Map<string, string>> {
+    const names = [...new Set(relays.filter((r) => r !== ""))];
+    const epochs = await this.conn.commands(
+      names.map((name) => ["HGET", this.keys.relay(name), "epoch"]),
+    );
+    const out = new Map<string, string>();
+    names.forEach((name, i) => {
+      if (typeof epochs[i] === "string") out.set(name, epochs[i]);
+    });
+    return out;
   }
 
   /** See {@link Directory.publish}. Never blocks or throws: the write happens in the background. */
@@ -408,6 +324,7 @@ export class RedisDirectory implements Directory, AsyncDisposable {
   async start(self: SelfInfo): Promise<void> {
     if (this.#self !== null) throw new Error("RedisDirectory.start() called twice");
     this.#self = self;
+    this.#janitor = new Janitor(this.conn, this.keys, self.name);
     this.#startedAt = Date.now();
     this.#writer = this.#runWriter();
     this.#scheduleBeat();
@@ -468,15 +385,11 @@ export class RedisDirectory implements Directory, AsyncDisposable {
     this.#writerStop = true;
     this.#wakeWriter();
     await this.#writer;
-    if (this.#self !== null && this.conn.isReady) {
-      const me = this.#self.name;
+    if (this.#janitor !== null && this.conn.isReady) {
       try {
-        await this.conn.eval(
-          LEAVE,
-          [this.keys.relay(me), this.keys.relayDevices(me), this.keys.relays],
-          [this.keys.prefix, me, this.#epoch],
-        );
+        await this.#janitor.leave(this.#epoch, AbortSignal.timeout(2000));
       } catch (e) {
+        // The relay key's TTL makes the rest expire.
         this.#logger.warn("redis leave failed", { error: String(e) });
       }
     }
@@ -548,30 +461,54 @@ export class RedisDirectory implements Directory, AsyncDisposable {
     for (const waiter of this.#idleWaiters) waiter();
   }
 
+  /**
+   * Writes one change: the relay's device index first (so it always lists every entry
+   * the relay may hold), then the entry (compare-and-set on the device's slot: when
+   * another relay process holds it, its liveness is read and the write sent again),
+   * then the index of whoever lost or let go of the device.
+   */
   async #write(self: SelfInfo, write: PendingWrite): Promise<void> {
-    const ageUs = Math.max(0, Math.round((performance.now() - write.at) * 1000));
-    const result = await this.conn.eval(
-      WRITE,
-      [this.keys.dev(write.id), this.keys.relayDevices(self.name)],
-      [
-        this.keys.prefix,
-        write.id,
+    const online = write.entry !== null;
+    if (online) await this.conn.command(["SADD", this.keys.relayDevices(self.name), write.id]);
+    let holder = ["", "", ""];
+    let outcome = "";
+    for (let attempt = 0;; attempt++) {
+      const ageUs = Math.max(0, Math.round((performance.now() - write.at) * 1000));
+      const result = await this.conn.eval(WRITE, [this.keys.dev(write.id)], [
         self.name,
         this.#epoch,
         write.seq,
         ageUs,
-        write.entry === null ? "" : JSON.stringify(write.entry),
+        online ? JSON.stringify(write.entry) : "",
         write.inst,
-      ],
-    );
-    const outcome = String(result);
+        ...holder,
+      ]);
+      if (!Array.isArray(result)) {
+        outcome = String(result);
+        break;
+      }
+      // Another relay process holds the entry: is it alive? (Its key is in another slot.)
+      if (attempt >= 8) throw new Error(`entry of ${write.id} keeps changing hands`);
+      const [relay, epoch] = [String(result[1]), String(result[2])];
+      const live = await this.conn.command(["HGET", this.keys.relay(relay), "epoch"]);
+      holder = [relay, epoch, live === epoch ? "1" : ""];
+    }
     this.#logger.debug("redis write", { device: write.id, result: outcome });
     if (outcome === "replaced") await this.#checkPlace([write.id]);
-    else if (outcome.startsWith("took-over:")) {
+    else if (outcome === "cleared" || outcome === "not-owner") {
+      await this.conn.command(["SREM", this.keys.relayDevices(self.name), write.id]);
+    }
+    if (online && outcome !== "replaced" && holder[0] !== "" && holder[0] !== self.name) {
+      // The device left relay holder[0] (dead, or an older login): drop it from that index.
+      await this.conn.command(["SREM", this.keys.relayDevices(holder[0]), write.id]);
+    }
+    if (outcome.startsWith("took-over:")) {
       // Tell the relay that held the older login; it checks at its next heartbeat.
       const key = this.keys.evictions(outcome.slice("took-over:".length));
-      await this.conn.command(["RPUSH", key, write.id]);
-      await this.conn.command(["PEXPIRE", key, String(this.#ttlMs * 6)]);
+      await this.conn.transaction([
+        ["RPUSH", key, write.id],
+        ["PEXPIRE", key, String(this.#ttlMs * 6)],
+      ]);
     }
   }
 
@@ -623,8 +560,8 @@ export class RedisDirectory implements Directory, AsyncDisposable {
         await this.#resync(state === "taken" ? "name taken over" : "relay key expired");
       }
       await this.#popEvictions();
-      const purged = await this.conn.eval(JANITOR, [this.keys.relays], [this.keys.prefix]);
-      if (Number(purged) > 0) this.#logger.info("redis purged dead relays' devices", { purged });
+      const purged = await this.#janitor!.step();
+      if (purged > 0) this.#logger.info("redis purged dead relays' devices", { purged });
     } catch (e) {
       this.#logger.debug("heartbeat failed", { error: String(e) });
     }
@@ -641,17 +578,36 @@ export class RedisDirectory implements Directory, AsyncDisposable {
     }
   }
 
+  /**
+   * Refreshes this relay's key, and its name in the `relays` index (other slot; every
+   * beat, so a janitor that dropped the name while this relay was away is undone).
+   */
   async #refreshKey(): Promise<string> {
     const self = this.#self!;
-    return String(
-      await this.conn.eval(HEARTBEAT, [this.keys.relay(self.name), this.keys.relays], [
+    await this.#checkLayout();
+    const [state] = await Promise.all([
+      this.conn.eval(HEARTBEAT, [this.keys.relay(self.name)], [
         this.#epoch,
         formatHostPort(self.address),
         this.#startedAt,
         this.#ttlMs,
-        self.name,
       ]),
-    );
+      this.conn.command(["SADD", this.keys.relays, self.name]),
+    ]);
+    return String(state);
+  }
+
+  /** Once per process: an unmigrated layout-1 database is an operator's error, said loudly. */
+  async #checkLayout(): Promise<void> {
+    if (this.#layoutChecked) return;
+    const layout = await checkLayout(this.conn, this.keys);
+    this.#layoutChecked = true;
+    if (layout === "legacy") {
+      this.#logger.error("redis holds registrations in the old key layout", {
+        redis: this.conn.address.display,
+        hint: `stop the relays, run 'deno task registry migrate --directory URL', start them again`,
+      });
+    }
   }
 
   /** Writes back the relay key and current state; one at a time, repeated if asked again. */
@@ -697,9 +653,15 @@ export class RedisDirectory implements Directory, AsyncDisposable {
         });
       }
       this.#wakeWriter();
-      const owned = await this.conn.command(["SMEMBERS", this.keys.relayDevices(self.name)]);
+      const owned: string[] = [];
+      let cursor = "0";
+      do {
+        const [next, ids] = await sscan(this.conn, this.keys.relayDevices(self.name), cursor);
+        owned.push(...ids);
+        cursor = next;
+      } while (cursor !== "0");
       let stale = 0;
-      for (const id of Array.isArray(owned) ? owned.map(String) : []) {
+      for (const id of owned) {
         if (current.has(id) || this.#local.has(id) || this.#pending.has(id)) continue;
         this.#pending.set(id, {
           id,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 import { Logger } from "../../shared/log.ts";
-import { RedisServer } from "../../tests/redis_helpers.ts";
+import { RedisCluster, RedisServer } from "../../tests/redis_helpers.ts";
 import type { SelfInfo } from "../directory.ts";
 import { RedisConnection } from "./redis_conn.ts";
 import {
@@ -62,7 +62,7 @@ class FakeRelay {
     };
   }
   static async start(
-    server: RedisServer,
+    server: { url(): string },
     name: string,
     options: RedisDirectoryOptions = {},
   ): Promise<FakeRelay> {
@@ -99,12 +99,14 @@ async function eventually(
   return performance.now() - t0;
 }
 
-async function registered(server: RedisServer, ...ids: string[]): Promise<void> {
+async function registered(server: { url(): string }, ...ids: string[]): Promise<void> {
   await using conn = new RedisConnection(server.url());
   await conn.connect();
   const { RedisRegistry } = await import("./redis_registry.ts");
   const registry = new RedisRegistry(conn);
-  for (const id of ids) await registry.put(reg(id));
+  for (let i = 0; i < ids.length; i += 200) {
+    await Promise.all(ids.slice(i, i + 200).map((id) => registry.put(reg(id))));
+  }
 }
 
 Deno.test("RedisDirectory: a device published on r1 is seen from r2 with r1's name; logout clears it", async () => {
@@ -136,7 +138,7 @@ Deno.test("RedisDirectory: a device published on r1 is seen from r2 with r1's na
   r1.logout("fax1");
   await r1.directory.flush();
   assert.equal((await r2.directory.lookup("fax1"))?.state, DeviceState.Offline);
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
 });
 
 Deno.test("RedisDirectory: registrations live in Redis and the relay's own writes are read back at once", async () => {
@@ -166,12 +168,12 @@ Deno.test("RedisDirectory: state and relay are written together, and only the ow
   const seen = await r3.directory.lookup("fax1");
   assert.equal(seen?.state, DeviceState.Online);
   assert.equal(seen?.relay, "r2");
-  const fields = await server.raw("HGET", "tsunagi:dev:fax1", "relay");
+  const fields = await server.raw("HGET", "tsunagi:dev:{fax1}", "relay");
   assert.match(fields, /r2/);
-  const json = await server.raw("HGET", "tsunagi:dev:fax1", "entry");
+  const json = await server.raw("HGET", "tsunagi:dev:{fax1}", "entry");
   assert.match(json, /"relay":"r2"/);
-  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:r1", "fax1"), ":0\r\n");
-  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:r2", "fax1"), ":1\r\n");
+  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:{r1}", "fax1"), ":0\r\n");
+  assert.equal(await server.raw("SISMEMBER", "tsunagi:relaydevs:{r2}", "fax1"), ":1\r\n");
 
   r2.logout("fax1");
   await r2.directory.flush();
@@ -225,7 +227,7 @@ Deno.test("RedisDirectory: a relay that stops heartbeating has its devices read 
   assert.ok(took <= (FAST.ttlMs ?? 0) + 300, `offline after ${took} ms`);
   assert.equal(await r2.directory.nextHop("r1"), null);
   await eventually(
-    async () => (await server.raw("EXISTS", "tsunagi:dev:fax1")) === ":0\r\n",
+    async () => (await server.raw("EXISTS", "tsunagi:dev:{fax1}")) === ":0\r\n",
     "r2's heartbeat to purge r1's entries",
   );
   assert.equal(await server.raw("SISMEMBER", "tsunagi:relays", "r1"), ":0\r\n");
@@ -293,7 +295,7 @@ Deno.test("RedisDirectory: a restarted relay of the same name clears entries of 
   await first.directory.flush();
   await first.directory.conn.close(); // crash: no goodbye
   await first.directory.close();
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":1\r\n", "crash leaves entries");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":1\r\n", "crash leaves entries");
 
   // The new process has only pc1 back (fax1 has not reconnected yet).
   const again = await RedisDirectory.open(server.url(), FAST);
@@ -304,7 +306,7 @@ Deno.test("RedisDirectory: a restarted relay of the same name clears entries of 
   // The new process's key (new epoch) makes the old process's entries read offline at once.
   assert.equal((await observer.directory.lookup("fax1"))?.state, DeviceState.Offline);
   await again.flush();
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
   assert.equal((await observer.directory.lookup("pc1"))?.relay, "r1");
 });
 
@@ -314,8 +316,81 @@ Deno.test("RedisDirectory: a clean close removes the relay's key and entries", a
   const r1 = await FakeRelay.start(server, "r1");
   r1.login("fax1");
   await r1.directory.close();
-  assert.equal(await server.raw("EXISTS", "tsunagi:relay:r1"), ":0\r\n");
-  assert.equal(await server.raw("EXISTS", "tsunagi:dev:fax1"), ":0\r\n");
-  assert.equal(await server.raw("EXISTS", "tsunagi:relaydevs:r1"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:relay:{r1}"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:dev:{fax1}"), ":0\r\n");
+  assert.equal(await server.raw("EXISTS", "tsunagi:relaydevs:{r1}"), ":0\r\n");
   r1.login("fax1"); // after close: ignored, never throws
 });
+
+Deno.test("Lua scripts touch only keys declared in KEYS (Redis Cluster routes a script by them)", async () => {
+  const scripts = await import("./_scripts.ts");
+  for (const [name, script] of Object.entries(scripts)) {
+    for (const call of script.source.matchAll(/redis\.call\('(\w+)'(?:, ([^,)]+))?/g)) {
+      if (call[1] === "TIME") continue;
+      assert.match(call[2] ?? "", /^KEYS\[\d\]$/, `${name}: redis.call('${call[1]}', ${call[2]})`);
+    }
+    assert.doesNotMatch(script.source, /redis\.call\([^)]*\.\./, `${name} builds no key names`);
+  }
+});
+
+for (
+  const target of [
+    { name: "a single server", start: () => RedisServer.start() },
+    { name: "a 3-node Redis Cluster", start: () => RedisCluster.start() },
+  ]
+) {
+  Deno.test(`RedisDirectory on ${target.name}: 1,200 devices list in pages across relays; a dead relay's 600 are purged page by page`, async () => {
+    await using server = await target.start();
+    const ids = Array.from({ length: 1200 }, (_, i) => `d${i}`);
+    await registered(server, ...ids);
+    await using r1 = await FakeRelay.start(server, "r1");
+    await using r2 = await FakeRelay.start(server, "r2");
+    await using r3 = await FakeRelay.start(server, "r3");
+    ids.forEach((id, i) => (i % 2 === 0 ? r1 : r2).login(id));
+    await Promise.all([r1.directory.flush(), r2.directory.flush()]);
+
+    let pages = 0;
+    let cursor = "0";
+    const seen = new Map<string, string>();
+    do {
+      const page = await r3.directory.listPage(cursor, true, 500);
+      for (const e of page.entries) seen.set(e.id, e.relay);
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== "0");
+    assert.ok(pages >= 3, `${pages} pages of at most ~500`);
+    assert.equal(seen.size, 1200);
+    const listed = await r3.directory.list(false);
+    assert.equal(listed.length, 1200);
+    assert.ok(
+      listed.every((e) => e.relay === (Number(e.id.slice(1)) % 2 === 0 ? "r1" : "r2")),
+      `relay of ${listed[0].id}`,
+    );
+    if (server instanceof RedisCluster) {
+      // The keys really are spread: every node holds some.
+      for (const node of server.nodes) {
+        const size = Number((await node.raw("DBSIZE")).match(/^:(\d+)/)?.[1]);
+        assert.ok(size > 100, `node ${node.port} holds ${size} keys`);
+      }
+    }
+
+    // r1 dies without a goodbye; r2's and r3's heartbeats purge its entries, page by page.
+    await r1.directory.conn.close();
+    await eventually(
+      async () => (await r3.directory.list(false)).length === 600,
+      "r1's devices to read offline",
+    );
+    await eventually(
+      async () => (await server.raw("EXISTS", "tsunagi:relaydevs:{r1}")) === ":0\r\n",
+      "r1's index to be purged",
+    );
+    for (const id of ["d0", "d598", "d1198"]) {
+      assert.equal(await server.raw("EXISTS", `tsunagi:dev:{${id}}`), ":0\r\n", id);
+    }
+    assert.equal(await server.raw("EXISTS", "tsunagi:dev:{d1}"), ":1\r\n", "r2's stay");
+    await eventually(
+      async () => (await server.raw("SISMEMBER", "tsunagi:relays", "r1")) === ":0\r\n",
+      "r1 to leave the relays index",
+    );
+  });
+}

@@ -3,9 +3,13 @@
  * registrations held by the database server), so every relay sharing the server, and
  * the admin CLI, see the same devices.
  *
- * Each registration is the hash `<p>reg:<id>` (type, attributes as JSON, passwordHash,
- * updatedAt, format) plus its ID in the set `<p>regs`; both change in one MULTI/EXEC, so a
- * reader never sees one without the other.
+ * Each registration is the hash `<p>reg:{<id>}` (type, attributes as JSON, passwordHash,
+ * updatedAt, format) plus its ID in the index set `<p>regs`. The two live in different
+ * hash slots (on a Redis Cluster, on different nodes), so they cannot change in one
+ * transaction; instead the index is written first and cleaned last: it always lists at
+ * least every registration, and readers skip IDs whose hash is gone. {@link list} walks
+ * the index with `SSCAN`, a bounded page per command, so no command blocks Redis for the
+ * whole fleet.
  *
  * Format versions: a hash written by this code carries `format` = `2` and a SCRAM
  * verifier in `passwordHash` (relay/registry/verifier.ts). A hash without `format` is
@@ -23,7 +27,7 @@
  * @module
  */
 
-import { LuaScript, RedisConnection, type RedisConnectionOptions } from "./redis_conn.ts";
+import { RedisConnection, type RedisConnectionOptions } from "./redis_conn.ts";
 import { DEFAULT_KEY_PREFIX, RedisKeys } from "./redis_keys.ts";
 import {
   type Registration,
@@ -32,15 +36,8 @@ import {
   validateRegistration,
 } from "../registry/registry.ts";
 
-/** Every registration: `[id1, [field, value, ...], id2, [...], ...]`. */
-const LIST_REGISTRATIONS = new LuaScript(`
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'reg:' .. id)
-end
-return out
-`);
+/** IDs asked for per `SSCAN` page (a hint to Redis; a page may hold a few more). */
+export const SCAN_PAGE = 500;
 
 /** Value of the `format` field this code writes in a registration hash. */
 export const REDIS_REGISTRATION_FORMAT = "2";
@@ -130,19 +127,53 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
     return registrationOf(id, fields, `${this.path} key ${this.keys.reg(id)}`);
   }
 
-  /** Every registration, sorted by id. */
+  /** Every registration, sorted by id; read one {@link listPage} at a time. */
   async list(): Promise<Registration[]> {
-    const reply = await this.conn.eval(LIST_REGISTRATIONS, [this.keys.regs], [this.keys.prefix]);
-    const out: Registration[] = [];
-    const items = Array.isArray(reply) ? reply : [];
-    for (let i = 0; i + 1 < items.length; i += 2) {
-      const id = String(items[i]);
-      const fields = fieldsOf(items[i + 1]);
-      // Listed but without a hash: removed by hand; not a registration.
-      if (Object.keys(fields).length === 0) continue;
-      out.push(registrationOf(id, fields, `${this.path} key ${this.keys.reg(id)}`));
+    const byId = new Map<string, Registration>();
+    let cursor = "0";
+    do {
+      const page = await this.listPage(cursor);
+      // SSCAN may return an ID twice (the set was resized meanwhile).
+      for (const reg of page.registrations) byId.set(reg.id, reg);
+      cursor = page.cursor;
+    } while (cursor !== "0");
+    return [...byId.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  /**
+   * One page of registrations: an `SSCAN` of the index from `cursor` ("0" to start),
+   * then the pages' hashes, pipelined. Resolves to the next cursor ("0" at the end).
+   * Every registration that exists from the first to the last page is listed.
+   */
+  async listPage(
+    cursor: string,
+    count = SCAN_PAGE,
+  ): Promise<{ cursor: string; registrations: Registration[] }> {
+    const [next, ids] = await this.scanIds(cursor, count);
+    const replies = await this.conn.commands(ids.map((id) => ["HGETALL", this.keys.reg(id)]));
+    const registrations: Registration[] = [];
+    ids.forEach((id, i) => {
+      const fields = fieldsOf(replies[i]);
+      // Indexed but without a hash: being added or removed; not a registration.
+      if (Object.keys(fields).length === 0) return;
+      registrations.push(registrationOf(id, fields, `${this.path} key ${this.keys.reg(id)}`));
+    });
+    return { cursor: next, registrations };
+  }
+
+  /** One `SSCAN` page of the ID index: [next cursor, IDs]. */
+  async scanIds(cursor: string, count = SCAN_PAGE): Promise<[string, string[]]> {
+    const reply = await this.conn.command([
+      "SSCAN",
+      this.keys.regs,
+      cursor,
+      "COUNT",
+      String(count),
+    ]);
+    if (!Array.isArray(reply) || reply.length !== 2 || !Array.isArray(reply[1])) {
+      throw new RegistryCorruptError(`${this.path} key ${this.keys.regs}`, "not a set");
     }
-    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    return [String(reply[0]), reply[1].map(String)];
   }
 
   /** Adds `reg`, or replaces the registration with the same id; throws a `TypeError` if invalid. */
@@ -150,6 +181,8 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
     const error = validateRegistration(reg);
     if (error) throw new TypeError(`Cannot store registration: ${error}`);
     const key = this.keys.reg(reg.id);
+    // Index first: a registration is never missing from the index.
+    await this.conn.command(["SADD", this.keys.regs, reg.id]);
     await this.conn.transaction([
       ["DEL", key],
       [
@@ -166,7 +199,6 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
         "format",
         REDIS_REGISTRATION_FORMAT,
       ],
-      ["SADD", this.keys.regs, reg.id],
     ]);
   }
 
@@ -175,7 +207,7 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
    * (SET NX): every relay on this Redis answers an unknown ID with the same fake salt.
    */
   async loginSecret(): Promise<Uint8Array> {
-    const key = `${this.keys.prefix}login-secret`;
+    const key = this.keys.loginSecret;
     const fresh = crypto.getRandomValues(new Uint8Array(32)).toBase64();
     await this.conn.command(["SET", key, fresh, "NX"]);
     const text = String(await this.conn.command(["GET", key]));
@@ -188,10 +220,12 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
 
   /** Removes the registration for `id`; resolves to whether there was one. */
   async remove(id: string): Promise<boolean> {
-    const [deleted] = await this.conn.transaction([
-      ["DEL", this.keys.reg(id)],
-      ["SREM", this.keys.regs, id],
-    ]);
+    const deleted = await this.conn.command(["DEL", this.keys.reg(id)]);
+    // Index last; a `put` of the same ID that raced in between keeps its index entry.
+    await this.conn.command(["SREM", this.keys.regs, id]);
+    if (Number(await this.conn.command(["EXISTS", this.keys.reg(id)])) > 0) {
+      await this.conn.command(["SADD", this.keys.regs, id]);
+    }
     return Number(deleted) > 0;
   }
 

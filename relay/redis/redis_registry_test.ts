@@ -59,7 +59,7 @@ Deno.test("RedisRegistry reports a corrupt registration with its key", async () 
   await using registry = await RedisRegistry.open(server.url());
   await server.raw(
     "HSET",
-    "tsunagi:reg:x1",
+    "tsunagi:reg:{x1}",
     "type",
     "FAX",
     "attributes",
@@ -70,7 +70,7 @@ Deno.test("RedisRegistry reports a corrupt registration with its key", async () 
   await server.raw("SADD", "tsunagi:regs", "x1");
   await assert.rejects(registry.get("x1"), (e: unknown) => {
     assert.ok(e instanceof RegistryCorruptError);
-    assert.match(e.message, /tsunagi:reg:x1/);
+    assert.match(e.message, /tsunagi:reg:\{x1\}/);
     return true;
   });
   await assert.rejects(registry.list(), RegistryCorruptError);
@@ -177,4 +177,51 @@ Deno.test("registry CLI with --directory adds, lists, changes and removes device
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("registry migrate --directory moves key layout 1 to layout 2; other commands refuse layout 1 with a hint", async () => {
+  await using server = await RedisServer.start();
+  const run = async (...args: string[]) => {
+    let stdout = "";
+    let stderr = "";
+    const code = await registryMain([...args, "--directory", server.url()], {
+      stdout: (t) => stdout += t,
+      stderr: (t) => stderr += t,
+    });
+    return { code, stdout, stderr };
+  };
+  // A database as layout 1 left it: untagged keys, a relay and its device's presence.
+  await using writer = await RedisRegistry.open(server.url());
+  // (Not scrypt hashes: only the key move is under test.)
+  await writer.put({ ...reg("fax1"), passwordHash: "v2-verifier-fax1" });
+  await writer.put({ ...reg("pc1", "USER", []), passwordHash: "v2-verifier-pc1" });
+  for (const id of ["fax1", "pc1"]) {
+    await server.raw("RENAME", `tsunagi:reg:{${id}}`, `tsunagi:reg:${id}`);
+  }
+  await server.raw("DEL", "tsunagi:layout");
+  await server.raw("HSET", "tsunagi:dev:fax1", "relay", "r1", "entry", "{}");
+  await server.raw("HSET", "tsunagi:relay:r1", "epoch", "e1");
+  await server.raw("SADD", "tsunagi:relaydevs:r1", "fax1");
+  await server.raw("SADD", "tsunagi:relays", "r1");
+
+  const refused = await run("list");
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /holds registrations in key layout 1/);
+  assert.match(refused.stderr, /hint: stop the relays and run 'deno task registry migrate/);
+
+  const migrated = await run("migrate");
+  assert.equal(migrated.code, 0, migrated.stderr);
+  assert.match(migrated.stdout, /moved 2 registrations, kept 0 already moved, dropped 3 old/);
+  for (const old of ["reg:fax1", "reg:pc1", "dev:fax1", "relay:r1", "relaydevs:r1"]) {
+    assert.equal(await server.raw("EXISTS", `tsunagi:${old}`), ":0\r\n", old);
+  }
+  assert.deepEqual((await writer.list()).map((r) => [r.id, r.type]), [
+    ["fax1", "FAX"],
+    ["pc1", "USER"],
+  ]);
+  assert.equal(await server.raw("GET", "tsunagi:layout"), "$1\r\n2\r\n");
+  const again = await run("migrate");
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /moved 0 registrations/);
+  assert.equal((await run("list")).code, 0);
 });

@@ -34,6 +34,7 @@ import {
 } from "./verifier.ts";
 import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
 import { RedisRegistry } from "../redis/redis_registry.ts";
+import { checkLayout, migrateLayout } from "../redis/redis_migrate.ts";
 import {
   DEVICE_ATTRIBUTES,
   DEVICE_TYPES,
@@ -136,8 +137,10 @@ Unregister device ID. Devices already logged in stay connected until they log ou
   migrate: `Usage: deno task registry migrate [--data DIR]
 
 Convert the scrypt password hashes of a version-1 registry (tsunagi 0.1) into SCRAM-SHA-256
-verifiers, without the passwords: devices keep their passwords. Safe to run twice; run it
-before upgrading the relays (docs/operations.md, "Upgrading the registry").
+verifiers, without the passwords: devices keep their passwords. With --directory, first move
+Redis keys of key layout 1 to layout 2 (hash-tagged, fit for Redis Cluster); stop the relays
+before. Safe to run twice; run it before upgrading the relays (docs/operations.md,
+"Upgrading the registry").
 
   --data DIR       data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
   --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
@@ -440,7 +443,16 @@ async function migrate(ctx: Context): Promise<number> {
   if (ctx.positionals.length > 0) {
     throw new UsageError(`Unexpected argument '${ctx.positionals[0]}'`, helpHint("migrate"));
   }
-  await using store = await openStore(ctx, { create: false });
+  await using store = await openStore(ctx, { create: false, migrating: true });
+  if (store.registry instanceof RedisRegistry) {
+    const { conn, keys } = store.registry;
+    const moved = await migrateLayout(conn, keys);
+    ctx.out(
+      `Key layout 2 in ${store.where}: moved ${moved.moved} registration${
+        moved.moved === 1 ? "" : "s"
+      }, kept ${moved.kept} already moved, dropped ${moved.dropped} old presence keys\n`,
+    );
+  }
   const changes: { id: string; reg: Registration }[] = [];
   let kept = 0;
   for (const reg of await store.registry.list()) {
@@ -578,9 +590,23 @@ interface Store extends AsyncDisposable {
  * Opens the registry: in Redis with --directory, else in the data directory (which
  * must exist unless `create`).
  */
-async function openStore(ctx: Context, options: { create: boolean }): Promise<Store> {
+async function openStore(
+  ctx: Context,
+  options: { create: boolean; migrating?: boolean },
+): Promise<Store> {
   if (ctx.directory !== undefined) {
     const registry = await RedisRegistry.open(ctx.directory);
+    try {
+      if (!options.migrating && await checkLayout(registry.conn, registry.keys) === "legacy") {
+        throw new CommandError(
+          `Redis at ${registry.path} holds registrations in key layout 1`,
+          `stop the relays and run 'deno task registry migrate --directory ${registry.path}'`,
+        );
+      }
+    } catch (e) {
+      await registry.close();
+      throw e;
+    }
     return { registry, where: registry.path, [Symbol.asyncDispose]: () => registry.close() };
   }
   const registry = options.create ? await FileRegistry.open(ctx.dataDir) : await openExisting(ctx);
