@@ -17,9 +17,11 @@ import { LoginAuthority } from "../login/credentials.ts";
 import { LoginThrottle } from "../login/throttle.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
 import { RelayConn } from "./conn.ts";
-import { DEFAULT_LIMITS, type RelayContext } from "./context.ts";
+import { ConnectRate } from "./connect_rate.ts";
+import { DEFAULT_LIMITS, type RelayContext, type RelayLimits } from "./context.ts";
 import { LocalDevices } from "./local_devices.ts";
 import { serveDevice } from "./serve.ts";
+import { TargetWaits } from "./waits.ts";
 
 /** Timers that fire only when the test says so. */
 class ManualTimers {
@@ -37,9 +39,10 @@ class ManualTimers {
   }
 }
 
-const DEVICES: Record<string, { type: string; attributes: string[] }> = {
-  pc1: { type: "USER", attributes: [] },
-  fax1: { type: "FAX", attributes: ["FILE TX/RX"] },
+const DEVICES: Record<string, { type: string; attributes: string[]; services: string[] }> = {
+  pc1: { type: "USER", attributes: [], services: [""] },
+  fax1: { type: "FAX", attributes: ["FILE TX/RX"], services: ["file"] },
+  dev1: { type: "USER", attributes: [], services: ["ipp", "http"] },
 };
 
 class TestRegistry implements RegistryStore {
@@ -61,8 +64,9 @@ class TestRegistry implements RegistryStore {
 }
 
 /** A relay context with in-memory everything and hand-fired timers. */
-function relay(timers = new ManualTimers()) {
+function relay(timers = new ManualTimers(), overrides: Partial<RelayLimits> = {}) {
   let t = 0;
+  const limits = { ...DEFAULT_LIMITS, ...overrides };
   const loops: Promise<void>[] = [];
   const ctx: RelayContext = {
     name: "r1",
@@ -78,7 +82,9 @@ function relay(timers = new ManualTimers()) {
     setTimer: timers.set,
     keepaliveMs: 15_000,
     answerTimeoutMs: 10_000,
-    limits: DEFAULT_LIMITS,
+    limits,
+    waits: new TargetWaits(limits.maxWaitingPerTarget, timers.set),
+    connectRate: new ConnectRate(limits.connectRate, limits.connectBurst),
     shuttingDown: false,
     linkSecret: null,
     advertisedAddress: "127.0.0.1:1",
@@ -86,10 +92,10 @@ function relay(timers = new ManualTimers()) {
     onControlLink: null,
   };
   /** Logs `id` in on a new in-memory connection; returns the device's end. */
-  const connect = (id: string) => {
+  const connect = (id: string, services = DEVICES[id].services) => {
     const [relaySide, deviceSide] = memoryPair();
     const conn = new RelayConn(new FramedConn(relaySide), `mem:${id}`, "mem", ctx.now);
-    conn.loggedIn(id, "");
+    conn.loggedIn(id, "", services);
     ctx.devices.attach(conn, DEVICES[id].type, DEVICES[id].attributes);
     loops.push(serveDevice(conn, ctx));
     return { conn, device: new FramedConn(deviceSide) };

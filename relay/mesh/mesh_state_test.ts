@@ -24,6 +24,7 @@ function entry(
     id,
     type: "FAX",
     attributes: [],
+    services: [],
     state,
     relay,
     idle: 1,

@@ -117,6 +117,10 @@ export function noticeError(n: unknown): string | null {
       if (typeof entry.state !== "number" || typeof entry.relay !== "string") {
         return "dev: bad state or relay";
       }
+      entry.services ??= []; // written before protocol 3
+      if (!Array.isArray(entry.services) || !entry.services.every((s) => typeof s === "string")) {
+        return "dev: bad services";
+      }
       if (o.claim !== undefined && !(Number.isSafeInteger(o.claim) && (o.claim as number) >= 0)) {
         return "dev: bad claim";
       }

@@ -43,12 +43,15 @@
  *   2 — SCRAM-SHA-256 login (LOGIN changed, LOGIN_CHALLENGE 0x19 and LOGIN_PROOF 0x1a
  *       added, LOGIN_RESULT extended with signature and ticket); LOGIN's agent instance
  *       token; error codes 6, 7, 8, 12-14 and 27 (2026-11-30).
+ *   3 — services in the directory: LOGIN ends with the list of services the connection
+ *       answers notices for; the directory entry carries the device's services (after
+ *       its attributes); error code 28 RateLimited (2026-12-01).
  *
  * @module
  */
 
 /** Current protocol version, sent in HELLO. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Magic bytes at the start of every HELLO payload: ASCII "TSNG". */
 export const HELLO_MAGIC = 0x54534e47;
@@ -149,6 +152,8 @@ export const ErrorCode = {
   TargetUnreachable: 26,
   /** The requester or the target already runs the relay's maximum number of sessions. */
   SessionLimit: 27,
+  /** The requester sent connection requests faster than the relay's per-device rate. */
+  RateLimited: 28,
   // 40-49: relay state
   ShuttingDown: 40,
   Internal: 41,
@@ -181,6 +186,9 @@ export const MAX_ID_BYTES = 64;
 
 /** Longest service name, in UTF-8 bytes. */
 export const MAX_SERVICE_BYTES = 64;
+
+/** Most services one LOGIN may declare. */
+export const MAX_SERVICES = 32;
 
 /** Longest password or login secret, in UTF-8 bytes. */
 export const MAX_PASSWORD_BYTES = 1024;
