@@ -8,12 +8,7 @@
 
 import { parseHostPort } from "../shared/address.ts";
 import { connectRelay, type Notice, type RelayConnection } from "../agent/relay_client.ts";
-import {
-  FILE_SERVICE,
-  HEADER_SIZE,
-  PROTOCOL_VERSION,
-  Role,
-} from "../shared/protocol/constants.ts";
+import { FILE_SERVICE, HEADER_SIZE, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
 import { type Frame, readU32 } from "../shared/protocol/frame.ts";
 import { decodeMessage, encodeMessage, type Message } from "../shared/protocol/messages.ts";
 import {
@@ -31,7 +26,12 @@ export async function rawLogin(
   passwordFile: string,
 ): Promise<RelayConnection> {
   const password = (await Deno.readTextFile(passwordFile)).trim();
-  return await connectRelay({ address: parseHostPort(relay), id, password, services: [FILE_SERVICE] });
+  return await connectRelay({
+    address: parseHostPort(relay),
+    id,
+    password,
+    services: [FILE_SERVICE],
+  });
 }
 
 /** Reads the next NOTICE on an idle connection. */

@@ -77,8 +77,9 @@ Deno.test("superviseDevice(): a custom service, pooled connect(), visible livene
 
   await assert.rejects(pc.connect("dev1", "nope"), (e) => {
     assert.ok(e instanceof PeerUnavailableError);
-    assert.equal(e.code, ErrorCode.TargetRejected);
-    assert.match(e.message, /offers no service "nope"/);
+    // Refused by the relay from the directory: dev1 never saw the request.
+    assert.equal(e.code, ErrorCode.ServiceUnsupported);
+    assert.match(e.message, /does not offer service "nope" \(it offers: upper\)/);
     return true;
   });
   assert.equal(pc.status().online, true, "a refusal leaves the pool intact");
