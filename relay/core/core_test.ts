@@ -317,13 +317,13 @@ async function nothingArrives(framed: FramedConn): Promise<void> {
 Deno.test("core: a service the target does not declare is refused ServiceUnsupported without a notice", async () => {
   await using r = relay();
   const pc = r.connect("pc1");
-  const dev = r.connect("dev1");
+  const dev = r.connect("dev1", ["ipp", "http", "file"]);
   await pc.device.send({ kind: "connect", target: "dev1", service: "smtp" });
   const answer = await expectMessage(pc.device, "reject");
   assert.equal(answer.code, ErrorCode.ServiceUnsupported);
   assert.match(answer.message, /does not offer service "smtp" \(it offers: http, ipp\)/);
   assert.equal(dev.conn.state, "idle");
-  // `file` stays tied to the attribute as well: declared or not, dev1 lacks FILE TX/RX.
+  // `file` stays tied to the attribute: dev1 lacks FILE TX/RX, so the entry cannot list it.
   await pc.device.send({ kind: "connect", target: "dev1", service: "file" });
   assert.match((await expectMessage(pc.device, "reject")).message, /lacks the FILE TX\/RX/);
   assert.deepEqual(r.ctx.devices.entry("dev1")?.services, ["http", "ipp"]);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { DeviceState } from "../../shared/protocol/constants.ts";
+import { DeviceState, FILE_ATTRIBUTE, FILE_SERVICE } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 
 /** What the table needs to know of one connection. */
@@ -147,8 +147,10 @@ export class LocalDevices<C extends TrackedConn> {
     let sessions = 0;
     const peers = new Set<string>();
     const services = new Set<string>();
+    // `file` is offered only by a device with the FILE TX/RX attribute, declared or not.
+    const files = device.attributes.includes(FILE_ATTRIBUTE);
     for (const conn of device.conns) {
-      for (const s of conn.services) services.add(s);
+      for (const s of conn.services) if (files || s !== FILE_SERVICE) services.add(s);
       if (conn.isIdle) idle++;
       if (conn.peerId !== null) {
         sessions++;
