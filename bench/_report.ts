@@ -9,6 +9,7 @@ import type { BulkResult, ConcurrencyResult, DataVariant } from "./_bulk.ts";
 import type { IdleResult } from "./_idle.ts";
 import type { MeshResult } from "./_mesh.ts";
 import type { SetupResult } from "./_setup.ts";
+import type { TunnelResults } from "./tunnel.ts";
 import { fmt, GiB, MiB, ratio } from "./_stats.ts";
 
 /** Where and on what the run happened. */
@@ -58,6 +59,8 @@ export interface BenchResults {
   mode: "full" | "quick";
   commit: string;
   dirty: boolean;
+  /** `forward` + `run --expose` against two plain sockets (bench/tunnel.ts). */
+  tunnel?: TunnelResults;
   machine: MachineInfo;
   relay: { mesh: boolean };
   bulk?: BulkResult;

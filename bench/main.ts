@@ -37,8 +37,9 @@ import {
 import { runSetup } from "./_setup.ts";
 import { round } from "./_stats.ts";
 import { Workspace } from "./_workspace.ts";
+import { runTunnelBench, tunnelMarkdown } from "./tunnel.ts";
 
-const SCENARIOS = ["bulk", "concurrency", "setup", "idle", "mesh"] as const;
+const SCENARIOS = ["bulk", "concurrency", "setup", "idle", "mesh", "tunnel"] as const;
 type Scenario = typeof SCENARIOS[number];
 
 const HELP = `tsunagi bench: data path, session setup, idle capacity, mesh and TLS figures.
@@ -212,6 +213,7 @@ export async function benchMain(args: string[]): Promise<number> {
     }
     results.idle = await attempt("idle", () => runIdle(ctx));
     results.mesh = await attempt("mesh", () => runMesh(ctx));
+    results.tunnel = await attempt("tunnel", () => runTunnelBench({ quick: config.quick }));
   } finally {
     await killAll();
     clearTimeout(deadline);
@@ -222,7 +224,11 @@ export async function benchMain(args: string[]): Promise<number> {
   results.durationS = round((performance.now() - t0) / 1000, 1);
   results.tls = tlsSummary(results);
   results.targets = checkTargets(results);
-  const markdown = renderMarkdown(results);
+  const markdown = renderMarkdown(results) +
+    (results.tunnel
+      ? "\n## Tunnels: forward + run --expose vs two plain sockets\n\n" +
+        tunnelMarkdown([{ label: "this tree", r: results.tunnel }])
+      : "");
   console.log(markdown);
   if (outDir) {
     await Deno.mkdir(outDir, { recursive: true });
