@@ -99,3 +99,15 @@ Deno.test("SessionFrameReader rejects an oversized length and a truncated frame"
     assert.ok(r.error instanceof TruncatedFrameError, `cut ${cut}: ${r.error}`);
   }
 });
+
+Deno.test("SessionFrameReader.next() joins the DATA frames of one read into one piece, up to a straddling frame", async () => {
+  // One read: two whole frames, the head of a third; the next read: its tail, then END.
+  const stream = concat(data(5, 1), data(0, 9), data(3, 2), data(4, 3), end);
+  const cut = 10 + 5 + 8 + 5 + 2; // inside the third DATA frame's payload
+  const { pieces } = await readAll(stream, [cut], 1024);
+  assert.deepEqual(pieces, [
+    { kind: "data", bytes: [1, 1, 1, 1, 1, 2, 2, 2, 3, 3] },
+    { kind: "data", bytes: [3, 3] },
+    { kind: "frame", type: FrameType.End },
+  ]);
+});

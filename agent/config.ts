@@ -48,7 +48,8 @@ export const CONFIG_KEYS: Readonly<Record<string, string>> = {
   tlsCa: "PEM CA file, relative to the config file's folder (--tls-ca)",
   inbox: "folder for received files, relative to the config file's folder (--inbox)",
   idle: "idle connections to keep, a number (--idle)",
-  acceptFrom: '["ID", ...] (--accept-from)',
+  acceptFrom:
+    '["ID", ...] for every service, or {"SERVICE": ["ID", ...], "*": [...]} (--accept-from)',
   logFormat: '"text" or "json" (--log-format)',
   keepalive: 'ping interval, e.g. "10s" (--keepalive)',
   maxFileSize: 'largest file accepted, e.g. "2GiB"; 0 = no limit (--max-file-size)',
@@ -173,6 +174,58 @@ export function parseExpose(text: string): { name: string; to: HostPort } {
       "use NAME=HOST:PORT",
     );
   }
+}
+
+/** Who may use this device's services: everyone `all` allows, and per service. */
+export interface AcceptPolicy {
+  /** For every service (undefined: everyone). */
+  all?: Set<string>;
+  /** Per service name, on top of `all`. */
+  byService: Map<string, Set<string>>;
+}
+
+/**
+ * Parses `--accept-from` values: `ID,ID` applies to every service, `NAME=ID,ID` to
+ * service NAME only (repeatable; lists for the same scope are merged).
+ */
+export function parseAcceptFrom(items: readonly string[]): AcceptPolicy {
+  const policy: AcceptPolicy = { byService: new Map() };
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    const ids = item.slice(eq + 1).split(",").map((s) => s.trim()).filter(Boolean);
+    if (ids.length === 0) {
+      throw new UsageError(
+        `Invalid --accept-from "${item}": no device IDs`,
+        "use --accept-from ID,ID or --accept-from SERVICE=ID,ID",
+      );
+    }
+    if (eq < 0) {
+      policy.all ??= new Set();
+      for (const id of ids) policy.all.add(id);
+      continue;
+    }
+    const name = checkServiceName(item.slice(0, eq).trim(), "--accept-from");
+    const set = policy.byService.get(name) ?? new Set();
+    for (const id of ids) set.add(id);
+    policy.byService.set(name, set);
+  }
+  return policy;
+}
+
+/** `acceptFrom` of a config file as `--accept-from` values. */
+export function acceptFromConfig(value: unknown, file = "config"): string[] {
+  if (value === undefined || value === null) return [];
+  const list = (v: unknown) => {
+    if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {
+      throw new UsageError(`${file}: key "acceptFrom" is malformed`, CONFIG_KEYS.acceptFrom);
+    }
+    return v.join(",");
+  };
+  if (Array.isArray(value)) return [list(value)];
+  if (typeof value !== "object") {
+    throw new UsageError(`${file}: key "acceptFrom" is malformed`, CONFIG_KEYS.acceptFrom);
+  }
+  return Object.entries(value).map(([k, v]) => k === "*" ? list(v) : `${k}=${list(v)}`);
 }
 
 /** A forward rule as given: listen address, target ID, service. */

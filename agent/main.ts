@@ -27,7 +27,15 @@ import {
 import { escapeControl, Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
 import { DeviceState, ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
-import { loadConfig, parseExpose, parseForwards, pick, resolveCommon } from "./config.ts";
+import {
+  acceptFromConfig,
+  loadConfig,
+  parseAcceptFrom,
+  parseExpose,
+  parseForwards,
+  pick,
+  resolveCommon,
+} from "./config.ts";
 import { runForwarder } from "./forward.ts";
 import { DEFAULT_MAX_FILE_SIZE, runAgent } from "./run.ts";
 import { formatBytes, ProgressBar } from "./progress.ts";
@@ -83,6 +91,9 @@ servers. Reconnects with backoff when the relay goes away.
   --idle N                idle connections to keep (default 2)
   --inbox DIR             where received files go (env TSUNAGI_INBOX, default ./inbox)
   --accept-from ID,...    accept sessions only from these devices (default: all)
+  --accept-from NAME=ID,...
+                          service NAME (file or an exposed name) only from these
+                          devices (repeatable, e.g. --accept-from ipp=pc1,pc2)
   --keepalive DURATION    ping interval; a relay silent half an interval after a ping
                           is dead and redialled (env TSUNAGI_KEEPALIVE, default 15s;
                           the relay's interval wins if shorter)
@@ -133,7 +144,8 @@ ${COMMON_HELP}
 ${EXIT_HELP}`,
   status: `Usage: ${CMD} status ID [options]
 
-Shows one device's entry: type, attributes, state, relay, connections.
+Shows one device's entry: type, attributes, services it offers, state, relay,
+connections.
 
   --json                  print JSON on stdout
 ${COMMON_HELP}
@@ -171,7 +183,7 @@ export async function agentMain(args: string[]): Promise<number> {
         ...COMMON_OPTIONS,
         idle: { type: "string" },
         inbox: { type: "string" },
-        "accept-from": { type: "string" },
+        "accept-from": { type: "string", multiple: true },
         to: { type: "string", multiple: true },
         expose: { type: "string", multiple: true },
         listen: { type: "string", multiple: true },
@@ -209,7 +221,10 @@ export async function agentMain(args: string[]): Promise<number> {
       case "run": {
         if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
         const idleText = pick(values.idle, "TSUNAGI_IDLE", config, "idle");
-        const acceptText = pick(values["accept-from"], "TSUNAGI_ACCEPT_FROM", config, "acceptFrom");
+        const accept = parseAcceptFrom(
+          values["accept-from"] ?? Deno.env.get("TSUNAGI_ACCEPT_FROM")?.split(";") ??
+            acceptFromConfig(config.acceptFrom),
+        );
         const inbox = pick(values.inbox, "TSUNAGI_INBOX", config, "inbox") ?? "./inbox";
         const keepaliveText = pick(values.keepalive, "TSUNAGI_KEEPALIVE", config, "keepalive");
         const maxSizeText = pick(
@@ -231,6 +246,14 @@ export async function agentMain(args: string[]): Promise<number> {
           }
           names.add(e.name);
         }
+        for (const name of accept.byService.keys()) {
+          if (name !== "file" && !names.has(name)) {
+            throw new UsageError(
+              `--accept-from names service "${name}", which this agent does not offer`,
+              "expose it with --expose NAME=HOST:PORT, or fix the name",
+            );
+          }
+        }
         await Deno.mkdir(inbox, { recursive: true });
         const controller = new AbortController();
         let stoppedBy = "";
@@ -248,9 +271,8 @@ export async function agentMain(args: string[]): Promise<number> {
             idle: idleText ? parseCount(idleText, "idle", 1, 64) : 2,
             inbox,
             expose: exposed,
-            acceptFrom: acceptText
-              ? new Set(acceptText.split(",").map((s) => s.trim()).filter(Boolean))
-              : undefined,
+            acceptFrom: accept.all,
+            acceptFromService: accept.byService,
             keepaliveMs: keepaliveText
               ? positiveDuration(keepaliveText, "keepalive")
               : DEFAULT_KEEPALIVE_MS,
@@ -415,13 +437,24 @@ function printTable(entries: DirectoryEntry[]) {
     e.id,
     e.type,
     e.attributes.join(",") || "-",
+    e.services.join(",") || "-",
     STATE_NAMES[e.state] ?? String(e.state),
     e.relay || "-",
     String(e.idle),
     String(e.sessions),
     e.peers.join(",") || "-",
   ]);
-  const header = ["ID", "TYPE", "ATTRIBUTES", "STATE", "RELAY", "IDLE", "SESSIONS", "PEERS"];
+  const header = [
+    "ID",
+    "TYPE",
+    "ATTRIBUTES",
+    "SERVICES",
+    "STATE",
+    "RELAY",
+    "IDLE",
+    "SESSIONS",
+    "PEERS",
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
   console.log(line(header));

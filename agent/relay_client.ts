@@ -60,6 +60,11 @@ export interface RelayLogin {
    * with another token replaces this instance. Omitted by one-shot commands.
    */
   instance?: string;
+  /**
+   * Services this connection answers notices for, declared in LOGIN (default none: the
+   * relay then sends it no notices; it only makes requests).
+   */
+  services?: readonly string[];
   /** PEM CA certificate: connect with TLS and trust this CA. */
   tlsCa?: string;
   /** Read size per socket read (default 64 KiB + header). */
@@ -158,6 +163,7 @@ async function scramLogin(
     nonce: clientNonce,
     instance: login.instance ?? "",
     ticket: ticket?.ticket ?? "",
+    services: [...(login.services ?? [])],
   });
   const both = new Uint8Array(hello.length + request.length);
   both.set(hello);

@@ -40,6 +40,8 @@ export interface AgentOptions {
   inbox: string | null;
   /** Only these requesters are accepted (default: everyone the relay lets through). */
   acceptFrom?: ReadonlySet<string>;
+  /** Per service (`file` or an exposed name): only these requesters, on top of `acceptFrom`. */
+  acceptFromService?: ReadonlyMap<string, ReadonlySet<string>>;
   /** TCP services to expose. */
   expose?: Exposed[];
   /** PEM CA: connect with TLS. */
@@ -75,16 +77,15 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   if (options.inbox !== null) {
     const stale = await removeStalePartials(options.inbox);
     if (stale > 0) logger.info("removed stale partial files", { count: stale });
-    services[FILE_SERVICE] = fileService({
-      inbox: options.inbox,
-      maxFileSize: options.maxFileSize,
-      logger,
-    });
+    services[FILE_SERVICE] = {
+      handler: fileService({ inbox: options.inbox, maxFileSize: options.maxFileSize, logger }),
+      acceptFrom: options.acceptFromService?.get(FILE_SERVICE),
+    };
   }
   for (const e of options.expose ?? []) {
     services[e.name] = {
       handler: exposeService({ to: e.to, logger }),
-      acceptFrom: e.acceptFrom,
+      acceptFrom: e.acceptFrom ?? options.acceptFromService?.get(e.name),
     };
   }
   const agent = superviseDevice({ ...options, services });

@@ -136,6 +136,8 @@ export function retryReason(e: unknown, target: string, elapsedMs = 0): string |
         return `${target} did not answer in time (${name})`;
       case ErrorCode.SessionLimit:
         return `the relay's session limit is reached (${name})`;
+      case ErrorCode.RateLimited:
+        return `the relay limits this device's connection requests (${name})`;
       case ErrorCode.ShuttingDown:
         return `the relay is shutting down (${name})`;
       default:

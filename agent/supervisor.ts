@@ -365,7 +365,14 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
         const address = options.relays[relayIndex % options.relays.length];
         try {
           const conn = await connectRelay(
-            { address, id: options.id, password: options.password, tlsCa: options.tlsCa, instance },
+            {
+              address,
+              id: options.id,
+              password: options.password,
+              tlsCa: options.tlsCa,
+              instance,
+              services: [...services.keys()],
+            },
             { signal, session: { idleTimeoutMs: options.sessionIdleMs, clock } },
           );
           if (loops.size === 0) {

@@ -8,9 +8,11 @@
  * relay drops) resets the local connection and closes the session's relay connection,
  * which the relay turns into END(aborted) for the peer.
  *
- * The data path does not allocate per chunk: local reads land in one frame buffer after
+ * The data path does not allocate per chunk: local reads land in a frame buffer after
  * the header room and go out with `writeInPlace`; the peer's DATA comes from `readView`,
- * a view into the session's one read buffer.
+ * a view into the session's one read buffer. Toward the peer two frame buffers
+ * alternate, so the next local read runs while the previous frame is being written (at
+ * most one write in flight: backpressure still holds).
  *
  * @module
  */
@@ -67,13 +69,19 @@ export async function pipeSession(session: Session, local: LocalConn): Promise<P
     session.close();
   };
   const toPeer = async () => {
-    const frame = new Uint8Array(HEADER_SIZE + MAX_PAYLOAD);
-    const into = frame.subarray(HEADER_SIZE);
-    for (;;) {
-      const n = await local.read(into);
-      if (n === null) break;
-      await session.writeInPlace(frame, n);
-      result.sent += n;
+    const frames = [0, 1].map(() => new Uint8Array(HEADER_SIZE + MAX_PAYLOAD));
+    let writing: Promise<void> | null = null;
+    try {
+      for (let i = 0;; i ^= 1) {
+        const n = await local.read(frames[i].subarray(HEADER_SIZE));
+        if (n === null) break;
+        await writing;
+        writing = session.writeInPlace(frames[i], n);
+        result.sent += n;
+      }
+      await writing;
+    } finally {
+      writing?.catch(() => {}); // a failed read leaves the write's error to the session
     }
     await session.end();
   };

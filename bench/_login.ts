@@ -235,7 +235,14 @@ async function wrongLogin(address: { hostname: string; port: number }, id: strin
       role: Role.Device,
       software: "bench",
     });
-    await framed.send({ kind: "login", id, nonce: newScramNonce(), instance: "", ticket: "" });
+    await framed.send({
+      kind: "login",
+      id,
+      nonce: newScramNonce(),
+      instance: "",
+      ticket: "",
+      services: [],
+    });
     const challenge = await framed.readMessage();
     if (challenge?.kind !== "loginChallenge") return codeName(challenge);
     void framed.trySend({ kind: "loginProof", proof: new Uint8Array(32) });

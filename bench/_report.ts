@@ -12,6 +12,7 @@ import type { IdleResult } from "./_idle.ts";
 import type { MeshResult } from "./_mesh.ts";
 import type { NatResult } from "./_nat.ts";
 import type { SetupResult } from "./_setup.ts";
+import type { TunnelResults } from "./tunnel.ts";
 import { fmt, GiB, MiB, ratio } from "./_stats.ts";
 import { atLeast, atMost, notAvailable, table, type TargetCheck } from "./_report_util.ts";
 import { robustMarkdown, robustTargets } from "./_report_robust.ts";
@@ -57,6 +58,8 @@ export interface BenchResults {
   mode: "full" | "quick";
   commit: string;
   dirty: boolean;
+  /** `forward` + `run --expose` against two plain sockets (bench/tunnel.ts). */
+  tunnel?: TunnelResults;
   machine: MachineInfo;
   relay: { mesh: boolean };
   bulk?: BulkResult;

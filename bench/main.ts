@@ -43,6 +43,7 @@ import {
 import { runSetup } from "./_setup.ts";
 import { round } from "./_stats.ts";
 import { Workspace } from "./_workspace.ts";
+import { runTunnelBench, tunnelMarkdown } from "./tunnel.ts";
 
 const SCENARIOS = [
   "bulk",
@@ -55,6 +56,7 @@ const SCENARIOS = [
   "aborts",
   "nat",
   "login",
+  "tunnel",
 ] as const;
 type Scenario = typeof SCENARIOS[number];
 
@@ -235,6 +237,7 @@ export async function benchMain(args: string[]): Promise<number> {
     results.aborts = await attempt("aborts", () => runAborts(ctx));
     results.nat = await attempt("nat", () => runNat(ctx));
     results.login = await attempt("login", () => runLogin(ctx));
+    results.tunnel = await attempt("tunnel", () => runTunnelBench({ quick: config.quick }));
   } finally {
     await killAll();
     clearTimeout(deadline);
@@ -246,7 +249,11 @@ export async function benchMain(args: string[]): Promise<number> {
   results.tls = tlsSummary(results);
   results.targets = checkTargets(results);
   const markdown = renderMarkdown(results) +
-    (results.login ? `\n${renderLogin(results.login)}` : "");
+    (results.login ? `\n${renderLogin(results.login)}` : "") +
+    (results.tunnel
+      ? "\n## Tunnels: forward + run --expose vs two plain sockets\n\n" +
+        tunnelMarkdown([{ label: "this tree", r: results.tunnel }])
+      : "");
   console.log(markdown);
   if (outDir) {
     await Deno.mkdir(outDir, { recursive: true });

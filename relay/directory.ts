@@ -93,6 +93,7 @@ export function offlineEntry(reg: Registration): DirectoryEntry {
     id: reg.id,
     type: reg.type,
     attributes: reg.attributes,
+    services: [],
     state: DeviceState.Offline,
     relay: "",
     idle: 0,

@@ -75,6 +75,15 @@ Limits (what one peer can make the relay hold; refused with a clear error code):
   --session-idle-timeout DURATION
                               a session silent both ways this long is closed
                               (default 10m; 0 = never)
+  --target-wait DURATION      a request for a target whose connections are all busy
+                              waits this long for one to become idle (default 2s;
+                              0 = refuse TargetBusy at once)
+  --max-waiting-per-target N  requests waiting for one target at once (default 128)
+  --connect-rate N            connection requests per second one device may send on
+                              average; more are refused RateLimited (default 100;
+                              0 = no limit)
+  --connect-burst N           connection requests one device may send at once
+                              (default 400)
 
 Logging:
   --log-format text|json    log format on stderr (default text)
@@ -112,6 +121,10 @@ const OPTIONS = {
   "max-unauth": { type: "string" },
   "max-conns-per-device": { type: "string" },
   "max-sessions-per-device": { type: "string" },
+  "target-wait": { type: "string" },
+  "max-waiting-per-target": { type: "string" },
+  "connect-rate": { type: "string" },
+  "connect-burst": { type: "string" },
   "session-idle-timeout": { type: "string" },
   "log-format": { type: "string" },
   "log-level": { type: "string" },
@@ -238,6 +251,10 @@ export async function relayMain(args: string[]): Promise<number> {
         maxConnsPerDevice: optionalCount(values, "max-conns-per-device"),
         maxSessionsPerDevice: optionalCount(values, "max-sessions-per-device"),
         sessionIdleTimeoutMs: optionalDuration(values, "session-idle-timeout"),
+        targetWaitMs: optionalDuration(values, "target-wait"),
+        maxWaitingPerTarget: optionalCount(values, "max-waiting-per-target"),
+        connectRate: values["connect-rate"] === "0" ? 0 : optionalCount(values, "connect-rate"),
+        connectBurst: optionalCount(values, "connect-burst"),
       },
       logger,
       admin,

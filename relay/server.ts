@@ -11,6 +11,7 @@ import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode, MAX_PRELOGIN_PAYLOAD } from "../shared/protocol/constants.ts";
 import {
+  ConnectRate,
   DEFAULT_LIMITS,
   evictDevice,
   LocalDevices,
@@ -18,6 +19,7 @@ import {
   type RelayContext,
   type RelayLimits,
   serveConnection,
+  TargetWaits,
   UnauthLimiter,
 } from "./core/mod.ts";
 import { LoginAuthority } from "./login/credentials.ts";
@@ -180,6 +182,10 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     ticketTtlMs: options.ticketTtlMs,
   });
 
+  const setTimer = (ms: number, fn: () => void) => {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  };
   const ctx: RelayContext = {
     name,
     directory,
@@ -192,13 +198,12 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     metrics,
     logger,
     now,
-    setTimer: (ms, fn) => {
-      const timer = setTimeout(fn, ms);
-      return () => clearTimeout(timer);
-    },
+    setTimer,
     keepaliveMs,
     answerTimeoutMs: options.answerTimeoutMs ?? 10_000,
     limits,
+    waits: new TargetWaits(limits.maxWaitingPerTarget, setTimer),
+    connectRate: new ConnectRate(limits.connectRate, limits.connectBurst),
     get shuttingDown() {
       return shuttingDown;
     },

@@ -5,7 +5,14 @@ import { encodeMessage, type Message } from "./protocol/messages.ts";
 import { memoryPair } from "./testing/memory_conn.ts";
 
 const HELLO: Message = { kind: "hello", version: 1, role: 1, software: "agent/1" };
-const LOGIN: Message = { kind: "login", id: "alice", nonce: "n", instance: "", ticket: "" };
+const LOGIN: Message = {
+  kind: "login",
+  id: "alice",
+  nonce: "n",
+  instance: "",
+  ticket: "",
+  services: [],
+};
 const PING: Message = { kind: "ping", nonce: 7 };
 
 function concat(...parts: Uint8Array[]): Uint8Array {

@@ -656,6 +656,7 @@ Deno.test("hostile: 64 KB and over-long IDs are refused; what reaches the log is
             nonce: "x",
             instance: "",
             ticket: "",
+            services: [],
           }),
         ),
       );

@@ -227,7 +227,7 @@ Deno.test("link version: a relay dialing with link protocol 2 (unsealed links) i
       answer.kind === "error" ? answer.message : "",
       /Relay link refused.*version 3.*upgrade/,
     );
-    assert.equal(LINK_PROTOCOL_VERSION, 3);
+    assert.equal(LINK_PROTOCOL_VERSION, 4);
   } finally {
     framed.close();
   }

@@ -148,6 +148,7 @@ Deno.test("directory: list and status show type, attributes, state and connectio
   assert.equal(entry.idle, 3);
   assert.equal(entry.type, "FAX");
   assert.deepEqual(entry.attributes, ["FILE TX/RX"]);
+  assert.deepEqual(entry.services, ["file"], "what `tsunagi run` declared");
   assert.equal(entry.state, "online");
   assert.equal(entry.relay, relay.name);
 
@@ -160,8 +161,9 @@ Deno.test("directory: list and status show type, attributes, state and connectio
     ["printer1", "offline"],
   ]);
   const table = await agentCommand(["list", "--all", ...flags]);
-  assert.match(table.stdout, /^ID\s+TYPE\s+ATTRIBUTES\s+STATE/m);
-  assert.match(table.stdout, /printer1\s+PRINTER\s+-\s+offline/);
+  assert.match(table.stdout, /^ID\s+TYPE\s+ATTRIBUTES\s+SERVICES\s+STATE/m);
+  assert.match(table.stdout, /fax1\s+FAX\s+FILE TX\/RX\s+file\s+online/);
+  assert.match(table.stdout, /printer1\s+PRINTER\s+-\s+-\s+offline/);
 
   const unknown = await agentCommand(["status", "nobody", ...flags]);
   assert.equal(unknown.code, 5);

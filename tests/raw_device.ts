@@ -8,7 +8,7 @@
 
 import { parseHostPort } from "../shared/address.ts";
 import { connectRelay, type Notice, type RelayConnection } from "../agent/relay_client.ts";
-import { HEADER_SIZE, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
+import { FILE_SERVICE, HEADER_SIZE, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.ts";
 import { type Frame, readU32 } from "../shared/protocol/frame.ts";
 import { decodeMessage, encodeMessage, type Message } from "../shared/protocol/messages.ts";
 import {
@@ -26,7 +26,12 @@ export async function rawLogin(
   passwordFile: string,
 ): Promise<RelayConnection> {
   const password = (await Deno.readTextFile(passwordFile)).trim();
-  return await connectRelay({ address: parseHostPort(relay), id, password });
+  return await connectRelay({
+    address: parseHostPort(relay),
+    id,
+    password,
+    services: [FILE_SERVICE],
+  });
 }
 
 /** Reads the next NOTICE on an idle connection. */
@@ -71,6 +76,7 @@ export class RawClient implements Disposable {
     id: string,
     password: string,
     signal?: AbortSignal,
+    services: string[] = [FILE_SERVICE],
   ): Promise<{ client: RawClient; answer: Message | null }> {
     signal ??= AbortSignal.timeout(10_000);
     const client = await RawClient.open(port);
@@ -82,7 +88,7 @@ export class RawClient implements Disposable {
         role: Role.Device,
         software: "raw",
       }),
-      encodeMessage({ kind: "login", id, nonce: clientNonce, instance: "", ticket: "" }),
+      encodeMessage({ kind: "login", id, nonce: clientNonce, instance: "", ticket: "", services }),
     ));
     const challenge = await client.readMessage(signal);
     if (challenge?.kind !== "loginChallenge") return { client, answer: challenge };

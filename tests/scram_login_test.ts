@@ -230,7 +230,7 @@ Deno.test("scram login: unknown and wrong-password timings (measurement, printed
       await c.write(
         new Uint8Array([
           ...hello,
-          ...encodeMessage({ kind: "login", id, nonce, instance: "", ticket: "" }),
+          ...encodeMessage({ kind: "login", id, nonce, instance: "", ticket: "", services: [] }),
         ]),
       );
       const challenge = await c.readMessage(signal);

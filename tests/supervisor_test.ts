@@ -77,9 +77,87 @@ Deno.test("superviseDevice(): a custom service, pooled connect(), visible livene
 
   await assert.rejects(pc.connect("dev1", "nope"), (e) => {
     assert.ok(e instanceof PeerUnavailableError);
-    assert.equal(e.code, ErrorCode.TargetRejected);
-    assert.match(e.message, /offers no service "nope"/);
+    // Refused by the relay from the directory: dev1 never saw the request.
+    assert.equal(e.code, ErrorCode.ServiceUnsupported);
+    assert.match(e.message, /does not offer service "nope" \(it offers: upper\)/);
     return true;
   });
   assert.equal(pc.status().online, true, "a refusal leaves the pool intact");
+});
+
+/** Resolves when `promise` does; rejects after `ms` with `what`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * 64 single-attempt echo sessions at once against dev1 (2 idle connections); returns
+ * the error codes of the refused ones.
+ */
+async function burst(relayFlags: string[]): Promise<number[]> {
+  await using dir = await tempDir();
+  const pcPw = await register(dir.path, "pc1", "USER");
+  const devPw = await register(dir.path, "dev1", "PRINTER");
+  await using relay = await startRelay(dir.path, relayFlags);
+  const relays = [parseHostPort(relay.address)];
+  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  const devReady = Promise.withResolvers<void>();
+  await using _device = superviseDevice({
+    relays,
+    id: "dev1",
+    password: await password(devPw),
+    logger: quiet,
+    idle: 2,
+    services: {
+      echo: async (request) => {
+        const session = await request.accept();
+        await session.readable.pipeTo(session.writable);
+      },
+    },
+    onStatus: (s) => s.idle >= 2 && devReady.resolve(),
+  });
+  const pcReady = Promise.withResolvers<void>();
+  await using pc = superviseDevice({
+    relays,
+    id: "pc1",
+    password: await password(pcPw),
+    logger: quiet,
+    idle: 64,
+    instance: null,
+    onStatus: (s) => s.idle >= 64 && pcReady.resolve(),
+  });
+  await within(Promise.all([devReady.promise, pcReady.promise]), 30_000, "pools to fill");
+  // No retry here: every request is asked once; a refusal counts.
+  const results = await within(
+    Promise.allSettled(Array.from({ length: 64 }, async (_, i) => {
+      const session = await pc.connect("dev1", "echo");
+      const writer = session.writable.getWriter();
+      await writer.write(new Uint8Array([i]));
+      await writer.close();
+      const echoed = new Uint8Array(await new Response(session.readable).arrayBuffer());
+      assert.deepEqual([...echoed], [i]);
+      await session.release();
+    })),
+    30_000,
+    "64 sessions",
+  );
+  return results.flatMap((r) =>
+    r.status === "fulfilled" ? [] : [r.reason instanceof PeerUnavailableError ? r.reason.code : -1]
+  );
+}
+
+Deno.test("64 simultaneous setups against a device with 2 idle connections all succeed: the relay waits for its pool to refill", async () => {
+  assert.deepEqual(await burst([]), [], "no request refused");
+  // The same burst with the wait turned off: the relay refuses most of it TargetBusy.
+  const refused = await burst(["--target-wait", "0"]);
+  assert.ok(refused.length > 0, "without the wait some are refused");
+  assert.ok(refused.every((c) => c === ErrorCode.TargetBusy), JSON.stringify(refused));
 });

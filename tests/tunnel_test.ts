@@ -285,7 +285,7 @@ Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loo
   await w.forward.waitForCount(event("tunnel refused"), 3, "three refusals logged");
   const reasons = w.forward.lines.filter(event("tunnel refused")).map((l) => String(l.reason));
   assert.match(reasons[0], /cannot reach 127\.0\.0\.1:\d+: .*refused/i);
-  assert.match(reasons[1], /offers no service "nope"/);
+  assert.match(reasons[1], /does not offer service "nope"/);
   assert.match(reasons[2], /not registered/);
 
   // A client retrying in a tight loop: 40 attempts, all reset at once; the forwarder's

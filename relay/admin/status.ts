@@ -6,7 +6,6 @@
  * @module
  */
 
-import { FILE_ATTRIBUTE, FILE_SERVICE } from "../../shared/protocol/constants.ts";
 import type { DirectoryHealth, MeshTopology } from "../directory.ts";
 import type { RelayMetrics } from "./metrics.ts";
 
@@ -40,6 +39,8 @@ export interface ConnView {
   readonly linkPeer: string;
   /** The session this connection carries, if any. */
   readonly session: SessionView | null;
+  /** Services it answers notices for (declared in LOGIN; none if absent). */
+  readonly services?: readonly string[];
 }
 
 /** A device logged in here, as the snapshot needs it. */
@@ -89,7 +90,7 @@ export interface DeviceStatus {
   type: string;
   /** Attributes. */
   attributes: string[];
-  /** Services it can be asked for (`file` needs the FILE TX/RX attribute; `stream` always). */
+  /** Services its connections declared (what it can be asked for). */
   services: string[];
   /** `in session` (at least one), `idle` (none, can take one), `busy` (no idle connection). */
   activity: DeviceActivity;
@@ -164,11 +165,6 @@ export interface RelaySnapshot {
   memory: { rss: number; heapTotal: number; heapUsed: number; external: number };
 }
 
-/** Services a device can be asked for, from its attributes. */
-export function servicesOf(attributes: readonly string[]): string[] {
-  return attributes.includes(FILE_ATTRIBUTE) ? [FILE_SERVICE, "stream"] : ["stream"];
-}
-
 /** Takes a snapshot of the relay's tables. Cost: one pass over connections and devices. */
 export function takeSnapshot(source: SnapshotSource): RelaySnapshot {
   const devices: DeviceStatus[] = [];
@@ -190,7 +186,7 @@ export function takeSnapshot(source: SnapshotSource): RelaySnapshot {
       id: d.id,
       type: d.type,
       attributes: [...d.attributes],
-      services: servicesOf(d.attributes),
+      services: [...new Set([...d.conns].flatMap((c) => c.services ?? []))].sort(),
       activity: sessions > 0 ? "in session" : idle > 0 ? "idle" : "busy",
       idle,
       sessions,

@@ -8,6 +8,10 @@
  * A notice's outcome is decided once (see notice.ts), so the target's ACCEPT, the
  * answer timeout and a crossing CONNECT cannot both win.
  *
+ * Every transition into "idle" calls {@link RelayConn.onIdle} synchronously: requests
+ * waiting for one of this device's connections (waits.ts) are woken that way. The hook
+ * only wakes them; each waiter then offers its notice from its own loop.
+ *
  * ```
  *  hello ─login─▶ idle ─beginConnect─▶ connecting ─accepted─▶ session ─END─▶ ending
  *                  ▲ ▲                    │ refused                            │
@@ -53,6 +57,7 @@ export class RelayConn implements SessionSide {
   #deviceId = "";
   #endpointId = "";
   #instance = "";
+  #services: readonly string[] = [];
   #linkPeer = "";
   #linkAddress = "";
   #linkPurpose: "data" | "control" = "data";
@@ -62,6 +67,11 @@ export class RelayConn implements SessionSide {
   /** Session ID of the last notice voided by a crossing CONNECT (its late answer is ignored). */
   #voidedNotice = "";
   readonly #now: () => number;
+  /**
+   * Called (synchronously, by whichever loop made the transition) each time a device
+   * connection becomes idle. Set once by the relay before the connection is served.
+   */
+  onIdle: ((conn: RelayConn) => void) | null = null;
 
   /** Wraps an accepted socket. */
   constructor(framed: FramedConn, remote: string, remoteHost: string, now: () => number) {
@@ -92,6 +102,14 @@ export class RelayConn implements SessionSide {
   /** Agent instance token from LOGIN ("" for one-shot clients). */
   get instance(): string {
     return this.#instance;
+  }
+  /** Services this connection answers notices for (declared in LOGIN). */
+  get services(): readonly string[] {
+    return this.#services;
+  }
+  /** True when this connection answers notices for `service`. */
+  offers(service: string): boolean {
+    return this.#services.includes(service);
   }
   /** For links: the other relay's name. */
   get linkPeer(): string {
@@ -137,13 +155,26 @@ export class RelayConn implements SessionSide {
     }
   }
 
-  /** hello → idle: a device logged in. */
-  loggedIn(deviceId: string, instance: string): void {
+  #becameIdle(): void {
+    if (this.#kind === "device") this.onIdle?.(this);
+  }
+
+  /** hello → idle: a device logged in, declaring the services this connection answers. */
+  loggedIn(deviceId: string, instance: string, services: readonly string[] = []): void {
     this.#expect("hello", "LOGIN");
     this.#deviceId = deviceId;
     this.#endpointId = deviceId;
     this.#instance = instance;
+    this.#services = [...new Set(services)].sort();
     this.#state = "idle";
+  }
+
+  /**
+   * Wakes requests waiting for this device once the connection is in the device table
+   * (login attaches it after {@link loggedIn}).
+   */
+  announceIdle(): void {
+    if (this.#state === "idle") this.#becameIdle();
   }
 
   /** hello → idle: another relay's link authenticated. */
@@ -165,7 +196,9 @@ export class RelayConn implements SessionSide {
 
   /** connecting → idle (own loop): the request was refused. */
   connectFailed(): void {
-    if (this.#state === "connecting") this.#state = "idle";
+    if (this.#state !== "connecting") return;
+    this.#state = "idle";
+    this.#becameIdle();
   }
 
   /**
@@ -183,7 +216,9 @@ export class RelayConn implements SessionSide {
   withdrawNotice(notice: Notice<RelayConn>): void {
     if (this.#notice !== notice) return;
     this.#notice = null;
-    if (this.#state === "noticed") this.#state = "idle";
+    if (this.#state !== "noticed") return;
+    this.#state = "idle";
+    this.#becameIdle();
   }
 
   /**
@@ -197,6 +232,7 @@ export class RelayConn implements SessionSide {
     this.#voidedNotice = notice.id;
     this.#state = "idle";
     notice.settle({ kind: "crossed" });
+    // No wake-up: the device's own CONNECT takes this connection at once.
   }
 
   /** True for an answer to a notice this connection voided (it is ignored). */
@@ -215,6 +251,8 @@ export class RelayConn implements SessionSide {
     }
     this.#notice = null;
     this.#state = "idle";
+    // No wake-up here: after ACCEPT the session starts in the same turn; after REJECT
+    // the loop calls announceIdle().
     return notice;
   }
 
@@ -241,6 +279,7 @@ export class RelayConn implements SessionSide {
     }
     this.#session = null;
     this.#state = "idle";
+    this.#becameIdle();
     return session;
   }
 

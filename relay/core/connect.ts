@@ -8,6 +8,13 @@
  * state) and is offered to the target's next idle connection, as is one that could not
  * be sent. The requester's own state changes only here, on its own loop.
  *
+ * Refused without a round trip to the target: a requester over its rate (RateLimited,
+ * connect_rate.ts), a service the target does not declare (ServiceUnsupported). A
+ * target whose connections for the service are all busy is waited for, up to
+ * `limits.targetWaitMs` and behind at most `limits.maxWaitingPerTarget` other requests
+ * (waits.ts), before the request is refused TargetBusy: a burst is absorbed while the
+ * target's pool refills.
+ *
  * @module
  */
 
@@ -60,6 +67,16 @@ export async function connect(
   if (utf8.encode(service).length > MAX_SERVICE_BYTES) {
     return refuse(ErrorCode.FieldTooLong, `Service name longer than ${MAX_SERVICE_BYTES} bytes`);
   }
+  if (conn.kind === "device") {
+    const waitMs = ctx.connectRate.take(conn.deviceId, ctx.now());
+    if (waitMs > 0) {
+      return refuse(
+        ErrorCode.RateLimited,
+        `Device "${conn.deviceId}" sends connection requests faster than the relay allows ` +
+          `(${ctx.limits.connectRate}/s, burst ${ctx.limits.connectBurst}); retry in ${waitMs} ms`,
+      );
+    }
+  }
   if (
     conn.kind === "device" &&
     ctx.devices.sessionCount(conn.deviceId) >= ctx.limits.maxSessionsPerDevice
@@ -97,6 +114,13 @@ export async function connect(
         `${FILE_ATTRIBUTE} attribute`,
     );
   }
+  if (!entry.services.includes(service)) {
+    return refuse(
+      ErrorCode.ServiceUnsupported,
+      `Device "${target}" does not offer service "${service}"` +
+        (entry.services.length > 0 ? ` (it offers: ${entry.services.join(", ")})` : ""),
+    );
+  }
   if (entry.relay !== ctx.name) return await forward(conn, request, entry.relay, refuse, ctx);
   if (ctx.devices.sessionCount(target) >= ctx.limits.maxSessionsPerDevice) {
     return refuse(
@@ -117,18 +141,47 @@ export async function connect(
   return await notifyLocal(conn, request, refuse, ctx);
 }
 
-/** Offers the request to the target's idle connections, newest first. */
+/**
+ * Offers the request to the target's idle connections for the service, newest first;
+ * when none is idle, waits in the target's queue for one to become idle.
+ */
 async function notifyLocal(
   conn: RelayConn,
   request: ConnectRequest,
   refuse: Refuse,
   ctx: RelayContext,
 ): Promise<boolean> {
-  const { target } = request;
+  const { target, service } = request;
+  const deadline = ctx.now() + ctx.limits.targetWaitMs;
   let timeouts = 0;
-  for (let attempt = 0; attempt < NOTICE_ATTEMPTS; attempt++) {
-    const targetConn = ctx.devices.pickIdle(target, conn);
-    if (targetConn === undefined) break;
+  let busy = "all are in sessions";
+  let woken = false;
+  for (let attempt = 0; attempt < NOTICE_ATTEMPTS;) {
+    // First come, first served: a new request queues behind those already waiting.
+    const queued = !woken && ctx.waits.waiting(target, service) > 0;
+    const targetConn = queued ? undefined : ctx.devices.pickIdle(target, conn, service);
+    if (targetConn === undefined) {
+      if (timeouts > 0) break; // a notice went unanswered: the target is not refilling
+      if (conn.framed.closed) return false; // nobody left to wait for
+      const result = await ctx.waits.wait(target, service, deadline - ctx.now(), woken);
+      if (conn.framed.closed) {
+        // The requester left while it waited; a wake-up it got goes to the next in line.
+        if (result === "woken") ctx.waits.wake(target, [service]);
+        return false;
+      }
+      if (result === "woken") {
+        woken = true;
+        continue;
+      }
+      if (result === "full") {
+        busy = `${ctx.limits.maxWaitingPerTarget} requests already wait for it`;
+      } else if (ctx.limits.targetWaitMs > 0) {
+        busy = `all are in sessions (waited ${ctx.limits.targetWaitMs} ms)`;
+      }
+      break;
+    }
+    woken = false;
+    attempt++;
     const notice = new Notice<RelayConn>(crypto.randomUUID(), conn, request);
     const outcome = await offerNotice(targetConn, notice, ctx);
     switch (outcome.kind) {
@@ -169,7 +222,7 @@ async function notifyLocal(
   }
   return refuse(
     ErrorCode.TargetBusy,
-    `Device "${target}" has no idle connection: all are in sessions`,
+    `Device "${target}" has no idle connection for "${service}": ${busy}`,
   );
 }
 

@@ -14,6 +14,8 @@ import type { Directory } from "../directory.ts";
 import type { RelayMetrics } from "../admin/metrics.ts";
 import type { LocalDevices } from "./local_devices.ts";
 import type { RelayConn } from "./conn.ts";
+import type { ConnectRate } from "./connect_rate.ts";
+import type { TargetWaits } from "./waits.ts";
 
 /** Limits on what peers can make the relay hold. Each has a flag (relay/main.ts). */
 export interface RelayLimits {
@@ -27,6 +29,14 @@ export interface RelayLimits {
   readonly maxSessionsPerDevice: number;
   /** A session with no byte in either direction this long is closed, ms (0: never). */
   readonly sessionIdleTimeoutMs: number;
+  /** How long a request waits for a busy target's connection to become idle, ms (0: no wait). */
+  readonly targetWaitMs: number;
+  /** Requests that may wait for one target at once; more are refused TargetBusy. */
+  readonly maxWaitingPerTarget: number;
+  /** Connection requests per second one device may send on average (0: no limit). */
+  readonly connectRate: number;
+  /** Connection requests one device may send at once before the rate applies. */
+  readonly connectBurst: number;
 }
 
 /** Defaults of {@link RelayLimits}. */
@@ -36,6 +46,10 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxConnsPerDevice: 256,
   maxSessionsPerDevice: 128,
   sessionIdleTimeoutMs: 10 * 60_000,
+  targetWaitMs: 2000,
+  maxWaitingPerTarget: 128,
+  connectRate: 100,
+  connectBurst: 400,
 };
 
 /** Everything a connection needs from its relay. */
@@ -64,6 +78,10 @@ export interface RelayContext {
   readonly answerTimeoutMs: number;
   /** Resource limits. */
   readonly limits: RelayLimits;
+  /** Requests waiting for a busy target (bounded by `limits.maxWaitingPerTarget`). */
+  readonly waits: TargetWaits;
+  /** Per-requester token buckets (`limits.connectRate`, `limits.connectBurst`). */
+  readonly connectRate: ConnectRate;
   /** True once shutdown began: new logins are refused. */
   readonly shuttingDown: boolean;
   /** Mesh secret; null when this relay accepts no relay links. */

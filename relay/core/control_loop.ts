@@ -109,6 +109,7 @@ async function answerNotice(
   const notice = conn.answered(msg.session, msg.kind.toUpperCase());
   if (msg.kind === "reject") {
     notice.settle({ kind: "rejected", message: msg.message });
+    conn.announceIdle();
     return true;
   }
   const session = new RelaySession<SessionSide>(notice.id, notice.requester, conn, {

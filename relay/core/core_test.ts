@@ -17,9 +17,11 @@ import { LoginAuthority } from "../login/credentials.ts";
 import { LoginThrottle } from "../login/throttle.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
 import { RelayConn } from "./conn.ts";
-import { DEFAULT_LIMITS, type RelayContext } from "./context.ts";
+import { ConnectRate } from "./connect_rate.ts";
+import { DEFAULT_LIMITS, type RelayContext, type RelayLimits } from "./context.ts";
 import { LocalDevices } from "./local_devices.ts";
 import { serveDevice } from "./serve.ts";
+import { TargetWaits } from "./waits.ts";
 
 /** Timers that fire only when the test says so. */
 class ManualTimers {
@@ -37,9 +39,10 @@ class ManualTimers {
   }
 }
 
-const DEVICES: Record<string, { type: string; attributes: string[] }> = {
-  pc1: { type: "USER", attributes: [] },
-  fax1: { type: "FAX", attributes: ["FILE TX/RX"] },
+const DEVICES: Record<string, { type: string; attributes: string[]; services: string[] }> = {
+  pc1: { type: "USER", attributes: [], services: [""] },
+  fax1: { type: "FAX", attributes: ["FILE TX/RX"], services: ["file"] },
+  dev1: { type: "USER", attributes: [], services: ["ipp", "http"] },
 };
 
 class TestRegistry implements RegistryStore {
@@ -61,8 +64,9 @@ class TestRegistry implements RegistryStore {
 }
 
 /** A relay context with in-memory everything and hand-fired timers. */
-function relay(timers = new ManualTimers()) {
+function relay(timers = new ManualTimers(), overrides: Partial<RelayLimits> = {}) {
   let t = 0;
+  const limits = { ...DEFAULT_LIMITS, ...overrides };
   const loops: Promise<void>[] = [];
   const ctx: RelayContext = {
     name: "r1",
@@ -78,7 +82,9 @@ function relay(timers = new ManualTimers()) {
     setTimer: timers.set,
     keepaliveMs: 15_000,
     answerTimeoutMs: 10_000,
-    limits: DEFAULT_LIMITS,
+    limits,
+    waits: new TargetWaits(limits.maxWaitingPerTarget, timers.set),
+    connectRate: new ConnectRate(limits.connectRate, limits.connectBurst),
     shuttingDown: false,
     linkSecret: null,
     advertisedAddress: "127.0.0.1:1",
@@ -86,10 +92,10 @@ function relay(timers = new ManualTimers()) {
     onControlLink: null,
   };
   /** Logs `id` in on a new in-memory connection; returns the device's end. */
-  const connect = (id: string) => {
+  const connect = (id: string, services = DEVICES[id].services) => {
     const [relaySide, deviceSide] = memoryPair();
     const conn = new RelayConn(new FramedConn(relaySide), `mem:${id}`, "mem", ctx.now);
-    conn.loggedIn(id, "");
+    conn.loggedIn(id, "", services);
     ctx.devices.attach(conn, DEVICES[id].type, DEVICES[id].attributes);
     loops.push(serveDevice(conn, ctx));
     return { conn, device: new FramedConn(deviceSide) };
@@ -296,4 +302,128 @@ Deno.test("core: after END(aborted) on a boundary the target ends, releases and 
   const pc2 = r.connect("pc1");
   await pc2.device.send({ kind: "connect", target: "fax1", service: "file" });
   await expectMessage(fax.device, "notice");
+});
+
+/** Reads until `framed` has a message ready or the in-memory writes have all run. */
+async function nothingArrives(framed: FramedConn): Promise<void> {
+  const next = framed.readMessage();
+  let got: Message | null | "none" = "none";
+  next.then((m) => got = m, () => got = null);
+  await settle();
+  assert.equal(got, "none", `unexpected ${JSON.stringify(got)}`);
+  next.catch(() => {});
+}
+
+Deno.test("core: a service the target does not declare is refused ServiceUnsupported without a notice", async () => {
+  await using r = relay();
+  const pc = r.connect("pc1");
+  const dev = r.connect("dev1", ["ipp", "http", "file"]);
+  await pc.device.send({ kind: "connect", target: "dev1", service: "smtp" });
+  const answer = await expectMessage(pc.device, "reject");
+  assert.equal(answer.code, ErrorCode.ServiceUnsupported);
+  assert.match(answer.message, /does not offer service "smtp" \(it offers: http, ipp\)/);
+  assert.equal(dev.conn.state, "idle");
+  // `file` stays tied to the attribute: dev1 lacks FILE TX/RX, so the entry cannot list it.
+  await pc.device.send({ kind: "connect", target: "dev1", service: "file" });
+  assert.match((await expectMessage(pc.device, "reject")).message, /lacks the FILE TX\/RX/);
+  assert.deepEqual(r.ctx.devices.entry("dev1")?.services, ["http", "ipp"]);
+  await nothingArrives(dev.device);
+});
+
+Deno.test("core: a notice goes only to a connection that declared the service", async () => {
+  await using r = relay();
+  const pc = r.connect("pc1");
+  const serving = r.connect("dev1");
+  const requestOnly = r.connect("dev1", []); // e.g. a forwarder with the same ID: newest
+  await pc.device.send({ kind: "connect", target: "dev1", service: "ipp" });
+  const notice = await expectMessage(serving.device, "notice");
+  assert.equal(notice.service, "ipp");
+  assert.equal(requestOnly.conn.state, "idle");
+  await nothingArrives(requestOnly.device);
+});
+
+Deno.test("core: requests for a busy target wait in order and take connections as they become idle", async () => {
+  await using r = relay();
+  const pcs = [r.connect("pc1"), r.connect("pc1"), r.connect("pc1")];
+  const dev = r.connect("dev1");
+  for (const pc of pcs) await pc.device.send({ kind: "connect", target: "dev1", service: "ipp" });
+  const first = await expectMessage(dev.device, "notice");
+  await settle();
+  assert.equal(r.ctx.waits.waiting("dev1"), 2, "two requests wait; none was refused");
+  // A REJECT makes the connection idle: the longest waiter gets the next notice.
+  await dev.device.send({ kind: "reject", session: first.session, code: 23, message: "no" });
+  assert.equal((await expectMessage(pcs[0].device, "reject")).code, ErrorCode.TargetRejected);
+  const second = await expectMessage(dev.device, "notice");
+  await dev.device.send({ kind: "accept", session: second.session, peer: "" });
+  assert.equal((await expectMessage(pcs[1].device, "accept")).session, second.session);
+  // The session ends and is released: the connection is idle again, the third request takes it.
+  await pcs[1].device.send({ kind: "end", reason: EndReason.Normal });
+  await dev.device.send({ kind: "end", reason: EndReason.Normal });
+  await expectMessage(dev.device, "end");
+  await dev.device.send({ kind: "release" });
+  const third = await expectMessage(dev.device, "notice");
+  await dev.device.send({ kind: "accept", session: third.session, peer: "" });
+  assert.equal((await expectMessage(pcs[2].device, "accept")).session, third.session);
+  assert.equal(r.ctx.waits.size, 0);
+  assert.equal(r.timers.pending.size, 0, "every wait's deadline was cancelled");
+});
+
+Deno.test("core: a new login of the busy target wakes a waiting request", async () => {
+  await using r = relay();
+  const pc = r.connect("pc1");
+  await pc.device.send({ kind: "connect", target: "fax1", service: "file" });
+  assert.equal((await expectMessage(pc.device, "reject")).code, ErrorCode.TargetOffline);
+  const busyFax = r.connect("fax1");
+  await pc.device.send({ kind: "connect", target: "fax1", service: "file" });
+  const pc2 = r.connect("pc1");
+  const first = await expectMessage(busyFax.device, "notice");
+  await pc2.device.send({ kind: "connect", target: "fax1", service: "file" });
+  await settle();
+  assert.equal(r.ctx.waits.waiting("fax1", "file"), 1);
+  const fresh = r.connect("fax1"); // the agent's replacement connection logs in
+  const notice = await expectMessage(fresh.device, "notice");
+  assert.notEqual(notice.session, first.session);
+});
+
+Deno.test("core: a wait that reaches its deadline is refused TargetBusy; the queue bound refuses at once", async () => {
+  await using r = relay(new ManualTimers(), { maxWaitingPerTarget: 1, targetWaitMs: 1500 });
+  const pcs = [r.connect("pc1"), r.connect("pc1"), r.connect("pc1")];
+  const dev = r.connect("dev1");
+  await pcs[0].device.send({ kind: "connect", target: "dev1", service: "ipp" });
+  await expectMessage(dev.device, "notice");
+  await pcs[1].device.send({ kind: "connect", target: "dev1", service: "ipp" });
+  await settle();
+  await pcs[2].device.send({ kind: "connect", target: "dev1", service: "ipp" });
+  const full = await expectMessage(pcs[2].device, "reject");
+  assert.equal(full.code, ErrorCode.TargetBusy);
+  assert.match(full.message, /1 requests already wait for it/);
+  // Fire only the wait's deadline (the notice's answer timer stays pending).
+  const waitTimer = [...r.timers.pending].find((t) => t.ms <= 1500);
+  assert.ok(waitTimer, "the waiter armed its deadline");
+  r.timers.pending.delete(waitTimer);
+  waitTimer.fn();
+  const late = await expectMessage(pcs[1].device, "reject");
+  assert.equal(late.code, ErrorCode.TargetBusy);
+  assert.match(late.message, /waited 1500 ms/);
+  assert.equal(pcs[1].conn.state, "idle");
+  assert.equal(r.ctx.waits.size, 0);
+});
+
+Deno.test("core: a requester over its rate is refused RateLimited before any lookup", async () => {
+  await using r = relay(new ManualTimers(), { connectRate: 1, connectBurst: 2 });
+  const pc = r.connect("pc1");
+  const codes: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await pc.device.send({ kind: "connect", target: "nobody", service: "ipp" });
+    codes.push((await expectMessage(pc.device, "reject")).code);
+  }
+  assert.deepEqual(codes, [
+    ErrorCode.UnknownTarget,
+    ErrorCode.UnknownTarget,
+    ErrorCode.RateLimited,
+  ]);
+  // Another device has a bucket of its own.
+  const fax = r.connect("fax1");
+  await fax.device.send({ kind: "connect", target: "nobody", service: "" });
+  assert.equal((await expectMessage(fax.device, "reject")).code, ErrorCode.UnknownTarget);
 });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { DeviceState } from "../../shared/protocol/constants.ts";
+import { DeviceState, FILE_ATTRIBUTE, FILE_SERVICE } from "../../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../../shared/protocol/messages.ts";
 
 /** What the table needs to know of one connection. */
@@ -19,6 +19,8 @@ export interface TrackedConn {
   readonly peerId: string | null;
   /** Agent instance token from LOGIN ("" for one-shot clients). */
   readonly instance: string;
+  /** Services the connection answers notices for. */
+  readonly services: readonly string[];
 }
 
 /** One logged-in device. */
@@ -109,13 +111,19 @@ export class LocalDevices<C extends TrackedConn> {
     this.#onChange(this.#entryOf(device));
   }
 
-  /** An idle connection of `id` other than `exclude`, or undefined (the target is busy). */
-  pickIdle(id: string, exclude?: C): C | undefined {
+  /**
+   * An idle connection of `id` other than `exclude` that answers `service` (any, if not
+   * given), or undefined (the target is busy).
+   */
+  pickIdle(id: string, exclude?: C, service?: string): C | undefined {
     const device = this.#devices.get(id);
     if (device === undefined) return undefined;
     // Newest idle first: the oldest connections are the likeliest to have gone stale.
     let found: C | undefined;
-    for (const conn of device.conns) if (conn.isIdle && conn !== exclude) found = conn;
+    for (const conn of device.conns) {
+      if (!conn.isIdle || conn === exclude) continue;
+      if (service === undefined || conn.services.includes(service)) found = conn;
+    }
     return found;
   }
 
@@ -144,7 +152,11 @@ export class LocalDevices<C extends TrackedConn> {
     let idle = 0;
     let sessions = 0;
     const peers = new Set<string>();
+    const services = new Set<string>();
+    // `file` is offered only by a device with the FILE TX/RX attribute, declared or not.
+    const files = device.attributes.includes(FILE_ATTRIBUTE);
     for (const conn of device.conns) {
+      for (const s of conn.services) if (files || s !== FILE_SERVICE) services.add(s);
       if (conn.isIdle) idle++;
       if (conn.peerId !== null) {
         sessions++;
@@ -155,6 +167,7 @@ export class LocalDevices<C extends TrackedConn> {
       id: device.id,
       type: device.type,
       attributes: device.attributes,
+      services: [...services].sort().slice(0, 255),
       state: DeviceState.Online,
       relay: this.#relayName,
       idle: Math.min(idle, 0xffff),

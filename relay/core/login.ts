@@ -14,6 +14,8 @@ import {
   MAX_ID_BYTES,
   MAX_INSTANCE_BYTES,
   MAX_PAYLOAD,
+  MAX_SERVICE_BYTES,
+  MAX_SERVICES,
   PROTOCOL_VERSION,
   Role,
 } from "../../shared/protocol/constants.ts";
@@ -106,6 +108,10 @@ async function checkLogin(
     ? `instance token longer than ${MAX_INSTANCE_BYTES} bytes`
     : ticket.length > MAX_TICKET_CHARS
     ? `ticket longer than ${MAX_TICKET_CHARS} characters`
+    : request.services.length > MAX_SERVICES
+    ? `more than ${MAX_SERVICES} services declared`
+    : request.services.some((s) => utf8.encode(s).length > MAX_SERVICE_BYTES)
+    ? `service name longer than ${MAX_SERVICE_BYTES} bytes`
     : "";
   if (tooLong !== "") {
     ctx.logger.warn("login refused", { remote: conn.remote, device: id, reason: tooLong });
@@ -171,7 +177,7 @@ async function checkLogin(
       return refuse(ErrorCode.AuthFailed, "Unknown device or wrong password");
     }
     attempt.succeed();
-    return await admit(conn, grant, instance, ctx, refuse);
+    return await admit(conn, grant, request, ctx, refuse);
   } finally {
     attempt.release();
   }
@@ -181,12 +187,13 @@ async function checkLogin(
 async function admit(
   conn: RelayConn,
   grant: LoginGrant,
-  instance: string,
+  request: Extract<Message, { kind: "login" }>,
   ctx: RelayContext,
   refuse: (code: ErrorCode, message: string) => Promise<null>,
 ): Promise<ConnRole> {
   if (ctx.shuttingDown) return refuse(ErrorCode.ShuttingDown, "Relay is shutting down");
   const id = grant.id;
+  const { instance } = request;
   if (wasEvicted(ctx, id, instance)) {
     return refuse(ErrorCode.Replaced, `A newer login of "${id}" won on another relay`);
   }
@@ -212,7 +219,7 @@ async function admit(
     );
   }
   if (replacing) replaceInstance(id, device!.instance, conn, ctx);
-  conn.loggedIn(id, instance);
+  conn.loggedIn(id, instance, request.services);
   conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
   conn.touch();
   // Queued before the connection can be offered a notice: LOGIN_RESULT goes first.
@@ -230,6 +237,7 @@ async function admit(
   ctx.metrics.loginResult("ok");
   const isNew = ctx.devices.get(id) === undefined;
   ctx.devices.attach(conn, grant.type, grant.attributes);
+  conn.announceIdle(); // in the table now: a request waiting for this device may take it
   if (isNew) ctx.logger.info("login", { device: id, remote: conn.remote });
   else ctx.logger.debug("connection added", { device: id, remote: conn.remote });
   await sent;

@@ -15,8 +15,10 @@ export {
   type RelayContext,
   type RelayLimits,
 } from "./context.ts";
+export { ConnectRate } from "./connect_rate.ts";
 export { evictDevice } from "./evict.ts";
 export { LocalDevices } from "./local_devices.ts";
 export { logout } from "./control_loop.ts";
 export { serveConnection } from "./serve.ts";
 export { UnauthLimiter } from "./unauth.ts";
+export { TargetWaits } from "./waits.ts";

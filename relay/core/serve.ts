@@ -29,6 +29,7 @@ export async function serveConnection(
   ctx: RelayContext,
   onLoggedIn: () => void = () => {},
 ): Promise<void> {
+  conn.onIdle = wakeWaiters(ctx);
   try {
     let role;
     try {
@@ -53,6 +54,8 @@ export async function serveConnection(
  * with in-memory connections): its device loop, then cleanup. Never throws.
  */
 export async function serveDevice(conn: RelayConn, ctx: RelayContext): Promise<void> {
+  conn.onIdle = wakeWaiters(ctx);
+  conn.announceIdle();
   try {
     await controlLoop(conn, ctx);
   } catch (e) {
@@ -60,6 +63,11 @@ export async function serveDevice(conn: RelayConn, ctx: RelayContext): Promise<v
   } finally {
     cleanup(conn, ctx);
   }
+}
+
+/** A device connection became idle: a request waiting for its device may take it. */
+function wakeWaiters(ctx: RelayContext): (conn: RelayConn) => void {
+  return (conn) => void ctx.waits.wake(conn.deviceId, conn.services);
 }
 
 async function reportFailure(conn: RelayConn, ctx: RelayContext, e: unknown) {

@@ -27,6 +27,7 @@ function entry(
     id,
     type: "FAX",
     attributes: [],
+    services: [],
     state,
     relay,
     idle: 1,

@@ -190,6 +190,10 @@ export function noticeError(n: unknown): string | null {
       if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
         return "dev: no entry";
       }
+      entry.services ??= []; // written before protocol 3
+      if (!Array.isArray(entry.services) || !entry.services.every((s) => typeof s === "string")) {
+        return "dev: bad services";
+      }
       const error = entryError(entry, o.origin);
       if (error) return `dev: ${error}`;
       if (o.claim !== undefined && !isCount(o.claim)) return "dev: bad claim";

@@ -119,7 +119,8 @@ function parseEntry(id: string, json: string): DirectoryEntry | null {
     if (typeof entry !== "object" || entry === null || typeof entry.relay !== "string") {
       return null;
     }
-    return { ...entry, id, state: DeviceState.Online };
+    const services = Array.isArray(entry.services) ? entry.services : []; // before protocol 3
+    return { ...entry, id, services, state: DeviceState.Online };
   } catch {
     return null;
   }

@@ -29,6 +29,7 @@ function entry(id: string, relay: string, idle = 2): DirectoryEntry {
     id,
     type: "FAX",
     attributes: ["FILE TX/RX"],
+    services: ["file"],
     state: DeviceState.Online,
     relay,
     idle,

@@ -46,21 +46,24 @@
  *   2 — SCRAM-SHA-256 login (LOGIN changed, LOGIN_CHALLENGE 0x19 and LOGIN_PROOF 0x1a
  *       added, LOGIN_RESULT extended with signature and ticket); LOGIN's agent instance
  *       token; error codes 6, 7, 8, 12-14 and 27 (2026-11-30).
- *   3 — relay links only ({@link LINK_PROTOCOL_VERSION}; devices still speak 2):
- *       LINK_SEALED 0x1b, every link frame but a session's DATA/END sealed; the
- *       handshake MACs cover both advertised addresses ("-v3" labels) (2026-12-01).
+ *   3 — services in the directory: LOGIN ends with the list of services the connection
+ *       answers notices for; the directory entry carries the device's services (after
+ *       its attributes); error code 28 RateLimited (2026-12-01).
+ *   4 — relay links only ({@link LINK_PROTOCOL_VERSION}; devices speak 3): LINK_SEALED
+ *       0x1b, every link frame but a session's DATA/END sealed; the handshake MACs
+ *       cover both advertised addresses ("-v3" labels) (2026-12-01).
  *
  * @module
  */
 
 /** Current protocol version, sent in HELLO. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /**
  * Version a relay sends in HELLO when it dials another relay. Links changed without the
  * device protocol changing: an acceptor requires exactly this on a relay's HELLO.
  */
-export const LINK_PROTOCOL_VERSION = 3;
+export const LINK_PROTOCOL_VERSION = 4;
 
 /** Magic bytes at the start of every HELLO payload: ASCII "TSNG". */
 export const HELLO_MAGIC = 0x54534e47;
@@ -163,6 +166,8 @@ export const ErrorCode = {
   TargetUnreachable: 26,
   /** The requester or the target already runs the relay's maximum number of sessions. */
   SessionLimit: 27,
+  /** The requester sent connection requests faster than the relay's per-device rate. */
+  RateLimited: 28,
   // 40-49: relay state
   ShuttingDown: 40,
   Internal: 41,
@@ -195,6 +200,9 @@ export const MAX_ID_BYTES = 64;
 
 /** Longest service name, in UTF-8 bytes. */
 export const MAX_SERVICE_BYTES = 64;
+
+/** Most services one LOGIN may declare. */
+export const MAX_SERVICES = 32;
 
 /** Longest password or login secret, in UTF-8 bytes. */
 export const MAX_PASSWORD_BYTES = 1024;

@@ -6,7 +6,7 @@
  * | type | name          | payload                                                    |
  * |------|---------------|------------------------------------------------------------|
  * | 0x01 | HELLO         | u32 magic "TSNG", u16 version, u8 role, str software       |
- * | 0x02 | LOGIN         | str id, str nonce, str instance, str ticket                |
+ * | 0x02 | LOGIN         | str id, str nonce, str instance, str ticket, u8 n + n × str service |
  * | 0x03 | LOGIN_RESULT  | u16 code, u32 keepaliveMs, u32 retryAfterMs, str relay, str message, bin signature, str ticket, u32 ticketTtlMs |
  * | 0x04 | PING          | u32 nonce                                                  |
  * | 0x05 | PONG          | u32 nonce                                                  |
@@ -34,7 +34,8 @@
  *
  * `bin` = u16 byte length + raw bytes.
  *
- * Directory entry: str id, str type, u8 n + n × str attribute, u8 state, str relay,
+ * Directory entry: str id, str type, u8 n + n × str attribute, u8 s + s × str service,
+ * u8 state, str relay,
  * u16 idle, u16 sessions, u8 m + m × str peer, f64 lastUpdate (ms since epoch).
  *
  * @module
@@ -61,6 +62,8 @@ export interface DirectoryEntry {
   type: string;
   /** Attributes tied to the type, e.g. `FILE TX/RX`. */
   attributes: string[];
+  /** Services its connections answer notices for, sorted (empty while offline). */
+  services: string[];
   /** Offline, online or unreachable. */
   state: DeviceState;
   /** Name of the relay the device is logged in on ("" when offline). */
@@ -87,6 +90,8 @@ export type Message =
     instance: string;
     /** A pool-connection ticket from an earlier LOGIN_RESULT, or "" for a full login. */
     ticket: string;
+    /** Services this connection answers notices for (none: it only makes requests). */
+    services: string[];
   }
   | {
     kind: "loginChallenge";
@@ -315,6 +320,8 @@ function writeEntry(w: Writer, e: DirectoryEntry) {
   w.str(e.id).str(e.type);
   writeCount8(w, e.attributes.length, "attributes");
   for (const a of e.attributes) w.str(a);
+  writeCount8(w, e.services.length, "services");
+  for (const sv of e.services) w.str(sv);
   w.u8(e.state).str(e.relay).u16(e.idle).u16(e.sessions);
   writeCount8(w, e.peers.length, "peers");
   for (const p of e.peers) w.str(p);
@@ -326,6 +333,8 @@ function readEntry(r: Reader): DirectoryEntry {
   const type = r.str();
   const attributes: string[] = [];
   for (let n = r.u8(); n > 0; n--) attributes.push(r.str());
+  const services: string[] = [];
+  for (let n = r.u8(); n > 0; n--) services.push(r.str());
   const state = r.u8();
   if (state > 2) throw new MalformedMessageError(`Cannot decode ${r.what}: state ${state}`);
   const relay = r.str();
@@ -338,6 +347,7 @@ function readEntry(r: Reader): DirectoryEntry {
     id,
     type,
     attributes,
+    services,
     state: state as DeviceState,
     relay,
     idle,
@@ -357,8 +367,15 @@ export function encodeMessage(m: Message): Uint8Array {
   switch (m.kind) {
     case "hello":
       return w.u32(HELLO_MAGIC).u16(m.version).u8(m.role).str(m.software).frame(FrameType.Hello);
-    case "login":
-      return w.str(m.id).str(m.nonce).str(m.instance).str(m.ticket).frame(FrameType.Login);
+    case "login": {
+      w.str(m.id).str(m.nonce).str(m.instance).str(m.ticket);
+      if (m.services.length > 0xff) {
+        throw new RangeError(`Cannot encode LOGIN: ${m.services.length} services exceeds 255`);
+      }
+      w.u8(m.services.length);
+      for (const sv of m.services) w.str(sv);
+      return w.frame(FrameType.Login);
+    }
     case "loginChallenge":
       return w.str(m.nonce).bin(m.salt).u32(m.iterations).str(m.prehash)
         .frame(FrameType.LoginChallenge);
@@ -447,9 +464,16 @@ export function decodeMessage(frame: Frame): Message {
       m = { kind: "hello", version, role: role as Role, software: r.str() };
       break;
     }
-    case FrameType.Login:
-      m = { kind: "login", id: r.str(), nonce: r.str(), instance: r.str(), ticket: r.str() };
+    case FrameType.Login: {
+      const id = r.str();
+      const nonce = r.str();
+      const instance = r.str();
+      const ticket = r.str();
+      const services: string[] = [];
+      for (let n = r.u8(); n > 0; n--) services.push(r.str());
+      m = { kind: "login", id, nonce, instance, ticket, services };
       break;
+    }
     case FrameType.LoginChallenge:
       m = {
         kind: "loginChallenge",

@@ -88,8 +88,13 @@ const FIXTURES: [string, Message, string][] = [
   ],
   [
     "LOGIN 'alice', nonce 'abc', no instance, no ticket",
-    { kind: "login", id: "alice", nonce: "abc", instance: "", ticket: "" },
-    "02 00000010  0005 616c696365 0003 616263 0000 0000",
+    { kind: "login", id: "alice", nonce: "abc", instance: "", ticket: "", services: [] },
+    "02 00000011  0005 616c696365 0003 616263 0000 0000  00",
+  ],
+  [
+    "LOGIN declaring services 'file' and 'ipp'",
+    { kind: "login", id: "a", nonce: "n", instance: "", ticket: "", services: ["file", "ipp"] },
+    "02 00000016  0001 61 0001 6e 0000 0000  02 0004 66696c65 0003 697070",
   ],
   [
     "LOGIN_CHALLENGE nonce 'abcd', salt 01 02, 4096 iterations, no prehash",
@@ -134,6 +139,7 @@ const FIXTURES: [string, Message, string][] = [
         id: "fax",
         type: "FAX",
         attributes: ["FILE TX/RX"],
+        services: ["file"],
         state: 1,
         relay: "r1",
         idle: 2,
@@ -143,8 +149,8 @@ const FIXTURES: [string, Message, string][] = [
       }],
       more: false,
     },
-    `08 0000002c  00 0001
-       0003 666178  0003 464158  01 000a 46494c452054582f5258  01  0002 7231
+    `08 00000033  00 0001
+       0003 666178  0003 464158  01 000a 46494c452054582f5258  01 0004 66696c65  01  0002 7231
        0002 0000  00  3ff0000000000000`,
   ],
   ["STATUS 'fax'", { kind: "status", id: "fax" }, "09 00000005  0003 666178"],
@@ -206,7 +212,7 @@ Deno.test({
     };
     const hello = encodeMessage({
       kind: "hello",
-      version: 2,
+      version: 3,
       role: 1,
       software: "tsunagi-agent/0.2",
     });
@@ -216,14 +222,15 @@ Deno.test({
       nonce: x.clientNonce,
       instance: "",
       ticket: "",
+      services: ["ipp"],
     });
     assert.deepEqual(
       new Uint8Array([...hello, ...login]),
-      hex(`01 00 00 00 1a  54 53 4e 47  00 02  01
+      hex(`01 00 00 00 1a  54 53 4e 47  00 03  01
            00 11 74 73 75 6e 61 67 69 2d 61 67 65 6e 74 2f 30 2e 32
-           02 00 00 00 25  00 05 61 6c 69 63 65
+           02 00 00 00 2b  00 05 61 6c 69 63 65
            00 18 66 79 6b 6f 2b 64 32 6c 62 62 46 67 4f 4e 52 76 39 71 6b 78 64 61 77 4c
-           00 00  00 00`),
+           00 00  00 00  01 00 03 69 70 70`),
     );
     assert.deepEqual(
       encodeMessage({
@@ -341,13 +348,14 @@ Deno.test({
   name: "decodeMessage() treats any non-zero STATUS_RESULT found byte as found",
   permissions: "none",
   fn() {
-    const entry = "0003 666178 0003 464158 00 00 0000 0000 0000 00 0000000000000000";
-    assert.deepStrictEqual(decodeBytes(hex(`0a 0000001c 02 ${entry}`)), {
+    const entry = "0003 666178 0003 464158 00 00 00 0000 0000 0000 00 0000000000000000";
+    assert.deepStrictEqual(decodeBytes(hex(`0a 0000001d 02 ${entry}`)), {
       kind: "statusResult",
       entry: {
         id: "fax",
         type: "FAX",
         attributes: [],
+        services: [],
         state: 0,
         relay: "",
         idle: 0,
@@ -402,7 +410,7 @@ const MALFORMED: [string, string, RegExp][] = [
   ["END with reason 0xff", "10 00000001 ff", /reason 255$/],
   [
     "a directory entry with state 3",
-    "0a 0000001c 01 0003 666178 0003 464158 00 03 0000 0000 0000 00 0000000000000000",
+    "0a 0000001d 01 0003 666178 0003 464158 00 00 03 0000 0000 0000 00 0000000000000000",
     /state 3$/,
   ],
 ];
@@ -456,10 +464,18 @@ Deno.test({
   fn() {
     const long = "x".repeat(40_000);
     assert.throws(
-      () => encodeMessage({ kind: "login", id: long, nonce: long, instance: "", ticket: "" }),
+      () =>
+        encodeMessage({
+          kind: "login",
+          id: long,
+          nonce: long,
+          instance: "",
+          ticket: "",
+          services: [],
+        }),
       {
         name: "RangeError",
-        message: "Cannot encode message: payload 80008 bytes exceeds maximum 65536",
+        message: "Cannot encode message: payload 80009 bytes exceeds maximum 65536",
       },
     );
     assert.throws(
@@ -477,6 +493,7 @@ Deno.test({
       id: "a",
       type: "USER",
       attributes: [],
+      services: [],
       state: 1,
       relay: "r",
       idle: 0,
@@ -494,7 +511,16 @@ Deno.test({
         encodeMessage({ kind: "listResult", entries: [{ ...entry, peers: many }], more: false }),
       { name: "RangeError", message: "Cannot encode directory entry: 256 peers exceeds 255" },
     );
-    const most = { ...entry, attributes: many.slice(1), peers: many.slice(1) };
+    assert.throws(
+      () => encodeMessage({ kind: "statusResult", entry: { ...entry, services: many } }),
+      { name: "RangeError", message: "Cannot encode directory entry: 256 services exceeds 255" },
+    );
+    const most = {
+      ...entry,
+      attributes: many.slice(1),
+      services: many.slice(1),
+      peers: many.slice(1),
+    };
     assert.deepStrictEqual(
       decodeBytes(encodeMessage({ kind: "statusResult", entry: most })),
       { kind: "statusResult", entry: most },

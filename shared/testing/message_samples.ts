@@ -28,6 +28,7 @@ const printer: DirectoryEntry = {
   id: "printer-2f",
   type: "PRINTER",
   attributes: [FILE_ATTRIBUTE, "COLOR"],
+  services: ["file", "ipp"],
   state: DeviceState.Online,
   relay: "relay-tokyo",
   idle: 2,
@@ -40,6 +41,7 @@ const offline: DirectoryEntry = {
   id: "fax",
   type: "FAX",
   attributes: [],
+  services: [],
   state: DeviceState.Offline,
   relay: "",
   idle: 0,
@@ -52,6 +54,7 @@ const unreachable: DirectoryEntry = {
   id: "ユーザー",
   type: "USER",
   attributes: ["\u{1F4E0}", ""],
+  services: ["ipp", "", "s".repeat(64)],
   state: DeviceState.Unreachable,
   relay: "relay-osaka",
   idle: 0xffff,
@@ -67,8 +70,22 @@ export const SAMPLES: SampleTable = {
     { kind: "hello", version: 0xffff, role: Role.Relay, software: "" },
   ],
   login: [
-    { kind: "login", id: "alice", nonce: "rOprNGfwEbeRWgbNEkqO", instance: "", ticket: "" },
-    { kind: "login", id: "\uFEFFbom", nonce: "", instance: "пароль", ticket: "t".repeat(43) },
+    {
+      kind: "login",
+      id: "alice",
+      nonce: "rOprNGfwEbeRWgbNEkqO",
+      instance: "",
+      ticket: "",
+      services: [],
+    },
+    {
+      kind: "login",
+      id: "\uFEFFbom",
+      nonce: "",
+      instance: "пароль",
+      ticket: "t".repeat(43),
+      services: ["file", "ipp", "", "\u{1F5A8}"],
+    },
   ],
   loginChallenge: [
     {
@@ -240,6 +257,7 @@ function randomEntry(rng: Rng): DirectoryEntry {
     id: rng.string(),
     type: rng.string(),
     attributes: list(),
+    services: list(),
     state: rng.int(3) as DeviceState,
     relay: rng.string(),
     idle: rng.int(0x10000),
@@ -271,6 +289,7 @@ export function randomMessage(rng: Rng): Message {
         nonce: rng.string(),
         instance: rng.string(),
         ticket: rng.string(),
+        services: Array.from({ length: rng.int(4) }, () => rng.string(6)),
       };
     case "loginChallenge":
       return {
