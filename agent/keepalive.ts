@@ -47,6 +47,9 @@ export class KeepaliveMonitor {
   readonly #onDead: (silentMs: number) => void;
   readonly #clock: Clock;
   #timer: unknown;
+  #check: unknown;
+  /** Send time of the oldest PING with nothing heard since, or null. */
+  #unansweredSince: number | null = null;
   #lastHeard: number;
   #dead = false;
 
@@ -76,10 +79,13 @@ export class KeepaliveMonitor {
     this.#timer = this.#clock.setTimeout(() => this.#sendPing(), this.#intervalMs);
   }
 
-  /** Stops the timer (the connection went into a session or is closing). */
+  /** Stops the timers (the connection went into a session or is closing). */
   stop(): void {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    if (this.#check !== undefined) this.#clock.clearTimeout(this.#check);
     this.#timer = undefined;
+    this.#check = undefined;
+    this.#unansweredSince = null;
   }
 
   /** Records that a frame arrived from the relay. */
@@ -87,20 +93,33 @@ export class KeepaliveMonitor {
     this.#lastHeard = this.#clock.now();
   }
 
+  /**
+   * Sends a PING every interval. The oldest PING not answered yet (nothing heard since it
+   * was sent) must be answered within the answer wait; one check timer watches it.
+   */
   #sendPing() {
     const sentAt = this.#clock.now();
+    if (this.#unansweredSince !== null && this.#lastHeard >= this.#unansweredSince) {
+      this.#unansweredSince = null;
+    }
     this.#ping().catch(() => this.#declareDead());
+    this.#timer = this.#clock.setTimeout(() => this.#sendPing(), this.#intervalMs);
+    if (this.#unansweredSince === null) {
+      this.#unansweredSince = sentAt;
+      this.#armCheck();
+    }
+  }
+
+  #armCheck() {
+    if (this.#check !== undefined) this.#clock.clearTimeout(this.#check);
+    const since = this.#unansweredSince!;
     const answerWait = Math.max(Math.floor(this.#intervalMs / 2), this.#minAnswerWaitMs);
-    this.#timer = this.#clock.setTimeout(() => {
-      if (this.#lastHeard >= sentAt) {
-        this.#timer = this.#clock.setTimeout(
-          () => this.#sendPing(),
-          Math.max(this.#intervalMs - answerWait, 0),
-        );
-      } else {
-        this.#declareDead();
-      }
-    }, answerWait);
+    this.#check = this.#clock.setTimeout(() => {
+      this.#check = undefined;
+      if (this.#lastHeard < since) return this.#declareDead();
+      // Answered: watch the oldest PING sent after the answer, if any.
+      this.#unansweredSince = null;
+    }, since + answerWait - this.#clock.now());
   }
 
   #declareDead() {

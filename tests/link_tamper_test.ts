@@ -225,7 +225,7 @@ Deno.test("link version: a relay dialing with link protocol 2 (unsealed links) i
     assert.equal(answer.kind === "error" && answer.code, ErrorCode.UnsupportedVersion);
     assert.match(
       answer.kind === "error" ? answer.message : "",
-      /Relay link refused.*version 3.*upgrade/,
+      /Relay link refused.*version 4.*upgrade/,
     );
     assert.equal(LINK_PROTOCOL_VERSION, 4);
   } finally {
