@@ -328,3 +328,42 @@ Deno.test("mesh: a later login on another relay wins; the earlier agent is told 
   assert.equal(second.count(event("replaced by another agent")), 0);
   assert.equal(b.proc.count(event("device replaced")), 0, "the winner's relay evicts nothing");
 });
+
+Deno.test("mesh: a one-shot client of a device on another relay replaces nothing; the agent keeps the device", async () => {
+  await using dir = await tempDir();
+  const r0 = `${dir.path}/r0`;
+  const pcPw = await register(r0, "pc1", "USER");
+  const faxPw = await register(r0, "fax1", "FAX", ["FILE TX/RX"]);
+  await using relays = await startMesh(dir.path, 2, [[0, 1]]);
+  const [a, b] = relays;
+  await waitRegistration(b, "pc1");
+  await waitRegistration(b, "fax1");
+  // pc1's agent runs on relay a; fax1's on relay b.
+  await using pc = await startAgent(a.address, "pc1", pcPw, ["--inbox", `${dir.path}/pc`]);
+  await using _fax = await startAgent(b.address, "fax1", faxPw, ["--inbox", `${dir.path}/fx`]);
+  await b.proc.waitFor(
+    (l) => l.event === "notice" && l.t === "dev" && l.key === "pc1" && l.state === 1,
+    "b to learn pc1's agent",
+  );
+  // pc1 sends a file through relay b, with one-shot connections logged in as pc1 there.
+  await Deno.writeTextFile(`${dir.path}/note.txt`, "hello");
+  const sent = await agentCommand([
+    "send",
+    "--to",
+    "fax1",
+    ...deviceFlags(b.address, "pc1", pcPw),
+    `${dir.path}/note.txt`,
+  ]);
+  assert.equal(sent.code, 0, sent.stderr);
+  // The agent was not replaced, and the mesh still places pc1 at relay a.
+  assert.equal(pc.count(event("replaced by another agent")), 0);
+  assert.equal(a.proc.count(event("device replaced")), 0);
+  const status = await agentCommand([
+    "status",
+    "pc1",
+    "--json",
+    ...deviceFlags(b.address, "fax1", faxPw),
+  ]);
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal(JSON.parse(status.stdout).relay, "r0");
+});

@@ -57,6 +57,9 @@ export function evictDevice(
   if (device === undefined) return;
   ctx.logger.warn("device replaced", { device: id, by: by.relay, sameInstance: by.sameInstance });
   for (const c of [...device.conns]) {
+    // One-shot clients (no instance: `send`, `list`, `forward`) are not the device's
+    // presence: they are never replaced (docs/protocol.md 6.9).
+    if (c.instance === "") continue;
     if (!by.sameInstance) rememberReplaced(ctx, id, c.instance);
     if (by.sameInstance) {
       c.framed.close();

@@ -181,7 +181,9 @@ export class MeshDirectory implements Directory {
     const token = self.instance?.(entry.id) ?? "";
     const inst = token === "" ? undefined : hashString(`tsunagi-instance:${token}`).toString(16);
     let claim = held?.claim;
-    const newLogin = entry.state === DeviceState.Online &&
+    // Only an agent instance claims the device: a one-shot client's login never outranks
+    // an agent elsewhere (docs/protocol.md 6.9).
+    const newLogin = entry.state === DeviceState.Online && inst !== undefined &&
       (held === undefined || held.entry.state !== DeviceState.Online || held.inst !== inst);
     if (newLogin) claim = this.#mesh.claimOf(entry.id) + 1;
     this.#originate({

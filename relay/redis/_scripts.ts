@@ -26,13 +26,14 @@ import { LuaScript } from "./redis_conn.ts";
  *
  * One device, one place: `at` is the time of the holder's *login* on Redis's clock (the
  * relay sends the login's age on its own monotonic clock), so a later state change of an
- * older login never takes the device back from a newer login elsewhere.
+ * older login never takes the device back from a newer login elsewhere; and a login
+ * without an agent instance (a one-shot client) never takes it from a live agent.
  */
 export const WRITE = new LuaScript(`
 local me, epoch, seq, entry = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
 local t = redis.call('TIME')
 local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(ARGV[4])
-local cur = redis.call('HMGET', KEYS[1], 'relay', 'epoch', 'seq', 'at')
+local cur = redis.call('HMGET', KEYS[1], 'relay', 'epoch', 'seq', 'at', 'inst')
 if entry == '' then
   if cur[1] ~= me then return 'not-owner' end
   if cur[2] == epoch and tonumber(cur[3]) >= seq then return 'stale' end
@@ -46,6 +47,8 @@ if cur[1] then
   elseif cur[1] ~= ARGV[7] or cur[2] ~= ARGV[8] then
     return {'check', cur[1], cur[2]}
   elseif ARGV[9] == '1' then
+    -- A one-shot client (no instance) never takes the device from a live agent instance.
+    if ARGV[6] == '' and cur[5] and cur[5] ~= '' then return 'replaced' end
     if tonumber(cur[4]) > at then return 'replaced' end
     if cur[1] ~= me then result = 'took-over:' .. cur[1] end
   end
