@@ -192,8 +192,9 @@ export async function runSessions(ctx: BenchContext): Promise<SessionsResult> {
     flags: [
       "--max-conns-per-device",
       String(pairs + 16),
+      // One requester may hold half of a target's sessions: room for all pairs.
       "--max-sessions-per-device",
-      String(pairs + 16),
+      String(2 * pairs + 16),
     ],
   });
   let gen: Child | undefined;

@@ -11,7 +11,7 @@ import { FramedConn } from "../shared/framed_conn.ts";
 import { DeviceState, HEADER_SIZE, MAX_PAYLOAD } from "../shared/protocol/constants.ts";
 import { connectRelay, RelayConnection } from "../agent/relay_client.ts";
 import { Session } from "../agent/session.ts";
-import { BENCH_PASSWORD, type Link } from "./_load_types.ts";
+import { BENCH_PASSWORD, BENCH_SERVICE, type Link } from "./_load_types.ts";
 
 const encoder = new TextEncoder();
 
@@ -92,6 +92,8 @@ export async function login(
     password: BENCH_PASSWORD,
     tlsCa,
     readSize: options.readSize,
+    // Every bench device answers bench sessions (services are in the directory).
+    services: [BENCH_SERVICE],
   }, { timeoutMs: 30_000 });
 }
 

@@ -69,18 +69,32 @@ export class NatProxy implements AsyncDisposable {
 
   async #pump(pair: Pair, from: Deno.TcpConn, to: Deno.TcpConn, fromRelay: boolean) {
     const buf = new Uint8Array(64 * 1024);
-    // The relay's first frame on a connection is its LOGIN_RESULT: type, length, u16 code.
-    const head = new Uint8Array(HEADER_SIZE + 2);
-    let headLen = 0;
+    // The relay's login answer is a LOGIN_RESULT (type, length, u16 code) after the SCRAM
+    // challenge: follow the first frames of the relay's stream until it shows up.
+    let head = new Uint8Array(0);
+    let scanning = fromRelay;
     for (;;) {
       const n = await from.read(buf).catch(() => null);
       if (n === null) break;
       if (pair.frozen) continue;
-      if (fromRelay && headLen < head.length) {
-        const take = Math.min(n, head.length - headLen);
-        head.set(buf.subarray(0, take), headLen);
-        headLen += take;
-        if (headLen === head.length) this.#sawLoginResult(pair, head);
+      if (scanning) {
+        const joined = new Uint8Array(head.length + n);
+        joined.set(head);
+        joined.set(buf.subarray(0, n), head.length);
+        head = joined;
+        let off = 0;
+        while (scanning && head.length - off >= HEADER_SIZE + 2) {
+          const len = ((head[off + 1] << 24) | (head[off + 2] << 16) | (head[off + 3] << 8) |
+            head[off + 4]) >>> 0;
+          if (head[off] === FrameType.LoginResult) {
+            this.#sawLoginResult(pair, head.subarray(off, off + HEADER_SIZE + 2));
+            scanning = false;
+          } else if (head.length - off >= HEADER_SIZE + len) {
+            off += HEADER_SIZE + len;
+          } else break;
+        }
+        head = head.subarray(off);
+        if (head.length > 16 * 1024) scanning = false; // not a login: stop looking
       }
       await writeAll(to, buf.subarray(0, n)).catch(() => {});
     }
