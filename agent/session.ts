@@ -29,8 +29,19 @@ import { EndReason, FrameType, HEADER_SIZE, MAX_PAYLOAD } from "../shared/protoc
 import { writeHeader } from "../shared/protocol/frame.ts";
 import { decodeMessage } from "../shared/protocol/messages.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import type { RelayConnection } from "./relay_client.ts";
+import type { FramedConn } from "../shared/framed_conn.ts";
 import { SessionFrameReader, type SessionRead } from "./_session_reader.ts";
+
+/**
+ * What a session needs of its relay connection (a `RelayConnection` is one); declared
+ * here so that the session does not import the client that creates it.
+ */
+export interface SessionConnection {
+  /** The framed socket the session runs on. */
+  readonly framed: FramedConn;
+  /** Closes the connection. */
+  close(): void;
+}
 
 /** Default for {@link SessionOptions.idleTimeoutMs}: 2 minutes. */
 export const DEFAULT_SESSION_IDLE_MS = 120_000;
@@ -82,7 +93,7 @@ export type SessionOutcome = "released" | "closed";
  */
 export class Session implements AsyncDisposable {
   /** The relay connection dedicated to this session. */
-  readonly connection: RelayConnection;
+  readonly connection: SessionConnection;
   /** Session ID from the relay. */
   readonly id: string;
   /** The peer device's ID. */
@@ -103,7 +114,12 @@ export class Session implements AsyncDisposable {
   #writable: WritableStream<Uint8Array> | null = null;
 
   /** Binds a session to its connection; made by `RelayConnection.connect`/`accept`. */
-  constructor(connection: RelayConnection, id: string, peer: string, options: SessionOptions = {}) {
+  constructor(
+    connection: SessionConnection,
+    id: string,
+    peer: string,
+    options: SessionOptions = {},
+  ) {
     this.connection = connection;
     this.id = id;
     this.peer = peer;
