@@ -138,7 +138,14 @@ export async function connect(
         `the relay's per-device limit); end one first`,
     );
   }
-  return await notifyLocal(conn, request, refuse, ctx);
+  // Counted from the check on (synchronously after it): requests waiting for a notice or
+  // an answer hold their slot, so a burst of CONNECTs cannot pass the limits together.
+  const release = ctx.devices.reserveSession(target, request.requester);
+  try {
+    return await notifyLocal(conn, request, refuse, ctx);
+  } finally {
+    release();
+  }
 }
 
 /**

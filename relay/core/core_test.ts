@@ -427,3 +427,26 @@ Deno.test("core: a requester over its rate is refused RateLimited before any loo
   await fax.device.send({ kind: "connect", target: "nobody", service: "" });
   assert.equal((await expectMessage(fax.device, "reject")).code, ErrorCode.UnknownTarget);
 });
+
+Deno.test("core: a burst of CONNECTs cannot pass the session limits together (slots are reserved at the check)", async () => {
+  await using r = relay(new ManualTimers(), { maxSessionsPerDevice: 8, targetWaitMs: 0 });
+  const pcs = Array.from({ length: 12 }, () => r.connect("pc1"));
+  const faxes = Array.from({ length: 12 }, () => r.connect("fax1"));
+  // All twelve ask at once; fax1 accepts every notice it gets.
+  await Promise.all(
+    pcs.map((pc) => pc.device.send({ kind: "connect", target: "fax1", service: "file" })),
+  );
+  const accepting = faxes.map(async (fax) => {
+    const m = await fax.device.readMessage().catch(() => null);
+    if (m?.kind === "notice") {
+      await fax.device.send({ kind: "accept", session: m.session, peer: "" });
+    }
+  });
+  const answers = await Promise.all(pcs.map((pc) => pc.device.readMessage()));
+  const accepted = answers.filter((m) => m?.kind === "accept").length;
+  const refused = answers.filter((m) => m?.kind === "reject" && m.code === ErrorCode.SessionLimit);
+  assert.equal(accepted, 4, "one requester gets half of the target's 8 sessions, not more");
+  assert.equal(refused.length, 8);
+  for (const f of faxes) f.device.close();
+  await Promise.all(accepting);
+});

@@ -127,14 +127,36 @@ export class LocalDevices<C extends TrackedConn> {
     return found;
   }
 
+  /** Session slots reserved by requests under way, by target and by `target\0requester`. */
+  readonly #reserved = new Map<string, number>();
+
   /**
-   * Number of sessions the device takes part in here (connections in a session), or only
-   * those with peer `with` when given.
+   * Reserves a session slot of `target` (and of its pair with `requester`) for a request
+   * under way; returns the release, to call once when the request ends either way.
+   */
+  reserveSession(target: string, requester: string): () => void {
+    const keys = [target, `${target}\0${requester}`];
+    for (const k of keys) this.#reserved.set(k, (this.#reserved.get(k) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const k of keys) {
+        const n = (this.#reserved.get(k) ?? 1) - 1;
+        if (n <= 0) this.#reserved.delete(k);
+        else this.#reserved.set(k, n);
+      }
+    };
+  }
+
+  /**
+   * Number of sessions the device takes part in here (connections in a session, plus
+   * slots reserved by requests under way), or only those with peer `with` when given.
    */
   sessionCount(id: string, withPeer?: string): number {
     const device = this.#devices.get(id);
-    if (device === undefined) return 0;
-    let n = 0;
+    let n = this.#reserved.get(withPeer === undefined ? id : `${id}\0${withPeer}`) ?? 0;
+    if (device === undefined) return n;
     for (const conn of device.conns) {
       const peer = conn.peerId;
       if (peer !== null && (withPeer === undefined || peer === withPeer)) n++;

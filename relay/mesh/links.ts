@@ -32,6 +32,9 @@ export interface PooledLink extends DialedLink {
   fresh: boolean;
 }
 
+/** Link handshakes in flight to one relay at once (its unauthenticated limit is 64). */
+const MAX_DIALS_PER_HOP = 16;
+
 /** Data links per relay. */
 export class LinkPool {
   readonly #creds: LinkCredentials;
@@ -65,6 +68,10 @@ export class LinkPool {
       link.framed.close();
     }
     let link: DialedLink;
+    // A burst of forwarded sessions must not look like a flood of unauthenticated
+    // connections to the next relay (it drops the oldest over 64 per address): at most
+    // MAX_DIALS_PER_HOP handshakes to one relay at a time; the rest wait their turn.
+    await this.#dialSlot(key);
     try {
       link = await dialLink(hop.address, LinkPurposes.Data, this.#creds);
     } catch (e) {
@@ -75,11 +82,36 @@ export class LinkPool {
         });
       }
       throw e;
+    } finally {
+      this.#releaseDialSlot(key);
     }
     this.#logger.debug("data link dialed", { relay: link.name, address: key });
     if (this.#closed) link.framed.close();
     this.#inUse.add(link);
     return { ...link, fresh: true };
+  }
+
+  readonly #dials = new Map<string, { active: number; waiting: (() => void)[] }>();
+
+  async #dialSlot(key: string): Promise<void> {
+    let d = this.#dials.get(key);
+    if (d === undefined) this.#dials.set(key, d = { active: 0, waiting: [] });
+    if (d.active >= MAX_DIALS_PER_HOP) {
+      const turn = Promise.withResolvers<void>();
+      d.waiting.push(turn.resolve);
+      await turn.promise; // the slot is handed over by #releaseDialSlot
+      return;
+    }
+    d.active++;
+  }
+
+  #releaseDialSlot(key: string): void {
+    const d = this.#dials.get(key);
+    if (d === undefined) return;
+    const next = d.waiting.shift();
+    if (next !== undefined) return next(); // the slot passes to the next dial
+    d.active--;
+    if (d.active === 0) this.#dials.delete(key);
   }
 
   /** Returns a link whose session was released; closes it if the pool is full. */
