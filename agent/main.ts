@@ -433,17 +433,19 @@ function jsonEntry(entry: DirectoryEntry): Omit<DirectoryEntry, "state"> & { sta
 }
 
 function printTable(entries: DirectoryEntry[]) {
-  const rows = entries.map((e) => [
-    e.id,
-    e.type,
-    e.attributes.join(",") || "-",
-    e.services.join(",") || "-",
-    STATE_NAMES[e.state] ?? String(e.state),
-    e.relay || "-",
-    String(e.idle),
-    String(e.sessions),
-    e.peers.join(",") || "-",
-  ]);
+  const rows = entries.map((e) =>
+    [
+      e.id,
+      e.type,
+      e.attributes.join(",") || "-",
+      e.services.join(",") || "-",
+      STATE_NAMES[e.state] ?? String(e.state),
+      e.relay || "-",
+      String(e.idle),
+      String(e.sessions),
+      e.peers.join(",") || "-",
+    ].map(escapeControl)
+  ); // other devices' IDs and services reach this terminal
   const header = [
     "ID",
     "TYPE",
@@ -485,9 +487,22 @@ function reportError(e: unknown): number {
     printError(
       PROGRAM,
       `Stopped: ${e.message}`,
-      "run one `tsunagi run` per device ID; stop the other agent to use this one",
+      `run one \`${CMD} run\` per device ID; stop the other agent to use this one`,
     );
     return ExitCode.AuthFailed;
+  }
+  if (
+    e instanceof LoginRefusedError &&
+    (e.code === ErrorCode.TooManyConnections || e.code === ErrorCode.ShuttingDown)
+  ) {
+    printError(
+      PROGRAM,
+      `Relay refused the connection: ${e.message}`,
+      e.code === ErrorCode.ShuttingDown
+        ? "the relay is restarting; retry in a moment, or use another --relay"
+        : "close some of this device's connections (other agents or commands), then retry",
+    );
+    return ExitCode.Unreachable;
   }
   if (e instanceof LoginRefusedError && e.code === ErrorCode.DirectoryUnavailable) {
     printError(

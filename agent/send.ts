@@ -99,11 +99,13 @@ async function loginWithShortWaits(
     try {
       return await login();
     } catch (e) {
-      if (
-        !(e instanceof LoginRefusedError) || e.code !== ErrorCode.Throttled ||
-        e.retryAfterMs > SHORT_THROTTLE_MS || attempt >= 5 || signal?.aborted
-      ) throw e;
-      await delay(e.retryAfterMs + Math.floor(Math.random() * 250), { signal });
+      // A relay busy with connections not logged in drops the oldest: try again soon.
+      const crowded = e instanceof RelayError && e.code === ErrorCode.TooManyUnauthenticated;
+      const shortThrottle = e instanceof LoginRefusedError && e.code === ErrorCode.Throttled &&
+        e.retryAfterMs <= SHORT_THROTTLE_MS;
+      if (!(crowded || shortThrottle) || attempt >= 5 || signal?.aborted) throw e;
+      const wait = shortThrottle ? (e as LoginRefusedError).retryAfterMs : 100 * 2 ** attempt;
+      await delay(wait + Math.floor(Math.random() * 250), { signal });
     }
   }
 }

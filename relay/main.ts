@@ -272,6 +272,14 @@ export async function relayMain(args: string[]): Promise<number> {
       printError("tsunagi-relay", e.message, `see ${RELAY_CMD} --help`);
       return 2;
     }
+    if (e instanceof Deno.errors.AddrInUse && e.message.includes("(--admin)")) {
+      printError(
+        "tsunagi-relay",
+        `${e.message}: address already in use`,
+        "another process holds that port; stop it or pick another --admin port",
+      );
+      return 1;
+    }
     if (e instanceof Deno.errors.AddrInUse) {
       printError(
         "tsunagi-relay",

@@ -398,6 +398,13 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       admin = await startAdmin(options.admin, { snapshot, notReady }, logger);
     } catch (e) {
       await shutdown();
+      if (e instanceof Deno.errors.AddrInUse) {
+        const where = formatHostPort({
+          hostname: options.admin.hostname,
+          port: options.admin.port,
+        });
+        throw new Deno.errors.AddrInUse(`Cannot listen on ${where} (--admin)`);
+      }
       throw e;
     }
     logger.info("admin listening", { address: formatHostPort(admin.addr) });

@@ -108,6 +108,12 @@ export function startAdmin(
   }));
 }
 
+/** True for a Host header naming an IP address or localhost (with or without a port). */
+export function hostAllowed(host: string): boolean {
+  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d+$/, "");
+  return name === "localhost" || /^[0-9.]+$/.test(name) || name.includes(":");
+}
+
 function authorized(request: Request, expected: Uint8Array | null): boolean {
   if (expected === null) return true;
   const given = new TextEncoder().encode(request.headers.get("authorization") ?? "");
@@ -146,6 +152,11 @@ function handle(
             "style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
         },
       });
+  }
+  // Without a token the listener is on loopback: refuse names other than an IP address or
+  // localhost, so a web page cannot reach it through DNS rebinding.
+  if (expected === null && !hostAllowed(request.headers.get("host") ?? "")) {
+    return text(421, "wrong Host: use the address the relay listens on\n");
   }
   if (!authorized(request, expected)) {
     return new Response("missing or wrong bearer token\n", {
