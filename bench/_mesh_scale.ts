@@ -31,7 +31,7 @@
 
 import { REGISTRY_FILE } from "../relay/registry/registry.ts";
 import { type BenchContext, benchRelay, sleep, spawnLoad, stopAll } from "./_context.ts";
-import type { Child } from "./_procs.ts";
+import { type Child, cpuSeconds } from "./_procs.ts";
 import type { RelayProc } from "./_relay.ts";
 import { type LatencySummary, round, summarize } from "./_stats.ts";
 import { benchDeviceIds } from "./_workspace.ts";
@@ -59,7 +59,13 @@ export interface MeshScaleResult {
   loginWallS: number;
   settledS: number;
   /** Notices received per relay per minute with nothing changing. */
-  steady: { windowS: number; mean: number; max: number };
+  steady: {
+    windowS: number;
+    mean: number;
+    max: number;
+    /** CPU of each relay process meanwhile, % of one core: mean and max over relays. */
+    relayCpuPercent: { mean: number; max: number };
+  };
   /** Login seen on all relays (the origin taking turns), ms; and logout. */
   visibility: {
     rounds: number;
@@ -240,6 +246,7 @@ export async function runMeshScale(
       const ms = await waitRegistered(relays[i].proc, ids.length, t0, 120_000);
       if (ms === null) throw new Error(`relay scale-${i + 1} did not catch up within 120 s`);
       setupCatchUp.push(ms / 1000);
+      ctx.progress(`meshscale: scale-${i + 1} caught up in ${(ms / 1000).toFixed(1)} s`);
     }
     ctx.progress(`meshscale: ${c.online} devices log in`);
     const t0 = performance.now();
@@ -264,11 +271,15 @@ export async function runMeshScale(
 
     // 2. Steady state.
     ctx.progress(`meshscale: steady state, ${c.steadyMs / 1000} s`);
+    const cpu = () => Promise.all(relays.map((r) => cpuSeconds(r.proc.pid)));
     const s0 = await countersOf(relays);
+    const cpu0 = await cpu();
     const w0 = performance.now();
     await sleep(c.steadyMs);
+    const cpu1 = await cpu();
     const s1 = await countersOf(relays);
     const minutes = (performance.now() - w0) / 60_000;
+    const cpuPercent = cpu1.map((x, i) => ((x - cpu0[i]) / (minutes * 60)) * 100);
     const perMin = s1.map((x, i) => (x.received - s0[i].received) / minutes);
 
     // 3 and 4. Logins seen on all relays; copies per update.
@@ -327,6 +338,10 @@ export async function runMeshScale(
         windowS: round(c.steadyMs / 1000, 0),
         mean: round(perMin.reduce((a, b) => a + b, 0) / n, 1),
         max: round(Math.max(...perMin), 1),
+        relayCpuPercent: {
+          mean: round(cpuPercent.reduce((a, b) => a + b, 0) / n, 1),
+          max: round(Math.max(...cpuPercent), 1),
+        },
       },
       visibility: {
         rounds: rounds.length,

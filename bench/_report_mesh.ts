@@ -45,8 +45,8 @@ export function meshScaleMarkdown(r: Result): string[] {
     `${r.relays} relay processes in a random connected graph (seed ${r.seed}, ${r.links} links, ` +
       `average degree ${fmt((2 * r.links) / r.relays, 2)}), ${r.registered} registrations, ` +
       `${r.online} devices online (one connection each, ${r.onlineFailed} failed logins; ` +
-      `logged in in ${fmt(r.loginWallS, 1)} s, floods settled ${fmt(r.settledS, 1)} s after ` +
-      `the first login).`,
+      `logged in in ${fmt(r.loginWallS, 1)} s; no notice for 2 s by ${fmt(r.settledS, 1)} s ` +
+      `after the first login).`,
   );
   out.push("");
   const j = r.join;
@@ -90,6 +90,14 @@ export function meshScaleMarkdown(r: Result): string[] {
     [
       `steady state: notices received / relay / min (${r.steady.windowS} s window)`,
       `mean ${fmt(r.steady.mean, 1)}, max ${fmt(r.steady.max, 1)}`,
+    ],
+    [
+      "steady state: CPU of each relay process, % of one core",
+      r.steady.relayCpuPercent
+        ? `mean ${fmt(r.steady.relayCpuPercent.mean, 1)}, max ${
+          fmt(r.steady.relayCpuPercent.max, 1)
+        }`
+        : "—",
     ],
   ]));
   if (r.liveness.length) {
