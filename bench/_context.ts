@@ -90,9 +90,15 @@ export const FULL: BenchConfig = {
   meshRounds: 20,
   meshRelays: 8,
   meshScale: {
-    relays: 16,
-    registered: 100_000,
-    online: 20_000,
+    // The issue asks for 16 relays with 100,000 registered and 20,000 online. On 2 cores
+    // that does not run: every relay holding 100,000 registrations spends 25-80% of a core
+    // while idle (its registry poll, see docs/mesh.md), so 16 of them starve each other and
+    // the logins (bench/README.md, 5b). Hence the 16-relay mesh with 10,000 and the
+    // 100,000-registration catch-up in a 4-relay mesh.
+    meshes: [
+      { relays: 16, registered: 10_000, online: 2_000 },
+      { relays: 4, registered: 100_000, online: 2_000 },
+    ],
     rounds: 20,
     steadyMs: 30_000,
     livenessRelays: [16, 64],
@@ -106,7 +112,7 @@ export const FULL: BenchConfig = {
   abortSessions: 1000,
   abortConcurrency: 4,
   natRounds: 3,
-  deadlineMs: 15 * 60_000,
+  deadlineMs: 30 * 60_000,
 };
 
 /** The smoke run (`deno task bench --quick`): under a minute, for CI. */
@@ -130,9 +136,7 @@ export const QUICK: BenchConfig = {
   meshRounds: 3,
   meshRelays: 8,
   meshScale: {
-    relays: 4,
-    registered: 2_000,
-    online: 200,
+    meshes: [{ relays: 4, registered: 2_000, online: 200 }],
     rounds: 5,
     steadyMs: 2_000,
     livenessRelays: [16],
@@ -151,12 +155,12 @@ export const QUICK: BenchConfig = {
 
 /** Sizes of the mesh-at-scale scenario (`bench/_mesh_scale.ts`). */
 export interface MeshScaleConfig {
-  /** Relay processes in the random graph (a further one joins). */
-  relays: number;
-  /** Registered devices (the registry file of the first relay; the rest learn them). */
-  registered: number;
-  /** Devices logged in, one connection each, spread evenly over the relays. */
-  online: number;
+  /**
+   * Mesh sizes, one after the other: relay processes in the random graph (a further one
+   * joins), registered devices (the registry file of the first relay; the rest learn
+   * them), devices logged in (one connection each, spread evenly over the relays).
+   */
+  meshes: { relays: number; registered: number; online: number }[];
   /** Login/logout rounds of the watched device, its origin relay taking turns. */
   rounds: number;
   /** Window in which the settled mesh's notices are counted (steady state), ms. */

@@ -42,9 +42,16 @@ const SEED = 11;
 /** Neighbours of the joining relay (the graph's average degree). */
 const JOIN_DEGREE = 3;
 
-/** Result of the meshscale scenario. */
+/** Result of the meshscale scenario: one entry per mesh size, then liveness. */
 export interface MeshScaleResult {
   available: true;
+  meshes: MeshScaleMesh[];
+  /** Steady-state liveness from `bench/liveness.ts` (relays in this process). */
+  liveness: LivenessFigures[];
+}
+
+/** One mesh size's figures. */
+export interface MeshScaleMesh {
   relays: number;
   links: number;
   seed: number;
@@ -55,6 +62,8 @@ export interface MeshScaleResult {
   onlineFailed: number;
   /** Setup: catch-up of each relay joining the growing mesh (no devices online yet), s. */
   setupCatchUpS: LatencySummary;
+  /** Setup: control links closed during the setup joins, over all relays. */
+  setupLinkDrops: number;
   /** Setup: wall time of the online devices' logins, and until the floods had settled, s. */
   loginWallS: number;
   settledS: number;
@@ -98,8 +107,6 @@ export interface MeshScaleResult {
     /** Its link drops during the catch-up ("neighbour down"). */
     linkDrops: number;
   } | null;
-  /** Steady-state liveness from `bench/liveness.ts` (relays in this process). */
-  liveness: LivenessFigures[];
 }
 
 /** The relay has no mesh. */
@@ -175,6 +182,14 @@ async function settle(relays: ScaleRelay[], quietMs: number, timeoutMs: number) 
   }
 }
 
+/** Control links the relays saw go down so far ("neighbour down" log lines). */
+function linkDrops(relays: ScaleRelay[]): number {
+  return relays.reduce(
+    (a, r) => a + r.proc.child.logs.filter((l) => l.event === "neighbour down").length,
+    0,
+  );
+}
+
 /** Registrations in a relay's registry file (0 while it is missing or half written). */
 async function registered(dataDir: string): Promise<number> {
   try {
@@ -218,7 +233,7 @@ function pick(n: number, k: number, seed: number): number[] {
 
 const seconds = (ms: number | null) => ms === null ? null : round(ms / 1000, 2);
 
-/** Scenario "meshscale". */
+/** Scenario "meshscale": each configured mesh size, then liveness in this process. */
 export async function runMeshScale(
   ctx: BenchContext,
 ): Promise<MeshScaleResult | MeshScaleUnavailable> {
@@ -226,6 +241,21 @@ export async function runMeshScale(
     return { available: false, reason: "not available: needs the mesh (relay has no --peer)" };
   }
   const c = ctx.config.meshScale;
+  const meshes: MeshScaleMesh[] = [];
+  for (const size of c.meshes) meshes.push(await oneMesh(ctx, size));
+  const liveness: LivenessFigures[] = [];
+  for (const n of c.livenessRelays) {
+    ctx.progress(`meshscale: liveness, ${n} relays in this process`);
+    liveness.push(await measureLiveness(n, c.livenessWindowMs, c.livenessSettleMs));
+  }
+  return { available: true, meshes, liveness };
+}
+
+async function oneMesh(
+  ctx: BenchContext,
+  size: { relays: number; registered: number; online: number },
+): Promise<MeshScaleMesh> {
+  const c = { ...ctx.config.meshScale, ...size };
   const n = c.relays;
   const edges = randomGraph(n, SEED + n);
   const ids = benchDeviceIds(c.registered);
@@ -243,11 +273,12 @@ export async function runMeshScale(
       const registry = i === 0 ? ctx.workspace.registry(ids) : empty;
       relays.push(await startScaleRelay(ctx, `scale-${i + 1}`, peers, registry));
       if (i === 0) continue;
-      const ms = await waitRegistered(relays[i].proc, ids.length, t0, 120_000);
-      if (ms === null) throw new Error(`relay scale-${i + 1} did not catch up within 120 s`);
+      const ms = await waitRegistered(relays[i].proc, ids.length, t0, 300_000);
+      if (ms === null) throw new Error(`relay scale-${i + 1} did not catch up within 300 s`);
       setupCatchUp.push(ms / 1000);
       ctx.progress(`meshscale: scale-${i + 1} caught up in ${(ms / 1000).toFixed(1)} s`);
     }
+    const setupLinkDrops = linkDrops(relays);
     ctx.progress(`meshscale: ${c.online} devices log in`);
     const t0 = performance.now();
     relays.forEach((r, i) => {
@@ -316,15 +347,7 @@ export async function runMeshScale(
     // 5. A new relay joins.
     const join = await joinOne(ctx, relays, ids.length, c.online, (j) => joiner = j, loads);
 
-    await stopAll(...loads, ...relays.map((r) => r.proc), joiner?.proc);
-    // 6. Liveness at 16 and 64 relays (in this process).
-    const liveness: LivenessFigures[] = [];
-    for (const size of c.livenessRelays) {
-      ctx.progress(`meshscale: liveness, ${size} relays in this process`);
-      liveness.push(await measureLiveness(size, c.livenessWindowMs, c.livenessSettleMs));
-    }
     return {
-      available: true as const,
       relays: n,
       links: edges.length,
       seed: SEED + n,
@@ -332,6 +355,7 @@ export async function runMeshScale(
       online,
       onlineFailed,
       setupCatchUpS: summarize(setupCatchUp),
+      setupLinkDrops,
       loginWallS: round(loginWall / 1000, 1),
       settledS: round(settled / 1000, 1),
       steady: {
@@ -356,7 +380,6 @@ export async function runMeshScale(
         perLink: round(received / updates / edges.length, 3),
       },
       join,
-      liveness,
     };
   } finally {
     await stopAll(...loads, ...relays.map((r) => r.proc), joiner?.proc);
@@ -371,7 +394,7 @@ async function joinOne(
   online: number,
   started: (joiner: ScaleRelay) => void,
   loads: Child[],
-): Promise<MeshScaleResult["join"]> {
+): Promise<MeshScaleMesh["join"]> {
   const lister = spawnLoad("meshscale lister", {
     role: "mesh-list",
     id: "mesh-obs",

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { MeshScaleResult, MeshScaleUnavailable } from "./_mesh_scale.ts";
+import type { MeshScaleMesh, MeshScaleResult, MeshScaleUnavailable } from "./_mesh_scale.ts";
 import { atMost, notAvailable, table, type TargetCheck } from "./_report_util.ts";
 import { fmt } from "./_stats.ts";
 
@@ -20,14 +20,18 @@ export function meshScaleTargets(r: Result): TargetCheck[] {
   if (!r || !r.available) {
     return names.map((n) => notAvailable(n, r?.available === false ? r.reason : "did not run"));
   }
+  return r.meshes.flatMap((m) => meshTargets(m, names));
+}
+
+function meshTargets(r: MeshScaleMesh, names: string[]): TargetCheck[] {
   const size = `${r.relays} relays, ${r.registered} registered, ${r.online} online`;
   const catchUp = r.join?.catchUpS;
   const out = [
     catchUp === null || catchUp === undefined
       ? { target: names[0], measured: "—", status: "missed" as const, detail: "not caught up" }
       : atMost(`${names[0]} (${size})`, catchUp, 10, "s"),
-    atMost(names[1], r.visibility.allVisibleMs.p50, 50, "ms"),
-    atMost(`${names[2]} (${r.links} links)`, r.flooding.perLink, 2, "× links"),
+    atMost(`${names[1]} (${r.relays} relays)`, r.visibility.allVisibleMs.p50, 50, "ms"),
+    atMost(`${names[2]} (${r.relays} relays, ${r.links} links)`, r.flooding.perLink, 2, "× links"),
   ];
   if (r.visibility.incomplete > 0) {
     out[1].status = "missed";
@@ -41,6 +45,36 @@ export function meshScaleMarkdown(r: Result): string[] {
   if (!r) return [];
   const out = ["", "## 5b. The mesh at scale", ""];
   if (!r.available) return [...out, `${r.reason}.`];
+  for (const m of r.meshes) out.push(...meshMarkdown(m), "");
+  if (r.liveness.length) {
+    out.push("");
+    out.push(
+      "Liveness (`bench/liveness.ts`, relays in the bench process, real TCP links, no devices, " +
+        "default timers):",
+    );
+    out.push("");
+    out.push(table(
+      [
+        "relays",
+        "links",
+        "window s",
+        "notices / relay / min (mean, max)",
+        "PING+PONG / relay / min",
+      ],
+      r.liveness.map((l) => [
+        String(l.relays),
+        String(l.links),
+        String(l.windowS),
+        `${l.noticesPerRelayMin.mean}, ${l.noticesPerRelayMin.max}`,
+        String(l.keepAlivesPerRelayMin),
+      ]),
+    ));
+  }
+  return out;
+}
+
+function meshMarkdown(r: MeshScaleMesh): string[] {
+  const out: string[] = [`### ${r.relays} relays, ${r.registered} registrations`, ""];
   out.push(
     `${r.relays} relay processes in a random connected graph (seed ${r.seed}, ${r.links} links, ` +
       `average degree ${fmt((2 * r.links) / r.relays, 2)}), ${r.registered} registrations, ` +
@@ -66,7 +100,7 @@ export function meshScaleMarkdown(r: Result): string[] {
     [
       "setup: each relay joining the growing mesh (no device online), s",
       `p50 ${fmt(r.setupCatchUpS.p50, 2)}, max ${fmt(r.setupCatchUpS.max, 2)} ` +
-      `(${r.setupCatchUpS.count} joins)`,
+      `(${r.setupCatchUpS.count} joins; ${r.setupLinkDrops} control links went down meanwhile)`,
     ],
     [
       `login seen on all relays (${r.visibility.rounds} rounds, origin taking turns)`,
@@ -100,29 +134,5 @@ export function meshScaleMarkdown(r: Result): string[] {
         : "—",
     ],
   ]));
-  if (r.liveness.length) {
-    out.push("");
-    out.push(
-      "Liveness (`bench/liveness.ts`, relays in the bench process, real TCP links, no devices, " +
-        "default timers):",
-    );
-    out.push("");
-    out.push(table(
-      [
-        "relays",
-        "links",
-        "window s",
-        "notices / relay / min (mean, max)",
-        "PING+PONG / relay / min",
-      ],
-      r.liveness.map((l) => [
-        String(l.relays),
-        String(l.links),
-        String(l.windowS),
-        `${l.noticesPerRelayMin.mean}, ${l.noticesPerRelayMin.max}`,
-        String(l.keepAlivesPerRelayMin),
-      ]),
-    ));
-  }
   return out;
 }
