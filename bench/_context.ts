@@ -49,6 +49,8 @@ export interface BenchConfig {
   meshRounds: number;
   /** Relays in the mesh scenario. */
   meshRelays: number;
+  /** The mesh at scale (scenario meshscale). */
+  meshScale: MeshScaleConfig;
   /** Connections holding a partial pre-login frame (unauth scenario). */
   unauthConns: number;
   /** Session pairs held open (sessions scenario). */
@@ -87,6 +89,22 @@ export const FULL: BenchConfig = {
   keepaliveMs: 30_000,
   meshRounds: 20,
   meshRelays: 8,
+  meshScale: {
+    // The issue asks for 16 relays with 100,000 registered and 20,000 online. On 2 cores
+    // that does not run: every relay holding 100,000 registrations spends 25-80% of a core
+    // while idle (its registry poll, see docs/mesh.md), so 16 of them starve each other and
+    // the logins (bench/README.md, 5b). Hence the 16-relay mesh with 10,000 and the
+    // 100,000-registration catch-up in a 4-relay mesh.
+    meshes: [
+      { relays: 16, registered: 10_000, online: 2_000 },
+      { relays: 4, registered: 100_000, online: 2_000 },
+    ],
+    rounds: 20,
+    steadyMs: 30_000,
+    livenessRelays: [16, 64],
+    livenessWindowMs: 30_000,
+    livenessSettleMs: 5_000,
+  },
   unauthConns: 5000,
   sessionPairs: 1000,
   holdMs: 10_000,
@@ -94,7 +112,7 @@ export const FULL: BenchConfig = {
   abortSessions: 1000,
   abortConcurrency: 4,
   natRounds: 3,
-  deadlineMs: 15 * 60_000,
+  deadlineMs: 30 * 60_000,
 };
 
 /** The smoke run (`deno task bench --quick`): under a minute, for CI. */
@@ -117,6 +135,14 @@ export const QUICK: BenchConfig = {
   keepaliveMs: 30_000,
   meshRounds: 3,
   meshRelays: 8,
+  meshScale: {
+    meshes: [{ relays: 4, registered: 2_000, online: 200 }],
+    rounds: 5,
+    steadyMs: 2_000,
+    livenessRelays: [16],
+    livenessWindowMs: 3_000,
+    livenessSettleMs: 1_000,
+  },
   unauthConns: 500,
   sessionPairs: 100,
   holdMs: 2_000,
@@ -126,6 +152,25 @@ export const QUICK: BenchConfig = {
   natRounds: 1,
   deadlineMs: 3 * 60_000,
 };
+
+/** Sizes of the mesh-at-scale scenario (`bench/_mesh_scale.ts`). */
+export interface MeshScaleConfig {
+  /**
+   * Mesh sizes, one after the other: relay processes in the random graph (a further one
+   * joins), registered devices (the registry file of the first relay; the rest learn
+   * them), devices logged in (one connection each, spread evenly over the relays).
+   */
+  meshes: { relays: number; registered: number; online: number }[];
+  /** Login/logout rounds of the watched device, its origin relay taking turns. */
+  rounds: number;
+  /** Window in which the settled mesh's notices are counted (steady state), ms. */
+  steadyMs: number;
+  /** Mesh sizes of the in-process liveness measurement (`bench/liveness.ts`). */
+  livenessRelays: number[];
+  /** Its window and settling time, ms. */
+  livenessWindowMs: number;
+  livenessSettleMs: number;
+}
 
 /** Shared by the scenarios of one run. */
 export interface BenchContext {
@@ -163,11 +208,13 @@ export async function benchRelay(
     peers?: string[];
     logLevel?: "debug" | "info";
     flags?: string[];
+    /** Registry file text (default: the workspace's; see {@link Workspace.registry}). */
+    registry?: string;
   } = {},
 ): Promise<RelayProc> {
   const spec: RelaySpec = {
     name,
-    dataDir: await ctx.workspace.relayDataDir(name),
+    dataDir: await ctx.workspace.relayDataDir(name, options.registry),
     keepalive: `${ctx.config.keepaliveMs / 1000}s`,
     cpuProfDir: ctx.cpuProfDir,
     logLevel: options.logLevel,

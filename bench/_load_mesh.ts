@@ -1,7 +1,10 @@
 /**
  * Mesh observer role: one connection to every relay; logs a device in on the first
- * relay and times how long until each relay's directory shows it online, then logs it
- * out and times until each shows it offline. Polling is every millisecond per relay.
+ * relay (or on each in turn) and times how long until each relay's directory shows it
+ * online, then logs it out and times until each shows it offline. Polling is every
+ * millisecond per relay.
+ *
+ * Mesh list role: how long until a relay that just joined lists every online device.
  *
  * @module
  */
@@ -9,7 +12,7 @@
 import type { RelayConnection } from "../agent/relay_client.ts";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import { type Commands, emit, login } from "./_load_device.ts";
-import type { Link, MeshObserverOptions } from "./_load_types.ts";
+import type { Link, MeshListOptions, MeshObserverOptions } from "./_load_types.ts";
 
 const POLL_MS = 1;
 
@@ -40,7 +43,8 @@ export async function meshObserver(o: MeshObserverOptions, commands: Commands): 
   await commands.expect("go");
   const rounds = [];
   for (let r = 0; r < o.rounds; r++) {
-    const watched = await login(links[0], o.watchId);
+    const origin = o.rotate ? r % links.length : 0;
+    const watched = await login(links[origin], o.watchId);
     const loggedIn = performance.now();
     let deadline = loggedIn + o.timeoutMs;
     const visible = await Promise.all(
@@ -58,8 +62,33 @@ export async function meshObserver(o: MeshObserverOptions, commands: Commands): 
         return t === null ? null : t - loggedOut;
       }),
     );
-    rounds.push({ visibleMs: visible, offlineMs: gone });
+    rounds.push({ origin, visibleMs: visible, offlineMs: gone });
   }
   emit("result", { rounds });
   for (const c of observers) c.close();
+}
+
+/** Lists a relay's online devices until `o.expect` of them match `o.prefix`; one "result". */
+export async function meshList(o: MeshListOptions, commands: Commands): Promise<void> {
+  emit("ready");
+  const line = await commands.next();
+  if (!line.startsWith("go ")) throw new Error(`Expected "go HOST:PORT", got "${line}"`);
+  const link: Extract<Link, { mode: "relay" }> = { mode: "relay", relay: line.slice(3) };
+  const deadline = Date.now() + o.timeoutMs;
+  const conn = await login(link, o.id);
+  const loggedInAt = Date.now();
+  let polls = 0;
+  let count = 0;
+  try {
+    for (;;) {
+      const entries = await conn.list();
+      polls++;
+      count = entries.filter((e) => e.id.startsWith(o.prefix)).length;
+      if (count >= o.expect || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, o.pollMs));
+    }
+  } finally {
+    conn.close();
+  }
+  emit("result", { complete: count >= o.expect, at: Date.now(), loggedInAt, count, polls });
 }

@@ -97,6 +97,22 @@ export interface MeshObserverOptions {
   observerId: string;
   rounds: number;
   timeoutMs: number;
+  /** Log the watched device in on `relays[round % relays.length]` (default: always the first). */
+  rotate?: boolean;
+}
+
+/**
+ * Waits for "go HOST:PORT", logs in there as `id`, then lists the relay's online devices
+ * every `pollMs` until `expect` of them have IDs starting with `prefix` ("result", with
+ * wall-clock times, since the bench compares them with its own).
+ */
+export interface MeshListOptions {
+  role: "mesh-list";
+  id: string;
+  prefix: string;
+  expect: number;
+  pollMs: number;
+  timeoutMs: number;
 }
 
 /**
@@ -154,6 +170,7 @@ export type LoadOptions =
   | PeerOptions
   | IdleOptions
   | MeshObserverOptions
+  | MeshListOptions
   | UnauthOptions
   | SessionsOptions
   | AbortSendOptions;

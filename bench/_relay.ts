@@ -39,6 +39,8 @@ export interface RelayProc extends AsyncDisposable {
   readonly address: string;
   /** Its name. */
   readonly name: string;
+  /** Its data folder (registry.json). */
+  readonly dataDir: string;
   /** Its PID (for /proc readings). */
   readonly pid: number;
   /** Stops it with SIGTERM (clean shutdown, CPU profile written), SIGKILL after 10 s. */
@@ -84,6 +86,7 @@ export async function startRelay(spec: RelaySpec): Promise<RelayProc> {
       child,
       address,
       name: spec.name,
+      dataDir: spec.dataDir,
       pid: child.pid,
       stop,
       [Symbol.asyncDispose]: stop,

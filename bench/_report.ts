@@ -10,12 +10,14 @@ import type { AbortsResult } from "./_aborts.ts";
 import type { SessionsResult, UnauthResult } from "./_hold.ts";
 import type { IdleResult } from "./_idle.ts";
 import type { MeshResult } from "./_mesh.ts";
+import type { MeshScaleResult, MeshScaleUnavailable } from "./_mesh_scale.ts";
 import type { NatResult } from "./_nat.ts";
 import type { SetupResult } from "./_setup.ts";
 import type { TunnelResults } from "./tunnel.ts";
 import { fmt, GiB, MiB, ratio } from "./_stats.ts";
 import { atLeast, atMost, notAvailable, table, type TargetCheck } from "./_report_util.ts";
 import { robustMarkdown, robustTargets } from "./_report_robust.ts";
+import { meshScaleMarkdown, meshScaleTargets } from "./_report_mesh.ts";
 
 export type { TargetCheck };
 
@@ -67,6 +69,8 @@ export interface BenchResults {
   concurrency?: ConcurrencyResult;
   idle?: IdleResult;
   mesh?: MeshResult;
+  /** The mesh at scale (bench/_mesh_scale.ts). */
+  meshScale?: MeshScaleResult | MeshScaleUnavailable;
   /** Login costs (bench/_login.ts). */
   login?: import("./_login.ts").LoginResult;
   tls?: TlsSummary;
@@ -178,6 +182,7 @@ export function checkTargets(r: BenchResults): TargetCheck[] {
       });
     }
   }
+  out.push(...meshScaleTargets(r.meshScale));
   out.push(...robustTargets(r));
   return out;
 }
@@ -412,6 +417,7 @@ export function renderMarkdown(r: BenchResults): string {
       ));
     }
   }
+  out.push(...meshScaleMarkdown(r.meshScale));
   if (r.tls) {
     const t = r.tls;
     out.push("");

@@ -31,17 +31,28 @@ export const DEVICES = [
 /** A device that receives files (type FAX, attribute FILE TX/RX): a real `tsunagi run`. */
 export const FILE_DEVICE = "fax";
 
+/** The fixed devices, `fax` and `idleDevices` idle devices (`idle-00000` ...). */
+export function benchDeviceIds(idleDevices: number): string[] {
+  return [
+    ...DEVICES,
+    FILE_DEVICE,
+    ...Array.from({ length: idleDevices }, (_, i) => idleDeviceId(i)),
+  ];
+}
+
 /** A temporary folder and what the scenarios need from it. */
 export class Workspace implements AsyncDisposable {
   /** Root of the scratch folder. */
   readonly root: string;
+  readonly #hash: string;
   readonly #registryText: string;
   #relayCount = 0;
   #tls: TlsFiles | undefined;
 
-  private constructor(root: string, registryText: string) {
+  private constructor(root: string, hash: string, ids: string[]) {
     this.root = root;
-    this.#registryText = registryText;
+    this.#hash = hash;
+    this.#registryText = this.registry(ids);
   }
 
   /** Creates the folder and the registry text for `idleDevices` idle devices. */
@@ -50,25 +61,33 @@ export class Workspace implements AsyncDisposable {
     // One verifier at the lowest cost, shared by every device: registering 5,000
     // devices one by one through the CLI would derive 5,000 times.
     const hash = await makeVerifier(BENCH_PASSWORD, { iterations: 4096 });
+    return new Workspace(root, hash, benchDeviceIds(idleDevices));
+  }
+
+  /**
+   * The text of a registry file registering `ids` (all with the bench password, one
+   * shared verifier; `fax` as a FAX with the file attribute), as the relay writes it.
+   */
+  registry(ids: readonly string[]): string {
     const now = Date.now();
-    const ids = [...DEVICES, ...Array.from({ length: idleDevices }, (_, i) => idleDeviceId(i))];
-    ids.push(FILE_DEVICE);
-    const devices: Registration[] = ids.sort().map((id) => ({
+    const devices: Registration[] = [...ids].sort().map((id) => ({
       id,
       type: id === FILE_DEVICE ? "FAX" : TYPE,
       attributes: id === FILE_DEVICE ? [FILE_ATTRIBUTE] : [],
-      passwordHash: hash,
+      passwordHash: this.#hash,
       updatedAt: now,
     }));
-    const text = JSON.stringify({ version: REGISTRY_VERSION, devices }) + "\n";
-    return new Workspace(root, text);
+    return JSON.stringify({ version: REGISTRY_VERSION, devices }) + "\n";
   }
 
-  /** A fresh data folder holding the registry, for one relay. */
-  async relayDataDir(label: string): Promise<string> {
+  /**
+   * A fresh data folder for one relay, holding the workspace's registry, or `registry`
+   * (a text from {@link Workspace.registry}) when given.
+   */
+  async relayDataDir(label: string, registry = this.#registryText): Promise<string> {
     const dir = join(this.root, `relay-${++this.#relayCount}-${label}`);
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    await Deno.writeTextFile(join(dir, REGISTRY_FILE), this.#registryText, { mode: 0o600 });
+    await Deno.writeTextFile(join(dir, REGISTRY_FILE), registry, { mode: 0o600 });
     return dir;
   }
 

@@ -17,7 +17,7 @@ import { bulkRecv, bulkSend } from "./_load_data.ts";
 import { Commands, emit } from "./_load_device.ts";
 import { sessions, unauth } from "./_load_hold.ts";
 import { idle } from "./_load_idle.ts";
-import { meshObserver } from "./_load_mesh.ts";
+import { meshList, meshObserver } from "./_load_mesh.ts";
 import { echo, peer, requester } from "./_load_setup.ts";
 import type { LoadOptions } from "./_load_types.ts";
 
@@ -54,6 +54,9 @@ export async function runLoad(o: LoadOptions, commands: Commands): Promise<"done
       return "serving";
     case "mesh-observer":
       await meshObserver(o, commands);
+      return "done";
+    case "mesh-list":
+      await meshList(o, commands);
       return "done";
     default: {
       const never: never = o;

@@ -30,6 +30,7 @@ import { runSessions, runUnauth } from "./_hold.ts";
 import { runIdle } from "./_idle.ts";
 import { renderLogin, runLogin } from "./_login.ts";
 import { runMesh } from "./_mesh.ts";
+import { runMeshScale } from "./_mesh_scale.ts";
 import { runNat } from "./_nat.ts";
 import { killAll, livePids } from "./_procs.ts";
 import { relayFeatures, type RelayProc } from "./_relay.ts";
@@ -51,6 +52,7 @@ const SCENARIOS = [
   "setup",
   "idle",
   "mesh",
+  "meshscale",
   "unauth",
   "sessions",
   "aborts",
@@ -69,8 +71,11 @@ Options:
   --quick          smoke run for CI (under a minute, small sizes); writes no files
                    unless --out is given
   --only LIST      run only these scenarios (comma-separated: ${SCENARIOS.join(",")})
-  --out DIR        write <date>.json and <date>.md here (default bench/results for a
+  --out DIR        write <name>.json and <name>.md here (default bench/results for a
                    full run)
+  --name NAME      file name (default: the date, and for --only the date and the
+                   scenarios, e.g. 2026-11-30-meshscale, so a partial run never
+                   overwrites a full one)
   --cpu-prof DIR   relays write V8 CPU profiles (.cpuprofile) into DIR when they stop
   -h, --help       show this help
 
@@ -122,6 +127,7 @@ export async function benchMain(args: string[]): Promise<number> {
         quick: { type: "boolean" },
         only: { type: "string" },
         out: { type: "string" },
+        name: { type: "string" },
         "cpu-prof": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -232,6 +238,7 @@ export async function benchMain(args: string[]): Promise<number> {
     }
     results.idle = await attempt("idle", () => runIdle(ctx));
     results.mesh = await attempt("mesh", () => runMesh(ctx));
+    results.meshScale = await attempt("meshscale", () => runMeshScale(ctx));
     results.unauth = await attempt("unauth", () => runUnauth(ctx));
     results.sessions = await attempt("sessions", () => runSessions(ctx));
     results.aborts = await attempt("aborts", () => runAborts(ctx));
@@ -257,7 +264,8 @@ export async function benchMain(args: string[]): Promise<number> {
   console.log(markdown);
   if (outDir) {
     await Deno.mkdir(outDir, { recursive: true });
-    const base = join(outDir, results.date);
+    const partial = values.only === undefined ? "" : `-${[...only].join("+")}`;
+    const base = join(outDir, values.name ?? `${results.date}${partial}`);
     await Deno.writeTextFile(`${base}.json`, JSON.stringify(results, null, 2) + "\n");
     await Deno.writeTextFile(`${base}.md`, markdown);
     progress(`wrote ${base}.json and ${base}.md`);

@@ -55,6 +55,8 @@ export interface MeshTopology {
   relays: { name: string; address: string; alive: boolean; neighbors: string[] }[];
   /** This relay's links: live ones, and configured peers it cannot reach (name "" if unknown). */
   links: { relay: string; address: string; up: boolean }[];
+  /** Update notices received from neighbours since start, by what became of them. */
+  notices?: { applied: number; dropped: number; refused: number };
 }
 
 /** Where the relay looks devices up and announces changes of its own devices. */

@@ -171,6 +171,19 @@ export function renderMetrics(s: RelaySnapshot): string {
         [{ state: "unreachable" }, s.mesh.relays.filter((r) => !r.alive).length],
       ],
     );
+    const notices = s.mesh.notices;
+    if (notices !== undefined) {
+      out.family(
+        "tsunagi_mesh_notices_total",
+        "counter",
+        "Update notices received from neighbours: applied (newer), dropped (not newer), refused.",
+        [
+          [{ action: "applied" }, notices.applied],
+          [{ action: "dropped" }, notices.dropped],
+          [{ action: "refused" }, notices.refused],
+        ],
+      );
+    }
   }
   out.family(
     "tsunagi_process_resident_memory_bytes",

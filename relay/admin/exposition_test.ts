@@ -55,6 +55,7 @@ Deno.test({
           address: "h:3",
           up: false,
         }],
+        notices: { applied: 7, dropped: 2, refused: 0 },
       },
       metrics,
       now: 2_000,
@@ -83,6 +84,7 @@ Deno.test({
         'tsunagi_mesh_link_up{relay="r2",address="h:1"} 1',
         'tsunagi_mesh_link_up{relay="",address="h:3"} 0',
         'tsunagi_mesh_relays{state="alive"} 1',
+        'tsunagi_mesh_notices_total{action="dropped"} 2',
       ]
     ) assert.ok(text.includes(`\n${line}\n`), `missing: ${line}`);
     // Every family has HELP then TYPE before its samples.

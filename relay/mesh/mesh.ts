@@ -281,7 +281,7 @@ export class MeshDirectory implements Directory {
       if (known !== undefined && this.#links.has(known.name)) continue;
       links.push({ relay: known?.name ?? "", address, up: false });
     }
-    return { relays, links };
+    return { relays, links, notices: { ...mesh.stats } };
   }
 
   /** See {@link Directory.acceptControlLink}. */
