@@ -128,6 +128,9 @@ export class RegistrySync {
     }
   }
 
+  /** The registry's generation when it was last compared; undefined when unknown. */
+  #seenGeneration: number | undefined = undefined;
+
   /** Retries pending writes, then turns admin changes of the registry into notices. */
   poll(): Promise<void> {
     return this.#locked(async () => {
@@ -135,7 +138,11 @@ export class RegistrySync {
       await this.#flush();
       let regs: Registration[];
       try {
+        // Unchanged since the last look (the file's version is the same): nothing to do.
+        const generation = await this.#registry.generation?.();
+        if (generation !== undefined && generation === this.#seenGeneration && this.#known) return;
         regs = await this.#registry.list();
+        this.#seenGeneration = generation;
       } catch (e) {
         this.#logger.warn("registry unreadable", { error: String(e) });
         return;

@@ -80,3 +80,37 @@ Deno.test({
     await sync.close();
   },
 });
+
+/** A registry that says when its content may have changed, and counts full listings. */
+class CountingRegistry extends FullDisk {
+  gen = 1;
+  lists = 0;
+  override list(): Promise<Registration[]> {
+    this.lists++;
+    return super.list();
+  }
+  generation(): Promise<number> {
+    return Promise.resolve(this.gen);
+  }
+}
+
+Deno.test({
+  name: "RegistrySync: an unchanged registry is not listed again on every poll",
+  ...opts,
+  async fn() {
+    const registry = new CountingRegistry([reg("a")]);
+    const { originated, sync } = setup(registry);
+    await sync.poll();
+    for (let i = 0; i < 5; i++) await sync.poll();
+    assert.equal(registry.lists, 1, "100,000 registrations are not compared every second");
+    await registry.put(reg("b"));
+    registry.gen++;
+    await sync.poll();
+    assert.equal(registry.lists, 2);
+    assert.deepEqual(
+      originated.map(([id]) => id),
+      ["a", "b"],
+      "the admin's addition still goes out",
+    );
+  },
+});

@@ -60,6 +60,11 @@ export interface RegistryStore {
   /** Optional batch form of put/remove (`reg: null` removes), for bulk updates. */
   applyMany?(changes: { id: string; reg: Registration | null }[]): Promise<void>;
   /**
+   * Optional: a number that stays the same while the registrations do (a poller skips
+   * listing 100,000 registrations every second when nothing changed).
+   */
+  generation?(): Promise<number>;
+  /**
    * Optional: a 32-byte secret shared by every relay reading this store, created on
    * first use. Relays derive the fake salts of unregistered IDs from it, so that every
    * relay answers an unknown ID with the same challenge.
@@ -295,6 +300,8 @@ export class FileRegistry implements RegistryStore {
   #devices = new Map<string, Registration>();
   /** Version of the file `#devices` was read from; undefined before the first read. */
   #version: FileVersion | undefined = undefined;
+  /** Counts replacements of `#devices`: equal numbers mean the same registrations. */
+  #generation = 0;
   /** Tail of the queue of writes from this instance. */
   #writeTail: Promise<unknown> = Promise.resolve();
 
@@ -319,6 +326,12 @@ export class FileRegistry implements RegistryStore {
     await this.#refresh();
     const reg = this.#devices.get(id);
     return reg && copy(reg);
+  }
+
+  /** See {@link RegistryStore.generation}: changes whenever the file's content may have. */
+  async generation(): Promise<number> {
+    await this.#refresh();
+    return this.#generation;
   }
 
   /** Every registration, sorted by id. */
@@ -387,6 +400,7 @@ export class FileRegistry implements RegistryStore {
     if (this.#version !== undefined && sameVersion(before, this.#version)) return;
     if (before === null) {
       this.#devices = new Map();
+      this.#generation++;
       this.#version = null;
       return;
     }
@@ -397,6 +411,7 @@ export class FileRegistry implements RegistryStore {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       // Removed between stat and read: treat as empty.
       this.#devices = new Map();
+      this.#generation++;
       this.#version = null;
       return;
     }
@@ -404,6 +419,7 @@ export class FileRegistry implements RegistryStore {
     // The file is replaced by rename, never rewritten in place, so `before` may only be
     // stale (then the next call reloads again), never describe a mix of two versions.
     this.#devices = devices;
+    this.#generation++;
     this.#version = before;
   }
 
@@ -452,6 +468,7 @@ export class FileRegistry implements RegistryStore {
       throw e;
     }
     this.#devices = new Map(sorted.map((reg) => [reg.id, reg]));
+    this.#generation++;
     this.#version = await this.#stat();
   }
 
