@@ -1,7 +1,7 @@
 /**
  * `deno task test`: makes sure the servers and tools the tests run for real are
- * installed (redis-server, openssl, systemd-analyze, spin, gcc; from Debian with apt-get
- * when missing and running as root), runs the whole suite, and prints a plain
+ * installed (redis-server, openssl, systemd-analyze, spin, gcc, prometheus, chromium;
+ * from Debian with apt-get when missing and running as root), runs the whole suite, and prints a plain
  * `N passed, N failed` closing line.
  *
  * JSDoc `@example` blocks run too (`--doc`). Extra arguments go to `deno test` (e.g.
@@ -18,6 +18,10 @@ const NEEDED: Record<string, string> = {
   // mesh_model_test.ts model-checks docs/mesh_model.pml.
   spin: "spin",
   gcc: "gcc",
+  // admin_test.ts checks /metrics with promtool, scrapes with prometheus and renders the
+  // status page in headless chromium.
+  promtool: "prometheus",
+  chromium: "chromium",
 };
 
 async function has(command: string): Promise<boolean> {
