@@ -106,6 +106,8 @@ export class Session implements AsyncDisposable {
   /** Reads and writes in progress; the idle timer runs while this is above 0. */
   #busy = 0;
   #idleTimer: unknown;
+  /** Clock time of the last progress (an operation starting from quiet, or completing). */
+  #progressAt = 0;
   /** Set (with the reason) when a deadline closed the connection. */
   #expired: string | null = null;
   readonly #reader: SessionFrameReader;
@@ -229,17 +231,21 @@ export class Session implements AsyncDisposable {
   }
 
   /**
-   * Runs one read or write under the idle deadline: the timer starts when the first
-   * operation starts and restarts whenever one completes.
+   * Runs one read or write under the idle deadline: the deadline starts when the first
+   * operation starts and moves whenever one completes. Progress only records the time;
+   * one timer per quiet spell checks it (no timer churn per chunk).
    */
   async #guard<T>(op: () => Promise<T>): Promise<T> {
     if (this.#expired !== null) throw new SessionTimeoutError(this.#expired);
-    if (this.#busy++ === 0) this.#arm(this.#idleTimeoutMs, this.#idleMessage());
+    if (this.#busy++ === 0) {
+      this.#progressAt = this.#clock.now();
+      this.#arm(this.#idleTimeoutMs);
+    }
     try {
       const value = await op();
       // A close by the deadline can look like a clean end of stream to the read.
       if (this.#expired !== null) throw new SessionTimeoutError(this.#expired);
-      this.#arm(this.#idleTimeoutMs, this.#idleMessage());
+      this.#progressAt = this.#clock.now();
       return value;
     } catch (e) {
       // A dead connection ends the session for whoever waits on `done` (a pool).
@@ -251,16 +257,21 @@ export class Session implements AsyncDisposable {
     }
   }
 
-  #idleMessage(): string {
-    return `Session with ${this.peer} made no progress for ${
-      formatSeconds(this.#idleTimeoutMs)
-    }: connection closed`;
-  }
-
-  #arm(ms: number, message: string) {
-    this.#disarm();
-    if (ms <= 0) return;
-    this.#idleTimer = this.#clock.setTimeout(() => this.#expire(message), ms);
+  #arm(ms: number) {
+    if (this.#idleTimeoutMs <= 0 || this.#idleTimer !== undefined) return;
+    this.#idleTimer = this.#clock.setTimeout(() => {
+      this.#idleTimer = undefined;
+      if (this.#busy === 0) return;
+      const quietMs = this.#clock.now() - this.#progressAt;
+      if (quietMs < this.#idleTimeoutMs) this.#arm(this.#idleTimeoutMs - quietMs);
+      else {
+        this.#expire(
+          `Session with ${this.peer} made no progress for ${
+            formatSeconds(this.#idleTimeoutMs)
+          }: connection closed`,
+        );
+      }
+    }, ms);
   }
 
   #disarm() {

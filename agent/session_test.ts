@@ -33,6 +33,26 @@ Deno.test("Session.read() times out when the peer is silent; progress restarts t
   sender.connection.close();
 });
 
+Deno.test("Session: a pending read survives while writes make progress; quiet after them expires", async () => {
+  const clock = new ManualClock();
+  const { sender, receiver } = sessionPair(clock, 1000);
+  const pending = receiver.read(); // the peer says nothing for a while
+  let settled = false;
+  pending.then(() => settled = true, () => settled = true);
+  for (let i = 0; i < 3; i++) {
+    clock.advance(600);
+    await receiver.write(bytes(i)); // progress: the deadline moves to now + 1 s
+    assert.deepEqual(await sender.read(), bytes(i));
+  }
+  clock.advance(999); // 999 ms after the last progress
+  await Promise.resolve();
+  assert.equal(settled, false, "expired before 1 s without progress");
+  clock.advance(1);
+  await assert.rejects(pending, SessionTimeoutError);
+  assert.equal(clock.pending, 0, "no timer left behind");
+  sender.connection.close();
+});
+
 Deno.test("Session: no deadline runs while nothing is pending", async () => {
   const clock = new ManualClock();
   const { sender, receiver } = sessionPair(clock, 1000);
