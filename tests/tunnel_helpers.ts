@@ -119,17 +119,39 @@ export function halfCloseServer(): LocalServer {
 /**
  * Plays a half-close client through `port`: sends `payload`, shuts its write side, reads
  * the answer to EOF. Returns the answer and the one {@link halfCloseServer} should give.
+ * Throws if the exchange is not over within `deadlineMs`.
  */
 export async function halfCloseExchange(
   port: number,
   payload: Uint8Array,
+  deadlineMs = 30_000,
 ): Promise<{ answer: string; expected: string }> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeAll(c, payload);
-  await c.closeWrite();
-  const answer = new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
-  const expected = `${payload.length} ${createHash("sha256").update(payload).digest("hex")}`;
-  return { answer, expected };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    c.close();
+  }, deadlineMs);
+  try {
+    await writeAll(c, payload);
+    await c.closeWrite();
+    // Reading `readable` to its end closes `c`.
+    const answer = new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
+    const expected = `${payload.length} ${createHash("sha256").update(payload).digest("hex")}`;
+    return { answer, expected };
+  } catch (e) {
+    if (timedOut) {
+      throw new Error(`Half-close exchange through port ${port} not over within ${deadlineMs} ms`);
+    }
+    try {
+      c.close();
+    } catch {
+      // closed by the end of `readable` already
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A loopback port with nothing listening (bound, noted, released). */
