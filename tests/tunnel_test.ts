@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { writeAll } from "../shared/framed_conn.ts";
 import {
   event,
-  type Proc,
+  Proc,
   register,
   sha256File,
   startAgent,
@@ -201,4 +201,65 @@ Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loo
   await w.forward.waitForCount(handled, 42, "every attempt logged");
   const asked = w.forward.lines.filter(event("tunnel refused")).length - 3;
   assert.ok(asked <= 3, `${asked} of 40 tight retries reached the device`);
+});
+
+Deno.test("tunnel from config files: run's expose and logFormat; forward's documented example (forward list, pool)", async () => {
+  await using http = httpServer();
+  await using half = halfCloseServer();
+  await using tmp = await tempDir();
+  const data = `${tmp.path}/relay`;
+  const pcPw = await register(data, "pc1", "USER");
+  const printerPw = await register(data, "printer1", "PRINTER");
+  await using relay = await startRelay(data);
+  await Deno.mkdir(`${tmp.path}/etc`);
+  await Deno.copyFile(pcPw, `${tmp.path}/etc/pc1.pw`);
+  await Deno.copyFile(printerPw, `${tmp.path}/etc/printer1.pw`);
+
+  const device = `${tmp.path}/etc/printer1.json`;
+  await Deno.writeTextFile(
+    device,
+    JSON.stringify({
+      relay: relay.address,
+      id: "printer1",
+      passwordFile: "printer1.pw",
+      inbox: "inbox",
+      logFormat: "json",
+      expose: [`ipp=127.0.0.1:${half.port}`, `http=127.0.0.1:${http.addr.port}`],
+    }),
+  );
+  await using agent = new Proc(["run", "-A", "agent/main.ts", "run", "--config", device]);
+  await agent.waitFor(event("logged in"), "printer1 to log in from its config file");
+
+  // The forwarder's example from docs/operations.md, on this relay and on free ports.
+  const doc = await Deno.readTextFile(new URL("../docs/operations.md", import.meta.url));
+  const example = /<!-- agent-forward-config-example -->\s*```json\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(example, "docs/operations.md lost its forward config example");
+  const config = JSON.parse(example);
+  assert.deepEqual(Object.keys(config).sort(), ["forward", "id", "passwordFile", "pool", "relay"]);
+  config.relay = relay.address;
+  for (const rule of config.forward) rule.listen = "127.0.0.1:0";
+  config.pool = 6; // more than the default 4: the key is read
+  const file = `${tmp.path}/etc/forward.json`;
+  await Deno.writeTextFile(file, JSON.stringify(config));
+  await using forward = new Proc([
+    "run",
+    "-A",
+    "agent/main.ts",
+    "forward",
+    "--config",
+    file,
+    "--log-format",
+    "json",
+  ]);
+  await forward.waitForCount(event("forwarding"), 2, "both listeners of the example");
+  const port = (service: string) =>
+    Number(String(forward.lines.find(event("forwarding", { service }))!.listen).split(":").pop());
+  // A pool of 6: one login, then 5 more connections of pc1 at the relay.
+  await relay.proc.waitForCount(event("connection added", { device: "pc1" }), 5, "pc1's pool");
+
+  const get = await curl(["-sS", "--max-time", "20", `http://127.0.0.1:${port("http")}/cfg`]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(get.stdout, "hello /cfg\n");
+  const { answer, expected } = await halfCloseExchange(port("ipp"), new Uint8Array(70_000).fill(9));
+  assert.equal(answer, expected);
 });
