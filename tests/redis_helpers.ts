@@ -9,6 +9,13 @@
  */
 
 import { registryMain } from "../relay/registry/main.ts";
+import {
+  type RelayGroup,
+  type RelayProc,
+  startGroup,
+  startRelay,
+  writeMeshSecret,
+} from "./helpers.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -334,4 +341,30 @@ export async function registerInRedis(
     throw new Error(`registry add ${id} --directory ${url} failed (${code}): ${stderr}`);
   }
   return file;
+}
+
+/**
+ * Starts relays r1..rN on the Redis directory at `server.url()` (liveness TTL `ttl`),
+ * linked for session forwarding by a shared secret written to `root`.
+ */
+export async function startRedisRelays(
+  root: string,
+  server: { url(): string },
+  count: number,
+  ttl = "1s",
+): Promise<RelayGroup> {
+  const secret = await writeMeshSecret(root);
+  return await startGroup(count, (i): Promise<RelayProc> => {
+    const name = `r${i + 1}`;
+    return startRelay(`${root}/${name}`, [
+      "--name",
+      name,
+      "--directory",
+      server.url(),
+      "--directory-ttl",
+      ttl,
+      "--mesh-secret-file",
+      secret,
+    ]);
+  });
 }

@@ -12,17 +12,13 @@ import {
   deviceFlags,
   event,
   pollUntil,
-  type RelayGroup,
   type RelayProc,
   sha256File,
   startAgent,
-  startGroup,
-  startRelay,
   tempDir,
-  writeMeshSecret,
   writeRandomFile,
 } from "./helpers.ts";
-import { RedisCluster, RedisServer, registerInRedis } from "./redis_helpers.ts";
+import { RedisCluster, RedisServer, registerInRedis, startRedisRelays } from "./redis_helpers.ts";
 
 /** A single server or a 3-node cluster: the relays are given the same kind of URL. */
 type Target = RedisServer | RedisCluster;
@@ -33,31 +29,7 @@ const TARGETS: { name: string; start: () => Promise<Target> }[] = [
   { name: "redis cluster", start: () => RedisCluster.start() },
 ];
 
-const TTL = "1s";
 const TTL_MS = 1000;
-
-/** Starts relays r1..rN on `server`, linked for forwarding by a shared secret. */
-async function startRelays(
-  root: string,
-  server: Target,
-  count: number,
-): Promise<RelayGroup> {
-  await writeMeshSecret(root);
-  return await startGroup(count, (i) => startRedisRelay(root, server, `r${i + 1}`));
-}
-
-function startRedisRelay(root: string, server: Target, name: string): Promise<RelayProc> {
-  return startRelay(`${root}/${name}`, [
-    "--name",
-    name,
-    "--directory",
-    server.url(),
-    "--directory-ttl",
-    TTL,
-    "--mesh-secret-file",
-    `${root}/mesh.secret`,
-  ]);
-}
 
 /** `tsunagi list --all --json` through relay `via`, logged in as `as`. */
 async function listVia(via: RelayProc, as: string, pw: string): Promise<ListedEntry[]> {
@@ -104,7 +76,7 @@ for (const target of TARGETS) {
     await using server = await target.start();
     const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
     const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-    await using relays = await startRelays(dir.path, server, 3);
+    await using relays = await startRedisRelays(dir.path, server, 3);
     const [r1, , r3] = relays;
     await using _fax = await startAgent(r1.address, "fax1", faxPw);
     await using reader = await RedisDirectory.open(server.url());
@@ -128,7 +100,7 @@ for (const target of TARGETS) {
     await using server = await target.start();
     const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
     const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-    await using relays = await startRelays(dir.path, server, 3);
+    await using relays = await startRedisRelays(dir.path, server, 3);
     const [r1, r2, r3] = relays;
     await using reader = await RedisDirectory.open(server.url());
     {
@@ -153,7 +125,7 @@ for (const target of TARGETS) {
     await using dir = await tempDir();
     await using server = await target.start();
     const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-    await using relays = await startRelays(dir.path, server, 2);
+    await using relays = await startRedisRelays(dir.path, server, 2);
     const [r1, r2] = relays;
     await using reader = await RedisDirectory.open(server.url());
     await using fax = await startAgent([r1.address, r2.address], "fax1", faxPw);
@@ -174,7 +146,7 @@ Deno.test("redis: a Redis restart (empty) is written back by the relays; logins 
     return { faxPw, pcPw, prPw };
   };
   const { faxPw, pcPw, prPw } = await register();
-  await using relays = await startRelays(dir.path, server, 3);
+  await using relays = await startRedisRelays(dir.path, server, 3);
   const [r1, r2, r3] = relays;
   await using reader = await RedisDirectory.open(server.url());
   await using _fax = await startAgent(r1.address, "fax1", faxPw);
@@ -215,7 +187,7 @@ Deno.test("redis: a session already running continues while Redis is down", asyn
   await using server = await RedisServer.start();
   const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
   const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-  await using relays = await startRelays(dir.path, server, 1);
+  await using relays = await startRedisRelays(dir.path, server, 1);
   const [r1] = relays;
   await using _fax = await startAgent(r1.address, "fax1", faxPw, ["--inbox", `${dir.path}/inbox`]);
   await writeRandomFile(`${dir.path}/big.bin`, 96 << 20, 3);
@@ -246,7 +218,7 @@ Deno.test({
     await using server = await RedisServer.start();
     const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
     const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-    await using relays = await startRelays(dir.path, server, 3);
+    await using relays = await startRedisRelays(dir.path, server, 3);
     const [r1, , r3] = relays;
     await using _fax = await startAgent(r3.address, "fax1", faxPw, [
       "--inbox",

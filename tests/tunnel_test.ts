@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { writeAll } from "../shared/framed_conn.ts";
 import {
   event,
@@ -17,67 +16,15 @@ import {
   tempDir,
   writeRandomFile,
 } from "./helpers.ts";
-
-/** Starts `tsunagi forward` with `rules` ([to, service] each, listening on port 0). */
-async function startForward(
-  relay: string,
-  id: string,
-  passwordFile: string,
-  rules: [string, string][],
-  extra: string[] = [],
-): Promise<{ proc: Proc; ports: number[] }> {
-  const args = ["run", "-A", "agent/main.ts", "forward", "--relay", relay, "--id", id];
-  args.push("--password-file", passwordFile, "--log-format", "json", "--log-level", "debug");
-  for (const [to, service] of rules) {
-    args.push("--listen", "127.0.0.1:0", "--to", to, "--service", service);
-  }
-  const proc = new Proc([...args, ...extra]);
-  await proc.waitForCount(event("forwarding"), rules.length, "forward to listen");
-  await proc.waitFor(event("logged in"), "forward to log in");
-  const ports = proc.lines.filter(event("forwarding")).map((l) =>
-    Number(String(l.listen).split(":").pop())
-  );
-  return { proc, ports };
-}
-
-async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("curl", { args, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
-
-/** A Deno HTTP server: GET /blob/N streams N pseudo-random bytes; POST returns the body's SHA-256. */
-function httpServer(): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    const url = new URL(req.url);
-    if (req.method === "POST") {
-      const hash = createHash("sha256");
-      let n = 0;
-      for await (const chunk of req.body!) {
-        hash.update(chunk);
-        n += chunk.length;
-      }
-      return new Response(`${n} ${hash.digest("hex")}\n`);
-    }
-    const m = /^\/blob\/(\d+)$/.exec(url.pathname);
-    if (m) {
-      const size = Number(m[1]);
-      const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 31) & 0xff);
-      let left = size;
-      return new Response(
-        new ReadableStream({
-          pull(c) {
-            if (left === 0) return c.close();
-            const n = Math.min(left, chunk.length);
-            c.enqueue(chunk.slice(0, n));
-            left -= n;
-          },
-        }),
-      );
-    }
-    return new Response(`hello ${url.pathname}\n`);
-  });
-}
+import {
+  curl,
+  deadPort,
+  halfCloseExchange,
+  halfCloseServer,
+  httpServer,
+  startForward,
+  timeToClose,
+} from "./tunnel_helpers.ts";
 
 interface World extends AsyncDisposable {
   relay: string;
@@ -181,21 +128,7 @@ Deno.test("forward + expose: curl GET, keep-alive, 200 MiB up and down by SHA-25
 });
 
 Deno.test("tunnel: half-close (client sends, shuts its write side, reads the answer) and server-first", async () => {
-  // Half-close server: reads to EOF, answers with the byte count and hash, then closes.
-  using halfServer = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const half = (async () => {
-    for await (const conn of halfServer) {
-      const hash = createHash("sha256");
-      let n = 0;
-      const buf = new Uint8Array(65536);
-      for (let r = await conn.read(buf); r !== null; r = await conn.read(buf)) {
-        hash.update(buf.subarray(0, r));
-        n += r;
-      }
-      await writeAll(conn, new TextEncoder().encode(`${n} ${hash.digest("hex")}`));
-      conn.close();
-    }
-  })().catch(() => {});
+  await using halfServer = halfCloseServer();
   // Server-first: a banner before the client says anything, then echo.
   using bannerServer = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const banner = (async () => {
@@ -210,16 +143,13 @@ Deno.test("tunnel: half-close (client sends, shuts its write side, reads the ans
   })().catch(() => {});
   {
     await using w = await world([
-      `half=127.0.0.1:${halfServer.addr.port}`,
+      `half=127.0.0.1:${halfServer.port}`,
       `banner=127.0.0.1:${bannerServer.addr.port}`,
     ], [["dev1", "half"], ["dev1", "banner"]]);
 
     const payload = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7) & 0xff);
-    const c = await Deno.connect({ hostname: "127.0.0.1", port: w.ports[0] });
-    await writeAll(c, payload);
-    await c.closeWrite();
-    const answer = new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
-    assert.equal(answer, `${payload.length} ${createHash("sha256").update(payload).digest("hex")}`);
+    const { answer, expected } = await halfCloseExchange(w.ports[0], payload);
+    assert.equal(answer, expected);
 
     const b = await Deno.connect({ hostname: "127.0.0.1", port: w.ports[1] });
     const buf = new Uint8Array(64);
@@ -236,41 +166,12 @@ Deno.test("tunnel: half-close (client sends, shuts its write side, reads the ans
     b.close();
     await w.agent.waitForCount(event("tunnel closed"), 2, "both tunnels to close");
   }
-  halfServer.close();
   bannerServer.close();
-  await Promise.all([half, banner]);
+  await banner;
 });
 
-/** Connects and measures how long until the connection is closed or reset (ms). */
-async function timeToClose(port: number): Promise<{ ms: number; how: string }> {
-  const t0 = performance.now();
-  let c: Deno.TcpConn;
-  try {
-    c = await Deno.connect({ hostname: "127.0.0.1", port });
-  } catch (e) {
-    // The RST can beat the end of the handshake on loopback.
-    return { ms: performance.now() - t0, how: (e as Error).name };
-  }
-  try {
-    const n = await c.read(new Uint8Array(16));
-    return { ms: performance.now() - t0, how: n === null ? "eof" : `data ${n}` };
-  } catch (e) {
-    return { ms: performance.now() - t0, how: (e as Error).name };
-  } finally {
-    try {
-      c.close();
-    } catch {
-      // reset already
-    }
-  }
-}
-
 Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loop is backed off", async () => {
-  // A port with nothing listening: bind, note, close.
-  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const deadPort = closed.addr.port;
-  closed.close();
-  await using w = await world([`dead=127.0.0.1:${deadPort}`], [
+  await using w = await world([`dead=127.0.0.1:${deadPort()}`], [
     ["dev1", "dead"],
     ["dev1", "nope"],
     ["ghost", "http"],
@@ -300,4 +201,65 @@ Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loo
   await w.forward.waitForCount(handled, 42, "every attempt logged");
   const asked = w.forward.lines.filter(event("tunnel refused")).length - 3;
   assert.ok(asked <= 3, `${asked} of 40 tight retries reached the device`);
+});
+
+Deno.test("tunnel from config files: run's expose and logFormat; forward's documented example (forward list, pool)", async () => {
+  await using http = httpServer();
+  await using half = halfCloseServer();
+  await using tmp = await tempDir();
+  const data = `${tmp.path}/relay`;
+  const pcPw = await register(data, "pc1", "USER");
+  const printerPw = await register(data, "printer1", "PRINTER");
+  await using relay = await startRelay(data);
+  await Deno.mkdir(`${tmp.path}/etc`);
+  await Deno.copyFile(pcPw, `${tmp.path}/etc/pc1.pw`);
+  await Deno.copyFile(printerPw, `${tmp.path}/etc/printer1.pw`);
+
+  const device = `${tmp.path}/etc/printer1.json`;
+  await Deno.writeTextFile(
+    device,
+    JSON.stringify({
+      relay: relay.address,
+      id: "printer1",
+      passwordFile: "printer1.pw",
+      inbox: "inbox",
+      logFormat: "json",
+      expose: [`ipp=127.0.0.1:${half.port}`, `http=127.0.0.1:${http.addr.port}`],
+    }),
+  );
+  await using agent = new Proc(["run", "-A", "agent/main.ts", "run", "--config", device]);
+  await agent.waitFor(event("logged in"), "printer1 to log in from its config file");
+
+  // The forwarder's example from docs/operations.md, on this relay and on free ports.
+  const doc = await Deno.readTextFile(new URL("../docs/operations.md", import.meta.url));
+  const example = /<!-- agent-forward-config-example -->\s*```json\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(example, "docs/operations.md lost its forward config example");
+  const config = JSON.parse(example);
+  assert.deepEqual(Object.keys(config).sort(), ["forward", "id", "passwordFile", "pool", "relay"]);
+  config.relay = relay.address;
+  for (const rule of config.forward) rule.listen = "127.0.0.1:0";
+  config.pool = 6; // more than the default 4: the key is read
+  const file = `${tmp.path}/etc/forward.json`;
+  await Deno.writeTextFile(file, JSON.stringify(config));
+  await using forward = new Proc([
+    "run",
+    "-A",
+    "agent/main.ts",
+    "forward",
+    "--config",
+    file,
+    "--log-format",
+    "json",
+  ]);
+  await forward.waitForCount(event("forwarding"), 2, "both listeners of the example");
+  const port = (service: string) =>
+    Number(String(forward.lines.find(event("forwarding", { service }))!.listen).split(":").pop());
+  // A pool of 6: one login, then 5 more connections of pc1 at the relay.
+  await relay.proc.waitForCount(event("connection added", { device: "pc1" }), 5, "pc1's pool");
+
+  const get = await curl(["-sS", "--max-time", "20", `http://127.0.0.1:${port("http")}/cfg`]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(get.stdout, "hello /cfg\n");
+  const { answer, expected } = await halfCloseExchange(port("ipp"), new Uint8Array(70_000).fill(9));
+  assert.equal(answer, expected);
 });

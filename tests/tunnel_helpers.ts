@@ -1,0 +1,200 @@
+/**
+ * Tunnel test harness: a `tsunagi forward` process, the real `curl`, and unmodified local
+ * servers (Deno's HTTP server, a plain half-close socket server) for `run --expose`.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { writeAll } from "../shared/framed_conn.ts";
+import { event, Proc } from "./helpers.ts";
+
+/** Starts `tsunagi forward` with `rules` ([to, service] each, listening on port 0). */
+export async function startForward(
+  relay: string,
+  id: string,
+  passwordFile: string,
+  rules: [string, string][],
+  extra: string[] = [],
+): Promise<{ proc: Proc; ports: number[] }> {
+  const args = ["run", "-A", "agent/main.ts", "forward", "--relay", relay, "--id", id];
+  args.push("--password-file", passwordFile, "--log-format", "json", "--log-level", "debug");
+  for (const [to, service] of rules) {
+    args.push("--listen", "127.0.0.1:0", "--to", to, "--service", service);
+  }
+  const proc = new Proc([...args, ...extra]);
+  try {
+    await proc.waitForCount(event("forwarding"), rules.length, "forward to listen");
+    await proc.waitFor(event("logged in"), "forward to log in");
+  } catch (e) {
+    await proc[Symbol.asyncDispose]();
+    throw e;
+  }
+  const ports = proc.lines.filter(event("forwarding")).map((l) =>
+    Number(String(l.listen).split(":").pop())
+  );
+  return { proc, ports };
+}
+
+/** Runs the real `curl` binary with `args`. */
+export async function curl(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("curl", { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/** A Deno HTTP server: GET /blob/N streams N pseudo-random bytes; POST returns the body's SHA-256. */
+export function httpServer(): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    if (req.method === "POST") {
+      const hash = createHash("sha256");
+      let n = 0;
+      for await (const chunk of req.body!) {
+        hash.update(chunk);
+        n += chunk.length;
+      }
+      return new Response(`${n} ${hash.digest("hex")}\n`);
+    }
+    const m = /^\/blob\/(\d+)$/.exec(url.pathname);
+    if (m) {
+      const size = Number(m[1]);
+      const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 31) & 0xff);
+      let left = size;
+      return new Response(
+        new ReadableStream({
+          pull(c) {
+            if (left === 0) return c.close();
+            const n = Math.min(left, chunk.length);
+            c.enqueue(chunk.slice(0, n));
+            left -= n;
+          },
+        }),
+      );
+    }
+    return new Response(`hello ${url.pathname}\n`);
+  });
+}
+
+/** A TCP server owned by a test: its port; dispose closes it and waits for its loop. */
+export interface LocalServer extends AsyncDisposable {
+  /** Port on 127.0.0.1. */
+  port: number;
+}
+
+/**
+ * A half-close protocol's server: reads each connection to EOF, then answers
+ * `"<bytes> <sha256 hex>"` and closes. It answers only after the client's FIN.
+ */
+export function halfCloseServer(): LocalServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const loop = (async () => {
+    for await (const conn of listener) {
+      const hash = createHash("sha256");
+      let n = 0;
+      const buf = new Uint8Array(65536);
+      for (let r = await conn.read(buf); r !== null; r = await conn.read(buf)) {
+        hash.update(buf.subarray(0, r));
+        n += r;
+      }
+      await writeAll(conn, new TextEncoder().encode(`${n} ${hash.digest("hex")}`));
+      conn.close();
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      try {
+        listener.close();
+      } catch {
+        // closed already
+      }
+      await loop;
+    },
+  };
+}
+
+/**
+ * Plays a half-close client through `port`: sends `payload`, shuts its write side, reads
+ * the answer to EOF. Returns the answer and the one {@link halfCloseServer} should give.
+ * Throws if the exchange is not over within `deadlineMs`.
+ */
+export async function halfCloseExchange(
+  port: number,
+  payload: Uint8Array,
+  deadlineMs = 30_000,
+): Promise<{ answer: string; expected: string }> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    c.close();
+  }, deadlineMs);
+  try {
+    await writeAll(c, payload);
+    await c.closeWrite();
+    // Reading `readable` to its end closes `c`.
+    const answer = new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
+    const expected = `${payload.length} ${createHash("sha256").update(payload).digest("hex")}`;
+    return { answer, expected };
+  } catch (e) {
+    if (timedOut) {
+      throw new Error(`Half-close exchange through port ${port} not over within ${deadlineMs} ms`);
+    }
+    try {
+      c.close();
+    } catch {
+      // closed by the end of `readable` already
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A loopback port with nothing listening (bound, noted, released). */
+export function deadPort(): number {
+  using closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return closed.addr.port;
+}
+
+/**
+ * Connects and measures how long until the connection is closed or reset (ms). A
+ * connection still open after `deadlineMs` is closed by the caller's side and reported
+ * as `how: "open"`: the assertion, not the test runner, catches a hang.
+ */
+export async function timeToClose(
+  port: number,
+  deadlineMs = 10_000,
+): Promise<{ ms: number; how: string }> {
+  const t0 = performance.now();
+  let c: Deno.TcpConn;
+  try {
+    c = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (e) {
+    // The RST can beat the end of the handshake on loopback.
+    return { ms: performance.now() - t0, how: (e as Error).name };
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    c.close();
+  }, deadlineMs);
+  try {
+    const n = await c.read(new Uint8Array(16));
+    return { ms: performance.now() - t0, how: n === null ? "eof" : `data ${n}` };
+  } catch (e) {
+    return { ms: performance.now() - t0, how: timedOut ? "open" : (e as Error).name };
+  } finally {
+    clearTimeout(timer);
+    if (!timedOut) {
+      try {
+        c.close();
+      } catch {
+        // reset already
+      }
+    }
+  }
+}
