@@ -10,6 +10,13 @@
  *                                                 prints per-connection ms
  *   deno run -A bench/_plain.ts ping PORT N       N times: connect, 1 byte, echo, close;
  *                                                 prints each round trip, ms
+ *   deno run -A bench/_plain.ts proxy PORT        listen; per connection connect to PORT
+ *                                                 and copy both ways (read/write loop,
+ *                                                 half-close passed on); prints {"port":N}
+ *
+ * Three `proxy` processes in a row have the shape of a tunnel (forwarder, relay, device:
+ * three processes that each copy every byte once): the floor any relay of that shape
+ * reaches on this machine.
  *
  * @module
  */
@@ -78,6 +85,27 @@ if (mode === "sink" || mode === "echo") {
     if (r !== 1) throw new Error("no echo");
   }
   console.log(JSON.stringify({ rtt: out }));
+} else if (mode === "proxy") {
+  const next = Number(args[0]);
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ port: l.addr.port }));
+  const copy = async (from: Deno.TcpConn, to: Deno.TcpConn) => {
+    const buf = new Uint8Array(256 * 1024);
+    for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+      await writeAll(to, buf.subarray(0, n));
+    }
+    await to.closeWrite();
+  };
+  for await (const c of l) {
+    (async () => {
+      c.setNoDelay(true);
+      const d = await Deno.connect({ hostname: "127.0.0.1", port: next });
+      d.setNoDelay(true);
+      await Promise.allSettled([copy(c, d), copy(d, c)]);
+      c.close();
+      d.close();
+    })().catch(() => {});
+  }
 } else {
   console.error("usage: see the module doc");
   Deno.exit(2);

@@ -11,6 +11,10 @@
  * forwarder write V8 CPU profiles (summarise them with bench/cpuprofile.ts).
  * `deno task bench --only tunnel` runs it as part of the bench.
  *
+ * A third route, three plain copying proxies in a row (bench/_plain.ts `proxy`), has the
+ * tunnel's shape without its code: the floor of a three-process relay path on this
+ * machine, so a ratio far below direct can be told apart from one far below that floor.
+ *
  * Figures: bulk throughput ratio and CPU s/GiB per process (relay, receiving device,
  * sending device, plain endpoints); setup of a forwarded connection (connect + 1-byte
  * echo) p50/p99 against direct; 64 parallel connections × 16 MiB, aggregate ratio and
@@ -135,6 +139,18 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
     const echo = start(["run", "-A", "bench/_plain.ts", "echo"], HERE);
     const sinkPort = JSON.parse((await sink.waitFor(/port/))[0]).port;
     const echoPort = JSON.parse((await echo.waitFor(/port/))[0]).port;
+    // The floor of the tunnel's shape: three plain copying processes in a row.
+    const proxies: Child[] = [];
+    const chainTo = async (port: number) => {
+      for (let i = 0; i < 3; i++) {
+        const p = start(["run", "-A", "bench/_plain.ts", "proxy", String(port)], HERE);
+        proxies.push(p);
+        port = JSON.parse((await p.waitFor(/port/))[0]).port;
+      }
+      return port;
+    };
+    const chainSink = await chainTo(sinkPort);
+    const chainEcho = await chainTo(echoPort);
     const relay = start([
       "run",
       "-A",
@@ -202,6 +218,7 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
       device: await cpuSeconds(device.pid),
       forward: await cpuSeconds(forward.pid),
       sink: await cpuSeconds(sink.pid),
+      chain: (await Promise.all(proxies.map((p) => cpuSeconds(p.pid)))).reduce((a, b) => a + b),
     });
     type Trial = { mibPerS: number; cpuPerGiB: Record<string, number> };
     const bulk = async (port: number, bytes: number, n: number) => {
@@ -222,9 +239,11 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
     };
     const direct: Trial[] = [];
     const tunnel: Trial[] = [];
+    const chain: Trial[] = [];
     for (let i = 0; i < TRIALS; i++) {
       direct.push(await bulk(sinkPort, BULK, 1));
       tunnel.push(await bulk(fwd[0], BULK, 1));
+      chain.push(await bulk(chainSink, BULK, 1));
     }
     const med = (ts: Trial[], k: string) => round(median(ts.map((t) => t.cpuPerGiB[k])));
     const bulkResult = {
@@ -232,7 +251,9 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
       trials: TRIALS,
       directMibPerS: round(median(direct.map((t) => t.mibPerS))),
       tunnelMibPerS: round(median(tunnel.map((t) => t.mibPerS))),
+      chainMibPerS: round(median(chain.map((t) => t.mibPerS))),
       ratio: 0,
+      chainRatio: 0,
       cpuSPerGiB: {
         direct: { client: med(direct, "client"), sink: med(direct, "sink") },
         tunnel: {
@@ -242,30 +263,38 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
           device: med(tunnel, "device"),
           sink: med(tunnel, "sink"),
         },
+        chain: { proxies: med(chain, "chain") },
       },
     };
     bulkResult.ratio = round(bulkResult.tunnelMibPerS / bulkResult.directMibPerS);
+    bulkResult.chainRatio = round(bulkResult.chainMibPerS / bulkResult.directMibPerS);
 
     const pd = (await plain("ping", String(echoPort), String(PINGS))).rtt as number[];
     const pt = (await plain("ping", String(fwd[1]), String(PINGS))).rtt as number[];
+    const pc = (await plain("ping", String(chainEcho), String(PINGS))).rtt as number[];
     const setup = {
       n: PINGS,
       direct: { p50: round(median(pd), 3), p99: round(percentile(pd, 99), 3) },
       tunnel: { p50: round(median(pt), 3), p99: round(percentile(pt, 99), 3) },
+      chain: { p50: round(median(pc), 3), p99: round(percentile(pc, 99), 3) },
       p50OverDirectMs: round(median(pt) - median(pd), 3),
+      chainP50OverDirectMs: round(median(pc) - median(pd), 3),
     };
 
     const parD = await bulk(sinkPort, PAR_BYTES, PAR);
     const parT = await bulk(fwd[0], PAR_BYTES, PAR);
+    const parC = await bulk(chainSink, PAR_BYTES, PAR);
     const parallel = {
       connections: PAR,
       bytesEach: PAR_BYTES,
       directMibPerS: round(parD.mibPerS),
       tunnelMibPerS: round(parT.mibPerS),
       ratio: round(parT.mibPerS / parD.mibPerS),
+      chainRatio: round(parC.mibPerS / parD.mibPerS),
       slowestVsFastest: {
         direct: round(parD.slowestVsFastest),
         tunnel: round(parT.slowestVsFastest),
+        chain: round(parC.slowestVsFastest),
       },
       refused: forward.lines.filter((l) => l.includes('"tunnel refused"')).length,
     };
@@ -279,15 +308,17 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
 /** A Markdown table of one or more labelled runs (e.g. before and after). */
 export function tunnelMarkdown(runs: { label: string; r: TunnelResults }[]): string {
   const rows = [
-    "| run | bulk MiB/s (direct) | bulk ratio | CPU s/GiB forward / relay / device | setup p50 ms (direct) | p50 over direct | p99 ms | 64 parallel ratio | slowest/fastest | refused |",
+    "| run | bulk MiB/s (direct) | bulk ratio (3-proxy chain) | CPU s/GiB forward / relay / device (chain) | setup p50 ms (direct) | p50 over direct (chain) | p99 ms | 64 parallel ratio (chain) | slowest/fastest | refused |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const { label, r } of runs) {
     const c = r.bulk.cpuSPerGiB.tunnel;
     rows.push(
-      `| ${label} | ${r.bulk.tunnelMibPerS} (${r.bulk.directMibPerS}) | ${r.bulk.ratio}x | ` +
-        `${c.forward} / ${c.relay} / ${c.device} | ${r.setup.tunnel.p50} (${r.setup.direct.p50}) | ` +
-        `+${r.setup.p50OverDirectMs} | ${r.setup.tunnel.p99} | ${r.parallel.ratio}x | ` +
+      `| ${label} | ${r.bulk.tunnelMibPerS} (${r.bulk.directMibPerS}) | ${r.bulk.ratio}x ` +
+        `(${r.bulk.chainRatio}x) | ${c.forward} / ${c.relay} / ${c.device} ` +
+        `(${r.bulk.cpuSPerGiB.chain.proxies}) | ${r.setup.tunnel.p50} (${r.setup.direct.p50}) | ` +
+        `+${r.setup.p50OverDirectMs} (+${r.setup.chainP50OverDirectMs}) | ${r.setup.tunnel.p99} | ` +
+        `${r.parallel.ratio}x (${r.parallel.chainRatio}x) | ` +
         `${r.parallel.slowestVsFastest.tunnel} | ${r.parallel.refused} |`,
     );
   }
