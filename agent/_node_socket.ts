@@ -91,3 +91,53 @@ export class NodeSocketConn implements LocalConn {
     this.#socket.resetAndDestroy();
   }
 }
+
+/** `Deno.TcpConn`'s class (not exported by the runtime), taken from a loopback pair once. */
+let tcpConnClass: Promise<TcpConnClass | null> | null = null;
+
+type TcpConnClass = new (rid: number, remote: Deno.NetAddr, local: Deno.NetAddr) => Deno.TcpConn;
+
+async function findTcpConnClass(): Promise<TcpConnClass | null> {
+  try {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const dialed = Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    using accepted = await listener.accept();
+    using _ = await dialed;
+    return Object.getPrototypeOf(accepted).constructor as TcpConnClass;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Moves an accepted `node:net` socket's stream (paused since it connected, nothing read)
+ * into a native `Deno.TcpConn`, whose reads cost about a quarter of `node:net`'s on
+ * this runtime; the node socket is destroyed and must not be used again. Relies on
+ * runtime internals (`TCPWrap.takeStream`, the `TcpConn` class): returns null where they
+ * are missing, and the caller keeps the node socket ({@link NodeSocketConn}).
+ */
+export async function adoptStream(socket: Socket): Promise<Deno.TcpConn | null> {
+  tcpConnClass ??= findTcpConnClass();
+  const TcpConn = await tcpConnClass;
+  // deno-lint-ignore no-explicit-any
+  const handle = (socket as any)._handle;
+  if (TcpConn === null || typeof handle?.takeStream !== "function" || socket.destroyed) {
+    return null;
+  }
+  const address = (hostname: string | undefined, port: number | undefined): Deno.NetAddr => ({
+    transport: "tcp",
+    hostname: hostname ?? "",
+    port: port ?? 0,
+  });
+  const remote = address(socket.remoteAddress, socket.remotePort);
+  const local = address(socket.localAddress, socket.localPort);
+  let rid: unknown;
+  try {
+    rid = handle.takeStream();
+  } catch {
+    return null;
+  }
+  if (typeof rid !== "number") return null;
+  socket.destroy(); // the stream is gone from it; this only releases the wrapper
+  return new TcpConn(rid, remote, local);
+}
