@@ -34,10 +34,19 @@ const EMPTY = new Uint8Array(0);
 /** Default read buffer: four maximum-size frames. */
 export const SESSION_READ_SIZE = 4 * (HEADER_SIZE + MAX_PAYLOAD);
 
+/**
+ * The first read buffer of a session: enough for an interactive exchange. A read that
+ * fills it makes the next one four times larger, up to the reader's maximum, so a
+ * short session allocates 16 KiB instead of 256 KiB and bulk reaches full-size reads
+ * after two reads.
+ */
+export const SESSION_FIRST_READ_SIZE = 16 * 1024;
+
 /** Reads a session's frames from a framed connection without copying DATA payloads. */
 export class SessionFrameReader {
   readonly #framed: FramedConn;
-  readonly #buf: Uint8Array;
+  readonly #maxReadSize: number;
+  #buf: Uint8Array;
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
   /** DATA payload bytes of the current frame not handed out yet. */
@@ -49,10 +58,14 @@ export class SessionFrameReader {
   #bodyFill = 0;
   #bodyType = 0;
 
-  /** Reads from `framed`, into a buffer of `readSize` bytes reused for every read. */
+  /**
+   * Reads from `framed` into one reused buffer, which grows from
+   * {@link SESSION_FIRST_READ_SIZE} to `readSize` while reads come back full.
+   */
   constructor(framed: FramedConn, readSize = SESSION_READ_SIZE) {
     this.#framed = framed;
-    this.#buf = new Uint8Array(readSize);
+    this.#maxReadSize = readSize;
+    this.#buf = new Uint8Array(Math.min(readSize, SESSION_FIRST_READ_SIZE));
   }
 
   /** Bytes of a frame begun and not finished (a truncation at end of stream). */
@@ -75,6 +88,10 @@ export class SessionFrameReader {
         }
         this.#chunk = chunk;
         this.#pos = 0;
+        if (chunk.length === this.#buf.length && this.#buf.length < this.#maxReadSize) {
+          // The views handed out from this chunk stay valid: only the next read moves.
+          this.#buf = new Uint8Array(Math.min(this.#maxReadSize, this.#buf.length * 4));
+        }
         continue;
       }
       const chunk = this.#chunk;

@@ -5,7 +5,7 @@ import { EndReason, FrameType, MAX_PAYLOAD } from "../shared/protocol/constants.
 import { encodeFrame } from "../shared/protocol/frame.ts";
 import { encodeMessage } from "../shared/protocol/messages.ts";
 import { memoryPair } from "../shared/testing/memory_conn.ts";
-import { SessionFrameReader } from "./_session_reader.ts";
+import { SESSION_READ_SIZE, SessionFrameReader } from "./_session_reader.ts";
 
 const data = (n: number, fill: number) => encodeFrame(FrameType.Data, new Uint8Array(n).fill(fill));
 const end = encodeMessage({ kind: "end", reason: EndReason.Normal });
@@ -110,4 +110,18 @@ Deno.test("SessionFrameReader.next() joins the DATA frames of one read into one 
     { kind: "data", bytes: [3, 3] },
     { kind: "frame", type: FrameType.End },
   ]);
+});
+
+Deno.test("SessionFrameReader starts with a 16 KiB buffer and grows to its maximum while reads come back full", async () => {
+  const frames = Array.from({ length: 12 }, (_, i) => data(60_000, i + 1));
+  const stream = concat(...frames, end);
+  const { pieces, buffers, error } = await readAll(stream, []);
+  assert.equal(error, null);
+  const bytes = pieces.filter((p) => p.kind === "data").flatMap((p) => p.bytes!);
+  assert.equal(bytes.length, 12 * 60_000);
+  for (let i = 0; i < 12; i++) assert.equal(bytes[i * 60_000 + 59_999], i + 1, `frame ${i}`);
+  const sizes = new Set([...buffers].map((b) => b.byteLength));
+  for (const size of [16 * 1024, 64 * 1024, SESSION_READ_SIZE]) {
+    assert.ok(sizes.has(size), `a ${size}-byte read buffer among ${[...sizes]}`);
+  }
 });

@@ -38,6 +38,9 @@ export interface LocalConn {
   reset?(): void;
 }
 
+/** Payload room of a tunnel's first frames toward the peer (grows to MAX_PAYLOAD). */
+const FIRST_PAYLOAD_SIZE = 16 * 1024;
+
 /** Bytes a finished tunnel moved. */
 export interface PipeResult {
   /** Local to peer. */
@@ -69,12 +72,20 @@ export async function pipeSession(session: Session, local: LocalConn): Promise<P
     session.close();
   };
   const toPeer = async () => {
-    const frames = [0, 1].map(() => new Uint8Array(HEADER_SIZE + MAX_PAYLOAD));
+    // Small frames first (an interactive exchange allocates 2 x 16 KiB); a read that
+    // fills its frame makes the following frames full size.
+    let payloadSize = FIRST_PAYLOAD_SIZE;
+    const frames = [0, 1].map(() => new Uint8Array(HEADER_SIZE + payloadSize));
     let writing: Promise<void> | null = null;
     try {
       for (let i = 0;; i ^= 1) {
+        // Slot i's last write was awaited before slot i^1's began: it can be replaced.
+        if (frames[i].length < HEADER_SIZE + payloadSize) {
+          frames[i] = new Uint8Array(HEADER_SIZE + payloadSize);
+        }
         const n = await local.read(frames[i].subarray(HEADER_SIZE));
         if (n === null) break;
+        if (n === frames[i].length - HEADER_SIZE) payloadSize = MAX_PAYLOAD;
         await writing;
         writing = session.writeInPlace(frames[i], n);
         result.sent += n;
