@@ -29,6 +29,8 @@ export interface ChildOptions {
   maxLogLines?: number;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Working directory (default the repository root; another tree for before/after runs). */
+  cwd?: string;
 }
 
 /** A spawned `deno` process with its JSON output lines and a command pipe. */
@@ -51,13 +53,13 @@ export class Child implements AsyncDisposable {
   readonly #pumps: Promise<void>[];
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array> | null;
 
-  /** Spawns `deno <args>` in the repository root. */
+  /** Spawns `deno <args>` in the repository root (or `options.cwd`). */
   constructor(args: string[], options: ChildOptions) {
     this.name = options.name;
     this.#maxLogLines = options.maxLogLines ?? 200_000;
     this.process = new Deno.Command(Deno.execPath(), {
       args,
-      cwd: ROOT,
+      cwd: options.cwd ?? ROOT,
       env: { NO_COLOR: "1", ...options.env },
       stdin: options.stdin ? "piped" : "null",
       stdout: "piped",
