@@ -225,7 +225,7 @@ export class Logger {
     fields: Record<string, unknown>,
     suppressed: number,
   ) {
-    const time = isoTime(now);
+    const time = new Date(now).toISOString();
     const message = truncate(event, 2 * this.#maxField);
     if (this.#format === "json") {
       const record: Record<string, unknown> = { time, level, component: this.#component };
@@ -271,14 +271,8 @@ function hexEscape(c: string): string {
     : `\\u${code.toString(16).padStart(4, "0")}`;
 }
 
-/** Printable ASCII but the backslash: nothing to escape (the common case, checked first). */
-const PLAIN = /^[\x20-\x5b\x5d-\x7e]*$/;
-/** Printable ASCII. */
-const PRINTABLE = /^[\x20-\x7e]*$/;
-
 /** Escapes backslashes and every unsafe character as `\xNN` / `\uNNNN`. */
 export function escapeText(s: string): string {
-  if (PLAIN.test(s)) return s;
   return s.replace(/\\/g, "\\\\").replace(UNSAFE, hexEscape);
 }
 
@@ -298,26 +292,7 @@ export function escapeControl(s: string): string {
 
 /** JSON.stringify escapes C0 and lone surrogates; this escapes the rest of {@link UNSAFE}. */
 function escapeJsonLine(line: string): string {
-  if (PRINTABLE.test(line)) return line;
   return line.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-}
-
-let isoSecond = NaN;
-let isoPrefix = "";
-
-/**
- * `new Date(now).toISOString()`, with the text up to the seconds reused within a second
- * (V8 formats a date with C's printf, a good part of a short line's cost).
- */
-function isoTime(now: number): string {
-  const ms = Math.trunc(now);
-  const second = Math.floor(ms / 1000);
-  if (second !== isoSecond) {
-    const iso = new Date(second * 1000).toISOString();
-    isoSecond = second;
-    isoPrefix = iso.slice(0, iso.length - 4); // up to and with the "." before the ms
-  }
-  return `${isoPrefix}${String(ms - second * 1000).padStart(3, "0")}Z`;
 }
 
 /** A value as a string for the text format, before truncation. */
