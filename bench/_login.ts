@@ -10,6 +10,12 @@
  * load-generator processes (the idle role: each device's second connection uses the
  * ticket of its first, as an agent's pool does).
  *
+ * CPU per login is measured twice: over the first full logins a freshly started relay
+ * serves (V8 still compiling the login path: a one-time cost, shown apart), then in the
+ * steady state, after untimed logins of each kind. The relay's CPU is the sum over its
+ * threads of `/proc/PID/task/TID/schedstat` (ns). bench/login_cpu.ts runs the same
+ * sequential logins alone, against the relays of other trees (before/after).
+ *
  * @module
  */
 
@@ -21,17 +27,23 @@ import { ERROR_CODE_NAMES } from "../shared/protocol/constants.ts";
 import { newScramNonce } from "../shared/scram.ts";
 import { type BenchContext, spawnLoad, stopAll } from "./_context.ts";
 import { BENCH_PASSWORD } from "./_load_types.ts";
-import { type Child, cpuSeconds } from "./_procs.ts";
+import { type Child, cpuSeconds, threadCpuNs, threadCpuSince } from "./_procs.ts";
 import { type RelayProc, startRelay } from "./_relay.ts";
 import { type LatencySummary, round, summarize } from "./_stats.ts";
 import { Workspace } from "./_workspace.ts";
 
 /** Result of the login scenario. */
 export interface LoginResult {
-  /** Sequential full logins timed (new connection, SCRAM, close). */
+  /** Full logins timed right after the relay started (its JIT warming up). */
+  coldFullLogins: number;
+  /** Relay CPU per full login over those, µs. */
+  relayCpuUsPerColdFullLogin: number;
+  /** Sequential full logins timed (new connection, SCRAM, close), in the steady state. */
   fullLogins: number;
-  /** Relay CPU per full login, µs (accept and close included). */
+  /** Relay CPU per full login, µs (accept and close included); the device derives each time. */
   relayCpuUsPerFullLogin: number;
+  /** Relay CPU per full login of a device that keeps its salted password, µs. */
+  relayCpuUsPerKeyCachedLogin: number;
   /** Sequential ticket logins timed (a second connection of a logged-in device). */
   ticketLogins: number;
   /** How many of them did use a ticket (the rest fell back to a full login). */
@@ -88,20 +100,35 @@ export async function runLogin(ctx: BenchContext): Promise<LoginResult> {
     const v4 = { hostname: "127.0.0.1", port };
     const v6 = { hostname: "::1", port };
 
+    // Relay CPU per connection of `count` sequential runs of `one`, µs.
+    const perLogin = async (count: number, one: () => Promise<void>) => {
+      const before = await threadCpuNs(relay!.pid);
+      for (let i = 0; i < count; i++) await one();
+      return await threadCpuSince(relay!.pid, before) / count * 1e6;
+    };
     // 1. Full logins: a fresh cache each time, so no ticket; the device derives (client CPU).
-    const n = quick ? 30 : 300;
-    ctx.progress(`login: ${n} full logins, then ${n} ticket logins`);
-    let cpu0 = await cpuSeconds(relay.pid);
-    for (let i = 0; i < n; i++) {
-      const conn = await connectRelay({
-        address: v4,
-        id: "req",
-        password: BENCH_PASSWORD,
-        cache: new LoginCache(),
-      });
-      conn.close();
-    }
-    const fullUs = (await cpuSeconds(relay.pid) - cpu0) / n * 1e6;
+    //    First on the fresh relay (cold), then in the steady state; then a device that
+    //    keeps its salted password (as a real one does) but takes no ticket.
+    const cold = quick ? 30 : 300;
+    const n = quick ? 100 : 1000;
+    const warmup = quick ? 20 : 200;
+    ctx.progress(
+      `login: ${cold} + ${n} full logins, then ${n} with the key cached, ${n} with a ticket`,
+    );
+    const fullLogin = async () => {
+      const cache = new LoginCache();
+      (await connectRelay({ address: v4, id: "req", password: BENCH_PASSWORD, cache })).close();
+    };
+    const coldUs = await perLogin(cold, fullLogin);
+    const fullUs = await perLogin(n, fullLogin);
+    const salted = new LoginCache();
+    salted.ticket = () => undefined;
+    const cachedLogin = async () => {
+      (await connectRelay({ address: v4, id: "req", password: BENCH_PASSWORD, cache: salted }))
+        .close();
+    };
+    await perLogin(1, cachedLogin); // derives once
+    const cachedUs = await perLogin(n, cachedLogin);
 
     // 2. Ticket logins: a device holds one connection and adds (and drops) others.
     const cache = new LoginCache();
@@ -114,10 +141,10 @@ export async function runLogin(ctx: BenchContext): Promise<LoginResult> {
     };
     const login = { address: v4, id: "echo", password: BENCH_PASSWORD, instance: "bench", cache };
     const holder = await connectRelay(login);
+    const ticketLogin = async () => (await connectRelay(login)).close();
+    await perLogin(warmup, ticketLogin);
     ticketsUsed = 0;
-    cpu0 = await cpuSeconds(relay.pid);
-    for (let i = 0; i < n; i++) (await connectRelay(login)).close();
-    const ticketUs = (await cpuSeconds(relay.pid) - cpu0) / n * 1e6;
+    const ticketUs = await perLogin(n, ticketLogin);
     holder.close();
 
     // 3. Flood: rounds of 300 wrong-password logins for one ID from 127.0.0.1, all at
@@ -130,7 +157,7 @@ export async function runLogin(ctx: BenchContext): Promise<LoginResult> {
     const legitLogin = { address: v6, id: "peer-a", password: BENCH_PASSWORD, cache: legitCache };
     // Derive once before timing: a real device caches its salted password.
     (await connectRelay(legitLogin)).close();
-    cpu0 = await cpuSeconds(relay.pid);
+    const cpu0 = await cpuSeconds(relay.pid);
     const answers: Record<string, number> = {};
     const legit: number[] = [];
     let legitFailed = 0;
@@ -187,8 +214,11 @@ export async function runLogin(ctx: BenchContext): Promise<LoginResult> {
       const seconds = (performance.now() - t0) / 1000;
       const stormCpu = await cpuSeconds(relay.pid) - stormCpu0;
       return {
+        coldFullLogins: cold,
+        relayCpuUsPerColdFullLogin: round(coldUs, 0),
         fullLogins: n,
         relayCpuUsPerFullLogin: round(fullUs, 0),
+        relayCpuUsPerKeyCachedLogin: round(cachedUs, 0),
         ticketLogins: n,
         ticketsUsed,
         relayCpuUsPerTicketLogin: round(ticketUs, 0),
@@ -271,8 +301,10 @@ export function renderLogin(r: LoginResult): string {
     "",
     "| figure | value |",
     "| --- | --- |",
-    `| relay CPU per full login (${r.fullLogins} sequential; accept and close included) | ${r.relayCpuUsPerFullLogin} µs |`,
+    `| relay CPU per full login (${r.fullLogins} sequential, steady state; the device derives its key each time; accept and close included) | ${r.relayCpuUsPerFullLogin} µs |`,
+    `| relay CPU per full login, device key cached (${r.fullLogins} sequential, no ticket) | ${r.relayCpuUsPerKeyCachedLogin} µs |`,
     `| relay CPU per ticket login (${r.ticketLogins} sequential, ${r.ticketsUsed} used a ticket) | ${r.relayCpuUsPerTicketLogin} µs |`,
+    `| relay CPU per full login, first ${r.coldFullLogins} of a freshly started relay (JIT warming up) | ${r.relayCpuUsPerColdFullLogin} µs |`,
     `| restart storm: ${r.storm.devices} devices × 2 connections at once (${r.storm.generators} generators × ${r.storm.concurrency} in flight), time to all online | ${r.storm.secondsToAllOnline} s (${r.storm.connections} online, ${r.storm.failed} failed) |`,
     `| restart storm: relay CPU | ${r.storm.relayCpuS} s |`,
     `| legitimate login (from ::1) started with ${f.wrongLogins} parallel wrong-password logins for its ID (from 127.0.0.1), ${f.rounds} rounds: p50 / p99 / max | ${f.legitMs.p50} / ${f.legitMs.p99} / ${f.legitMs.max} ms (${f.legitLogins} logins, ${f.legitFailed} failed) |`,

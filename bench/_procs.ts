@@ -29,6 +29,8 @@ export interface ChildOptions {
   maxLogLines?: number;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Working directory (default the repository root; another tree for before/after runs). */
+  cwd?: string;
 }
 
 /** A spawned `deno` process with its JSON output lines and a command pipe. */
@@ -51,13 +53,13 @@ export class Child implements AsyncDisposable {
   readonly #pumps: Promise<void>[];
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array> | null;
 
-  /** Spawns `deno <args>` in the repository root. */
+  /** Spawns `deno <args>` in the repository root (or `options.cwd`). */
   constructor(args: string[], options: ChildOptions) {
     this.name = options.name;
     this.#maxLogLines = options.maxLogLines ?? 200_000;
     this.process = new Deno.Command(Deno.execPath(), {
       args,
-      cwd: ROOT,
+      cwd: options.cwd ?? ROOT,
       env: { NO_COLOR: "1", ...options.env },
       stdin: options.stdin ? "piped" : "null",
       stdout: "piped",
@@ -287,4 +289,29 @@ export async function fdCount(pid: number): Promise<number> {
   let n = 0;
   for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
   return n;
+}
+
+/**
+ * CPU time of each live thread of a process so far, ns, from `/proc/PID/task/TID/schedstat`:
+ * finer than {@link cpuSeconds}' clock ticks (10 ms), for short measurements. A thread that
+ * exits takes its time with it; {@link threadCpuSince} counts only what is still there.
+ */
+export async function threadCpuNs(pid: number): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  for await (const entry of Deno.readDir(`/proc/${pid}/task`)) {
+    try {
+      const text = await Deno.readTextFile(`/proc/${pid}/task/${entry.name}/schedstat`);
+      out.set(Number(entry.name), Number(text.split(" ")[0]));
+    } catch {
+      // The thread exited meanwhile.
+    }
+  }
+  return out;
+}
+
+/** CPU seconds the threads of `pid` used since `before` (from {@link threadCpuNs}). */
+export async function threadCpuSince(pid: number, before: Map<number, number>): Promise<number> {
+  let ns = 0;
+  for (const [tid, now] of await threadCpuNs(pid)) ns += now - (before.get(tid) ?? 0);
+  return ns / 1e9;
 }

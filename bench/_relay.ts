@@ -29,6 +29,8 @@ export interface RelaySpec {
   cpuProfDir?: string;
   /** More flags, as given (limits, timeouts). */
   flags?: string[];
+  /** Tree whose relay/main.ts runs (default this repository; before/after runs). */
+  root?: string;
 }
 
 /** A running relay process. */
@@ -75,6 +77,7 @@ export async function startRelay(spec: RelaySpec): Promise<RelayProc> {
   const child = new Child(args, {
     name: `relay ${spec.name}`,
     env: { MALLOC_MMAP_THRESHOLD_: "131072" },
+    cwd: spec.root,
   });
   try {
     const line = await child.waitLog((l) => l.event === "listening", "listening", 30_000);

@@ -9,7 +9,8 @@
  * **Unknown IDs.** An unregistered ID gets a challenge like any other: a salt derived
  * from the relay's login secret (first 16 bytes of `HMAC(secret, "tsunagi-fake-salt" 0 id)`, stable across restarts and,
  * with a shared secret, across relays), the default iteration count, and a proof check
- * against a fake StoredKey that no password matches. Same frames, same sizes, same work.
+ * against a fake StoredKey that no password matches; it parses a stand-in stored verifier
+ * where a registered ID parses its own. Same frames, same sizes, same work.
  *
  * **Tickets.** After a full login both sides derive a resumption key from ClientKey
  * (`resumeKey` in shared/scram.ts); the relay keeps it in memory under a random ticket
@@ -34,7 +35,7 @@ import {
   serverSignature,
 } from "../../shared/scram.ts";
 import type { Registration } from "../registry/registry.ts";
-import { DEFAULT_ITERATIONS, parseVerifier } from "../registry/verifier.ts";
+import { DEFAULT_ITERATIONS, formatVerifier, parseVerifier } from "../registry/verifier.ts";
 
 /** What a successful login established. */
 export interface LoginGrant {
@@ -90,6 +91,8 @@ export class LoginAuthority {
   readonly #now: () => number;
   readonly #ticketTtlMs: number;
   readonly #maxTickets: number;
+  /** A well-formed stored verifier that unknown IDs parse instead of a registration's. */
+  readonly #standIn: string;
   /** Ticket ID to ticket, oldest first. */
   readonly #tickets = new Map<string, Ticket>();
 
@@ -99,6 +102,13 @@ export class LoginAuthority {
     this.#now = options.now ?? Date.now;
     this.#ticketTtlMs = options.ticketTtlMs ?? 5 * 60_000;
     this.#maxTickets = options.maxTickets ?? 100_000;
+    const h = hmac(this.#fakeKey, "tsunagi-stand-in-verifier");
+    this.#standIn = formatVerifier({
+      salt: h.subarray(0, 16),
+      iterations: DEFAULT_ITERATIONS,
+      storedKey: h,
+      serverKey: h,
+    });
   }
 
   /** Tickets currently held. */
@@ -116,9 +126,11 @@ export class LoginAuthority {
     instance: string,
     reg: Registration | undefined,
   ): PendingLogin {
-    const parsed = reg === undefined ? null : parseVerifier(reg.passwordHash);
+    // An unknown ID parses a stand-in and derives a fake verifier, a registered one
+    // parses its own and derives the fake one too: both paths do the same work.
+    const stored = parseVerifier(reg === undefined ? this.#standIn : reg.passwordHash);
+    const parsed = reg === undefined ? null : stored;
     const failure: LoginFailure = reg === undefined ? "unregistered" : "not migrated";
-    // Derived for every ID, used for unknown ones: both paths do the same work.
     const fake = this.#fakeVerifier(id);
     const v: ScramVerifier = parsed?.verifier ?? fake;
     const prehash = parsed?.prehash ?? "";

@@ -69,7 +69,9 @@ export async function makeVerifier(
   const iterations = options.iterations ?? DEFAULT_ITERATIONS;
   checkIterations(iterations);
   const salt = new Uint8Array(randomBytes(SALT_BYTES));
-  return format(verifierOf(await saltedPassword(password, salt, iterations), salt, iterations), "");
+  return formatVerifier(
+    verifierOf(await saltedPassword(password, salt, iterations), salt, iterations),
+  );
 }
 
 /**
@@ -82,7 +84,7 @@ export async function migrateScryptHash(stored: string): Promise<string | null> 
   const salt = new Uint8Array(randomBytes(SALT_BYTES));
   const salted = await saltedPassword(old.hash.toBase64(), salt, MIGRATED_ITERATIONS);
   const prehash = ["scrypt", old.n, old.r, old.p, old.salt.toBase64(), old.hash.length].join("$");
-  return format(verifierOf(salted, salt, MIGRATED_ITERATIONS), prehash);
+  return formatVerifier(verifierOf(salted, salt, MIGRATED_ITERATIONS), prehash);
 }
 
 /** True when `stored` is a version-1 scrypt hash that {@link migrateScryptHash} converts. */
@@ -107,7 +109,8 @@ export function parseVerifier(stored: string): ParsedVerifier | null {
   return { verifier: { salt, iterations, storedKey, serverKey }, prehash };
 }
 
-function format(v: ScramVerifier, prehash: string): string {
+/** The stored form of a verifier (`prehash` "" for one that is not migrated). */
+export function formatVerifier(v: ScramVerifier, prehash = ""): string {
   const fields = [
     PREFIX,
     v.iterations,

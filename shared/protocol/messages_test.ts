@@ -309,6 +309,35 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "encodeMessage() and decodeMessage() keep every string exactly, ASCII or not, short or long",
+  permissions: "none",
+  fn() {
+    const utf8 = new TextEncoder();
+    const strings = [
+      "",
+      "\0",
+      "fax-01",
+      "x".repeat(64),
+      "x".repeat(65),
+      "\x7f" + "a".repeat(63),
+      "caf\u00e9",
+      "\u00e9".repeat(64),
+      "ok\x1b[2J",
+      "\u{1f4e0}",
+      "a".repeat(63) + "\u00e9",
+      "\ud800", // a lone surrogate goes out as U+FFFD, as TextEncoder writes it
+    ];
+    for (const id of strings) {
+      const bytes = encodeMessage({ kind: "status", id });
+      const body = utf8.encode(id);
+      assert.deepEqual(bytes.subarray(5), new Uint8Array([body.length >> 8, body.length, ...body]));
+      assert.deepStrictEqual(decodeBytes(bytes), { kind: "status", id: id.toWellFormed() });
+    }
+  },
+});
+
+Deno.test({
   name: "encodeData() writes the same bytes as encodeMessage() for a data message",
   permissions: "none",
   fn() {
