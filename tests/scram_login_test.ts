@@ -344,3 +344,34 @@ Deno.test("scram login: a pool connection logs in with the ticket, without a reg
   assert.equal(lookups, 2);
   for (const c of [first, ...pool, other]) c.close();
 });
+
+Deno.test("scram login: LOGOUT revokes the device's tickets; its next connection logs in in full", async () => {
+  const registry = new MemoryRegistry([{
+    id: "fax1",
+    type: "FAX",
+    attributes: [],
+    passwordHash: await makeVerifier(PASSWORD, { iterations: 4096 }),
+    updatedAt: 1,
+  }]);
+  let lookups = 0;
+  const counting = Object.assign(Object.create(registry), {
+    get: (id: string) => {
+      lookups++;
+      return registry.get(id);
+    },
+    list: () => registry.list(),
+  });
+  await using relay = await startRelay({ port: 0, directory: new EmbeddedDirectory(counting) });
+  const cache = new LoginCache();
+  const address = { hostname: "127.0.0.1", port: relay.addr.port };
+  const login = { address, id: "fax1", password: PASSWORD, cache, instance: "i-1" };
+  const first = await connectRelay(login);
+  const pooled = await connectRelay(login);
+  assert.equal(lookups, 1, "the pool connection used the ticket");
+  await first.logout();
+  // The relay closes every connection of the device: both reads end.
+  for (const c of [first, pooled]) assert.equal(await c.framed.readFrame().catch(() => null), null);
+  const again = await connectRelay(login);
+  assert.equal(lookups, 2, "after LOGOUT the cached ticket no longer logs in");
+  for (const c of [first, pooled, again]) c.close();
+});

@@ -197,8 +197,9 @@ async function sendList(conn: RelayConn, entries: DirectoryEntry[]): Promise<voi
   } while (start < entries.length);
 }
 
-/** Logs a device out: closes every connection it has here. */
+/** Logs a device out: revokes its tickets and closes every connection it has here. */
 export function logout(id: string, ctx: RelayContext): void {
+  ctx.logins.revoke(id);
   const device = ctx.devices.get(id);
   if (device === undefined) return;
   ctx.logger.info("logout", { device: id });

@@ -95,6 +95,8 @@ export class LoginAuthority {
   readonly #standIn: string;
   /** Ticket ID to ticket, oldest first. */
   readonly #tickets = new Map<string, Ticket>();
+  /** Device ID to its tickets' IDs, so a logout revokes them without a scan. */
+  readonly #byDevice = new Map<string, Set<string>>();
 
   /** Creates the authority; see {@link LoginAuthorityOptions}. */
   constructor(options: LoginAuthorityOptions) {
@@ -170,6 +172,8 @@ export class LoginAuthority {
     return {
       challenge: { kind: "loginChallenge", nonce, salt, iterations: 0, prehash: "" },
       finish: (proof) => {
+        // Revoked (logout) or expired while the device answered: refused too.
+        if (this.#tickets.get(ticket) !== t || t.expires <= this.#now()) return "bad ticket";
         if (!bytesEqual(proof, resumeProof(t.key, auth))) return "bad ticket";
         return {
           id,
@@ -185,7 +189,17 @@ export class LoginAuthority {
 
   /** Forgets every ticket of `id` (logout). */
   revoke(id: string): void {
-    for (const [key, t] of this.#tickets) if (t.id === id) this.#tickets.delete(key);
+    for (const key of this.#byDevice.get(id) ?? []) this.#tickets.delete(key);
+    this.#byDevice.delete(id);
+  }
+
+  #forget(key: string): void {
+    const t = this.#tickets.get(key);
+    if (t === undefined) return;
+    this.#tickets.delete(key);
+    const keys = this.#byDevice.get(t.id);
+    keys?.delete(key);
+    if (keys?.size === 0) this.#byDevice.delete(t.id);
   }
 
   #issue(id: string, instance: string, reg: Registration, key: Uint8Array): string {
@@ -199,9 +213,10 @@ export class LoginAuthority {
       attributes: [...reg.attributes],
       expires: this.#now() + this.#ticketTtlMs,
     });
-    while (this.#tickets.size > this.#maxTickets) {
-      this.#tickets.delete(this.#tickets.keys().next().value!);
-    }
+    let keys = this.#byDevice.get(id);
+    if (keys === undefined) this.#byDevice.set(id, keys = new Set());
+    keys.add(ticket);
+    while (this.#tickets.size > this.#maxTickets) this.#forget(this.#tickets.keys().next().value!);
     return ticket;
   }
 
@@ -209,7 +224,7 @@ export class LoginAuthority {
     const now = this.#now();
     for (const [key, t] of this.#tickets) {
       if (t.expires > now) break;
-      this.#tickets.delete(key);
+      this.#forget(key);
     }
   }
 
