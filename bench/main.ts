@@ -258,7 +258,7 @@ export async function benchMain(args: string[]): Promise<number> {
   const markdown = renderMarkdown(results) +
     (results.login ? `\n${renderLogin(results.login)}` : "") +
     (results.tunnel
-      ? "\n## Tunnels: forward + run --expose vs two plain sockets\n\n" +
+      ? "\n## Tunnels: forward + run --expose vs two plain sockets (and three plain proxies in a row)\n\n" +
         tunnelMarkdown([{ label: "this tree", r: results.tunnel }])
       : "");
   console.log(markdown);
