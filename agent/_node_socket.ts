@@ -1,7 +1,10 @@
 /**
- * A `node:net` socket as a {@link LocalConn}: the forwarder's local side. Deno's own
- * `TcpConn` cannot close abortively; a node socket can (`resetAndDestroy`, an RST), which
- * is how a refused tunnel tells its local client at once instead of leaving it hanging.
+ * A `node:net` socket as a {@link LocalConn}: the local side of a tunnel, on the forwarder
+ * and on the device. Deno's own `TcpConn` cannot close abortively (its `close()` shuts the
+ * write side down first: a FIN); a node socket can (`resetAndDestroy`, an RST). That is
+ * how a refused tunnel tells its local client at once, and how a tunnel that breaks
+ * midway tells the program at each end that the stream was cut, not ended: a printer
+ * must not print half a job because its connection closed normally.
  *
  * Backpressure: the socket is paused while a chunk waits to be read, and each write
  * resolves only when the runtime has taken the bytes, so the caller may reuse its buffer.
@@ -9,9 +12,10 @@
  * @module
  */
 
-import type { Socket } from "node:net";
+import net, { type Socket } from "node:net";
+import type { HostPort } from "../shared/address.ts";
 import { ConnectionClosedError } from "../shared/errors.ts";
-import type { LocalConn } from "./tunnel.ts";
+import type { LocalConn } from "./_local_conn.ts";
 
 /** Adapts an accepted `node:net` socket (created with `allowHalfOpen: true`). */
 export class NodeSocketConn implements LocalConn {
@@ -140,4 +144,34 @@ export async function adoptStream(socket: Socket): Promise<Deno.TcpConn | null> 
   if (typeof rid !== "number") return null;
   socket.destroy(); // the stream is gone from it; this only releases the wrapper
   return new TcpConn(rid, remote, local);
+}
+
+/**
+ * Connects a `node:net` socket (half-open allowed, Nagle off) to `to`; rejects with the
+ * connect error, or with `signal`'s reason when it aborts first.
+ */
+export function connectNodeSocket(to: HostPort, signal: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const socket = net.connect({
+      host: to.hostname,
+      port: to.port,
+      allowHalfOpen: true,
+      noDelay: true,
+    });
+    const onAbort = () => {
+      socket.destroy();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    socket.once("connect", () => {
+      signal.removeEventListener("abort", onAbort);
+      socket.removeListener("error", reject);
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(e);
+    });
+  });
 }

@@ -65,10 +65,11 @@ export interface ForwardOptions {
   /** Stops the forwarder. */
   signal: AbortSignal;
   /**
-   * The data path of an accepted session. "deno" (default): the socket's stream moves to
-   * a native `Deno.TcpConn` (about a quarter of `node:net`'s CPU per byte received); a
-   * failure mid-tunnel then closes the local connection with a FIN. "node": the bytes go
-   * through `node:net`, and a failure mid-tunnel resets it. Refusals are an RST in both.
+   * The data path of an accepted session. "node" (default): the bytes go through
+   * `node:net`, and a tunnel that fails midway resets the local connection, so its client
+   * can tell a cut stream from a finished one. "deno": the socket's stream moves to a
+   * native `Deno.TcpConn` (about a quarter of `node:net`'s CPU per byte received), but a
+   * failure midway can then only close it with a FIN. Refusals are an RST in both.
    */
   sockets?: "node" | "deno";
   /** Called once per rule when its listener is up, with the real address. */
@@ -109,7 +110,7 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
   const targets = new Map<string, TargetState>();
   const tunnels = new Set<Promise<void>>();
   const servers: net.Server[] = [];
-  const adopt = options.sockets === "node" ? null : adoptStream;
+  const adopt = options.sockets === "deno" ? adoptStream : null;
   try {
     for (const rule of options.rules) {
       // Paused on connect: nothing is read before the session exists, so a refusal's RST

@@ -23,20 +23,10 @@ import type { Logger } from "../shared/log.ts";
 import { HEADER_SIZE, MAX_PAYLOAD } from "../shared/protocol/constants.ts";
 import type { Session } from "./session.ts";
 import type { ServiceHandler } from "./supervisor.ts";
+import type { LocalConn } from "./_local_conn.ts";
+import { connectNodeSocket, NodeSocketConn } from "./_node_socket.ts";
 
-/** A local byte stream a session is piped to. `Deno.TcpConn` fits. */
-export interface LocalConn {
-  /** Reads into `p`; the byte count, or null at end of stream (the local FIN). */
-  read(p: Uint8Array): Promise<number | null>;
-  /** Writes some of `p`; `p` may be reused once the promise settles. */
-  write(p: Uint8Array): Promise<number>;
-  /** Sends FIN; reading goes on. */
-  closeWrite(): Promise<void> | void;
-  /** Closes both directions. */
-  close(): void;
-  /** Closes abortively (RST) where the socket allows it; else like `close`. */
-  reset?(): void;
-}
+export type { LocalConn };
 
 /** Payload room of a tunnel's first frames toward the peer (grows to MAX_PAYLOAD). */
 const FIRST_PAYLOAD_SIZE = 16 * 1024;
@@ -142,14 +132,16 @@ export function exposeService(options: ExposeOptions): ServiceHandler {
   const { logger } = options;
   const where = formatHostPort(options.to);
   return async (request) => {
-    let tcp: Deno.TcpConn;
+    let tcp: LocalConn;
     const timeoutMs = options.connectTimeoutMs ?? 5000;
     try {
-      tcp = await Deno.connect({
-        ...options.to,
-        signal: AbortSignal.any([request.signal, AbortSignal.timeout(timeoutMs)]),
-      });
-      tcp.setNoDelay(true);
+      // A node socket, so that a tunnel that breaks midway resets it (see _node_socket.ts).
+      tcp = new NodeSocketConn(
+        await connectNodeSocket(
+          options.to,
+          AbortSignal.any([request.signal, AbortSignal.timeout(timeoutMs)]),
+        ),
+      );
     } catch (e) {
       const reason = e instanceof DOMException && e.name === "TimeoutError"
         ? `no answer within ${timeoutMs} ms`
