@@ -17,11 +17,11 @@
 import net from "node:net";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { backoffDelay, delay } from "../shared/backoff.ts";
-import { RelayError } from "../shared/errors.ts";
+import { ConnectionClosedError, RelayError, TruncatedFrameError } from "../shared/errors.ts";
+import { isClosedError } from "../shared/framed_conn.ts";
 import type { Logger } from "../shared/log.ts";
-import { ERROR_CODE_NAMES } from "../shared/protocol/constants.ts";
+import { ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
 import { adoptStream, NodeSocketConn } from "./_node_socket.ts";
-import { retryReason } from "./send.ts";
 import type { Session } from "./session.ts";
 import { type DeviceSupervisor, superviseDevice } from "./supervisor.ts";
 import { type LocalConn, pipeSession } from "./tunnel.ts";
@@ -207,20 +207,37 @@ async function tunnel(
   }
 }
 
-/** Asks for the session, retrying a busy target (and dropped connections) briefly. */
+/** Without a relay connection, a local connection waits this long for one, ms. */
+const OFFLINE_WAIT_MS = 1000;
+
+/**
+ * Asks for the session. Only a busy target (its idle connections all taken: the pool
+ * refills within milliseconds) and a relay connection that dropped are retried, briefly;
+ * every other refusal (offline, policy, limits, rate) resets the local connection at
+ * once and starts the per-target backoff, so a client's retries never turn into requests.
+ */
 async function open(
   agent: DeviceSupervisor,
   rule: ForwardRule,
   options: ForwardOptions,
 ): Promise<Session> {
-  const budgetMs = options.busyRetryMs ?? 10_000;
+  const online = agent.status().online;
+  const budgetMs = online ? options.busyRetryMs ?? 10_000 : OFFLINE_WAIT_MS;
   const started = performance.now();
   const signal = AbortSignal.any([options.signal, AbortSignal.timeout(budgetMs)]);
   for (let attempt = 0;; attempt++) {
     try {
       return await agent.connect(rule.to, rule.service, { signal });
     } catch (e) {
-      if (signal.aborted || retryReason(e, rule.to) === null) throw e;
+      if (signal.aborted && !options.signal.aborted && !(e instanceof RelayError)) {
+        throw new ConnectionClosedError(
+          online
+            ? `no answer from the relay within ${budgetMs} ms`
+            : `no relay connection within ${budgetMs} ms (is the relay reachable?)`,
+          { cause: e },
+        );
+      }
+      if (signal.aborted || !worthRetrying(e)) throw e;
       const wait = backoffDelay(attempt, { baseMs: 10, maxMs: 500 });
       if (performance.now() - started + wait >= budgetMs) throw e;
       await delay(wait, { signal }).catch(() => {
@@ -228,4 +245,9 @@ async function open(
       });
     }
   }
+}
+
+function worthRetrying(e: unknown): boolean {
+  if (e instanceof RelayError) return e.code === ErrorCode.TargetBusy;
+  return isClosedError(e) || e instanceof TruncatedFrameError;
 }

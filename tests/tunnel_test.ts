@@ -334,3 +334,18 @@ Deno.test("tunnel broken midway: both local programs see a reset, not a normal e
   server.close();
   await serving.catch(() => {});
 });
+
+Deno.test("tunnel to an offline target: the local connection is reset at once, after one request", async () => {
+  await using w = await world([], [["dev1", "none"]]);
+  await register(`${w.dir}/relay`, "dev2", "PRINTER"); // registered, never logged in
+  const pw = `${w.dir}/relay/pc1.pw`;
+  const offline = await startForward(w.relay, "pc1", pw, [["dev2", "ipp"]]);
+  await using _ = offline.proc;
+  const r = await timeToClose(offline.ports[0]);
+  assert.equal(r.how, "ConnectionReset", `offline target: ${r.how}`);
+  assert.ok(r.ms < 1000, `offline target: reset after ${r.ms.toFixed(0)} ms`);
+  await offline.proc.waitFor(event("tunnel refused"), "the refusal logged");
+  const asked = offline.proc.lines.filter(event("tunnel refused"));
+  assert.equal(asked.length, 1, "one request to the relay, no retry loop");
+  assert.match(String(asked[0].code), /TargetOffline/);
+});
