@@ -102,13 +102,16 @@ export async function answerNotice(
   const { logger, signal, services, options } = ctx;
   const from = notice.requester;
   const spec = services.get(notice.service);
+  // A service's own list replaces the device-wide one for that service.
   let refusal = "";
-  if (options.acceptFrom && !options.acceptFrom.has(from)) {
+  if (spec?.acceptFrom !== undefined) {
+    if (!spec.acceptFrom.has(from)) {
+      refusal = `${options.id} does not accept "${notice.service}" connections from ${from}`;
+    }
+  } else if (options.acceptFrom && !options.acceptFrom.has(from)) {
     refusal = `${options.id} does not accept connections from ${from}`;
   } else if (spec === undefined) {
     refusal = `${options.id} offers no service "${notice.service}"`;
-  } else if (spec.acceptFrom && !spec.acceptFrom.has(from)) {
-    refusal = `${options.id} does not accept "${notice.service}" connections from ${from}`;
   }
   if (spec === undefined || refusal !== "") {
     logger.info("session rejected", { from, service: notice.service, reason: refusal });

@@ -161,3 +161,47 @@ Deno.test("64 simultaneous setups against a device with 2 idle connections all s
   assert.ok(refused.length > 0, "without the wait some are refused");
   assert.ok(refused.every((c) => c === ErrorCode.TargetBusy), JSON.stringify(refused));
 });
+
+Deno.test("acceptFrom: a service's own list replaces the device-wide one for that service", async () => {
+  await using dir = await tempDir();
+  const files = {
+    pc1: await register(dir.path, "pc1", "USER"),
+    pc2: await register(dir.path, "pc2", "USER"),
+    dev1: await register(dir.path, "dev1", "PRINTER"),
+  };
+  await using relay = await startRelay(dir.path);
+  const relays = [parseHostPort(relay.address)];
+  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  const answer = async (request: { accept(): Promise<{ release(): Promise<void> }> }) => {
+    await (await request.accept()).release();
+  };
+  await using _device = superviseDevice({
+    relays,
+    id: "dev1",
+    password: await password(files.dev1),
+    logger: quiet,
+    acceptFrom: new Set(["pc1"]),
+    services: { echo: { handler: answer, acceptFrom: new Set(["pc2"]) }, other: answer },
+  });
+  const asks = async (id: "pc1" | "pc2", service: string): Promise<string> => {
+    await using pc = superviseDevice({
+      relays,
+      id,
+      password: await password(files[id]),
+      logger: quiet,
+      instance: null,
+    });
+    try {
+      await (await pc.connect("dev1", service)).release();
+      return "accepted";
+    } catch (e) {
+      if (e instanceof PeerUnavailableError) return e.message;
+      throw e;
+    }
+  };
+  await relay.proc.waitFor((l) => l.event === "login" && l.device === "dev1", "dev1 online");
+  assert.equal(await asks("pc2", "echo"), "accepted");
+  assert.match(await asks("pc1", "echo"), /does not accept "echo" connections from pc1/);
+  assert.equal(await asks("pc1", "other"), "accepted");
+  assert.match(await asks("pc2", "other"), /does not accept connections from pc2/);
+});
