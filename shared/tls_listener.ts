@@ -10,10 +10,11 @@
  * chunks in a row. `node:tls` sockets take `setNoDelay(true)`.
  *
  * The price, measured with `bench/tls.ts --only engines` (bare forwarders, no tsunagi
- * code; bench/results/2026-11-30-tls.md): `node:tls` costs about 4.3 CPU s/GiB and 26 KiB
- * per idle connection over plain TCP, `Deno.listenTls` 1.4 s/GiB and 6 KiB. The relay's
- * TLS figures are `node:tls`'s own; re-run that scenario when Deno can set TCP_NODELAY
- * on accepted TLS sockets.
+ * code; bench/results/2026-11-30-tls.md): forwarding costs `node:tls` 3.8 CPU s/GiB,
+ * `Deno.listenTls` 1.3, plain TCP 0.6; an idle connection holds 26 KiB more RSS than a
+ * plain one with `node:tls`, 6 KiB more with `Deno.listenTls`. The relay's TLS figures are
+ * `node:tls`'s own. Re-run that scenario when Deno can set TCP_NODELAY on accepted TLS
+ * sockets.
  *
  * Each socket is adapted to the {@link ByteConn} shape the rest of the relay uses, with
  * backpressure both ways.
