@@ -161,7 +161,7 @@ export async function relayChain(
   ctx: BenchContext,
   n: number,
   label: string,
-  options: { closeRing?: boolean; logLevel?: "debug" | "info" } = {},
+  options: { closeRing?: boolean; logLevel?: "debug" | "info"; flags?: string[] } = {},
 ): Promise<RelayProc[]> {
   const relays: RelayProc[] = [];
   try {
@@ -173,6 +173,7 @@ export async function relayChain(
           mesh: true,
           peers,
           logLevel: options.logLevel,
+          flags: options.flags,
         }),
       );
     }

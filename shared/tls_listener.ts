@@ -1,11 +1,23 @@
 /**
  * A TLS listener built on `node:tls`, whose sockets can turn Nagle's algorithm off.
  *
- * Why not `Deno.listenTls`: a `Deno.TlsConn` cannot set TCP_NODELAY, and a small write
- * right after another (NOTICE then data, ACCEPT then the first byte) then waits for the
- * peer's delayed ACK: +40 ms per session setup, measured in bench/ (44 ms vs 0.12 ms for
- * a 4-byte echo). `node:tls` sockets take `setNoDelay(true)`. Each socket is adapted to
- * the {@link ByteConn} shape the rest of the relay uses, with backpressure both ways.
+ * Why not `Deno.listenTls`: Deno 2.9 sets TCP_NODELAY on no socket it accepts for TLS
+ * (strace shows the option only on the dialing side), a `Deno.TlsConn` has no
+ * `setNoDelay` and the listener no such option. With Nagle's algorithm on, a small write
+ * that follows another still unacknowledged one waits for the peer's delayed ACK, ~40 ms:
+ * the first answer after the handshake (behind the TLS 1.3 NewSessionTicket), the first
+ * data right after ACCEPT (setup p50 46 ms instead of 0.6), any two small forwarded
+ * chunks in a row. `node:tls` sockets take `setNoDelay(true)`.
+ *
+ * The price, measured with `bench/tls.ts --only engines` (bare forwarders, no tsunagi
+ * code; bench/results/2026-11-30-tls.md): forwarding costs `node:tls` 3.8 CPU s/GiB,
+ * `Deno.listenTls` 1.3, plain TCP 0.6; an idle connection holds 26 KiB more RSS than a
+ * plain one with `node:tls`, 6 KiB more with `Deno.listenTls`. The relay's TLS figures are
+ * `node:tls`'s own. Re-run that scenario when Deno can set TCP_NODELAY on accepted TLS
+ * sockets.
+ *
+ * Each socket is adapted to the {@link ByteConn} shape the rest of the relay uses, with
+ * backpressure both ways.
  *
  * @module
  */
