@@ -25,7 +25,12 @@ import {
   UsageError,
 } from "../shared/errors.ts";
 import { escapeControl, Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
-import { DeviceState, ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
+import {
+  DeviceState,
+  ERROR_CODE_NAMES,
+  ErrorCode,
+  MAX_SERVICES,
+} from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import {
   acceptFromConfig,
@@ -240,13 +245,26 @@ export async function agentMain(args: string[]): Promise<number> {
         const exposed = exposeList.map(parseExpose);
         const names = new Set<string>();
         for (const e of exposed) {
-          if (e.name === "file" || names.has(e.name)) {
+          if (e.name === "file") {
+            throw new UsageError(
+              `Service name "file" is taken by the agent's own file service`,
+              "give this --expose another name",
+            );
+          }
+          if (names.has(e.name)) {
             throw new UsageError(
               `Service "${e.name}" given twice`,
               "give each --expose a new name",
             );
           }
           names.add(e.name);
+        }
+        if (names.size + 1 > MAX_SERVICES) {
+          throw new UsageError(
+            `${names.size} exposed services: a device offers at most ${MAX_SERVICES}, ` +
+              `its file service included`,
+            `expose at most ${MAX_SERVICES - 1} services`,
+          );
         }
         for (const name of accept.byService.keys()) {
           if (name !== "file" && !names.has(name)) {

@@ -41,6 +41,21 @@ Deno.test("cli: usage mistakes get one line, a hint and exit code 2; --help work
     assert.match(r.stderr, /^tsunagi: .+\nhint: .+$/m);
     assert.doesNotMatch(r.stderr, /\bat .+\.ts:\d+/, "no stack trace");
   }
+  // Limits the relay would refuse at login are usage errors at once, not endless retries.
+  const pw = await Deno.makeTempFile();
+  await Deno.writeTextFile(pw, "pw\n");
+  const base = ["run", "--relay", "127.0.0.1:1", "--id", "x", "--password-file", pw];
+  for (
+    const [extra, message] of [
+      [Array.from({ length: 32 }, (_, i) => `--expose=s${i}=127.0.0.1:${20000 + i}`), /at most 32/],
+      [["--expose", "file=127.0.0.1:1"], /"file" is taken/],
+    ] as const
+  ) {
+    const r = await run([...base, ...extra]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  await Deno.remove(pw);
   for (const command of ["run", "send", "list", "status"]) {
     const r = await run([command, "--help"]);
     assert.equal(r.code, 0);
