@@ -13,6 +13,7 @@
 import { type HostPort, parseHostPort } from "../shared/address.ts";
 import { readPasswordFile } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
+import { MAX_ID_BYTES } from "../shared/protocol/constants.ts";
 import { describeReadError, readJsonObject, rejectUnknownKeys } from "../shared/json_file.ts";
 import { dirname, isAbsolute, join } from "node:path";
 
@@ -252,7 +253,12 @@ export function parseForwards(
     if (list === undefined) {
       throw new UsageError("No --listen given", "use --listen HOST:PORT --to ID --service NAME");
     }
-    if (!Array.isArray(list)) throw new UsageError('Config key "forward" must be a list');
+    if (!Array.isArray(list) || list.length === 0) {
+      throw new UsageError(
+        'Config key "forward" must be a non-empty list',
+        CONFIG_KEYS.forward,
+      );
+    }
     return list.map((r, i) => {
       const item = r as Record<string, unknown>;
       if (
@@ -260,6 +266,13 @@ export function parseForwards(
         typeof item.to !== "string" || typeof item.service !== "string"
       ) {
         throw new UsageError(`Config "forward"[${i}] needs string keys listen, to and service`);
+      }
+      const unknown = Object.keys(item).find((k) => !["listen", "to", "service"].includes(k));
+      if (unknown !== undefined) {
+        throw new UsageError(
+          `Config "forward"[${i}] has unknown key "${unknown}"`,
+          "its keys are listen, to and service",
+        );
       }
       return spec(item.listen, item.to, item.service);
     });
@@ -290,5 +303,8 @@ function spec(listen: string, to: string, service: string): ForwardSpec {
     throw new UsageError(`Invalid --listen "${listen}": ${(e as Error).message}`, "use HOST:PORT");
   }
   if (to === "") throw new UsageError("Empty --to", "use --to ID");
+  if (new TextEncoder().encode(to).length > MAX_ID_BYTES) {
+    throw new UsageError(`--to "${to}" is longer than ${MAX_ID_BYTES} bytes`, "use a device's ID");
+  }
   return { listen: address, to, service: checkServiceName(service, "--service") };
 }

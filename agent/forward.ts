@@ -17,7 +17,12 @@
 import net from "node:net";
 import { formatHostPort, type HostPort } from "../shared/address.ts";
 import { backoffDelay, delay } from "../shared/backoff.ts";
-import { ConnectionClosedError, RelayError, TruncatedFrameError } from "../shared/errors.ts";
+import {
+  ConnectionClosedError,
+  RelayError,
+  TruncatedFrameError,
+  UsageError,
+} from "../shared/errors.ts";
 import { isClosedError } from "../shared/framed_conn.ts";
 import type { Logger } from "../shared/log.ts";
 import { ERROR_CODE_NAMES, ErrorCode } from "../shared/protocol/constants.ts";
@@ -128,6 +133,8 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
       );
       servers.push(server);
       const address = await listen(server, rule.listen);
+      // Accept failures (EMFILE) must not crash the forwarder: the listener goes on.
+      server.on("error", (e) => logger.warn("listener error", { error: String(e) }));
       logger.info("forwarding", {
         listen: formatHostPort(address),
         to: rule.to,
@@ -145,9 +152,24 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
 
 function listen(server: net.Server, at: HostPort): Promise<HostPort> {
   return new Promise((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (e: Error & { code?: string }) => {
+      const where = formatHostPort(at);
+      if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
+        const why = e.code === "EADDRINUSE"
+          ? "the address is in use"
+          : e.code === "EACCES"
+          ? "permission denied"
+          : "no such local address";
+        reject(
+          new UsageError(
+            `Cannot listen on ${where}: ${why}`,
+            "pick another --listen HOST:PORT (port 0 picks a free port)",
+          ),
+        );
+      } else reject(e);
+    });
     server.listen(at.port, at.hostname, () => {
-      server.off("error", reject);
+      server.removeAllListeners("error");
       const a = server.address() as net.AddressInfo;
       resolve({ hostname: a.address, port: a.port });
     });

@@ -105,3 +105,41 @@ Deno.test("cli: `run` with a wrong password gives up at once with exit code 3", 
   assert.equal(r.code, 3, r.stderr);
   assert.match(r.stderr, /Login refused/);
 });
+
+Deno.test("cli: forward's listen address in use, an empty or misspelt forward config, and a too-long --to are usage errors", async () => {
+  const pw = await Deno.makeTempFile();
+  await Deno.writeTextFile(pw, "pw\n");
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const base = ["forward", "--relay", "127.0.0.1:1", "--id", "pc1", "--password-file", pw];
+  const files = [pw];
+  const config = async (forward: unknown) => {
+    const file = await Deno.makeTempFile({ suffix: ".json" });
+    files.push(file);
+    await Deno.writeTextFile(file, JSON.stringify({ forward }));
+    return file;
+  };
+  const cases: [string[], RegExp][] = [
+    [["--to", "dev1", "--service", "ipp", "--listen", `127.0.0.1:${busy.addr.port}`], /in use/],
+    [["--to", "d".repeat(65), "--service", "ipp", "--listen", "127.0.0.1:0"], /longer than 64/],
+    [["--config", await config([])], /non-empty list/],
+    [
+      ["--config", await config([{ listen: "127.0.0.1:0", to: "dev1", servce: "ipp" }])],
+      /needs string keys|unknown key/,
+    ],
+    [
+      [
+        "--config",
+        await config([{ listen: "127.0.0.1:0", to: "dev1", service: "ipp", pool: 3 }]),
+      ],
+      /unknown key "pool"/,
+    ],
+  ];
+  for (const [extra, message] of cases) {
+    const r = await run([...base, ...extra]);
+    assert.equal(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /\nhint: /);
+  }
+  busy.close();
+  for (const f of files) await Deno.remove(f);
+});
