@@ -85,6 +85,12 @@ export interface SupervisorOptions {
   /** Idle connections kept after sessions end, at most (default twice `idle`). */
   maxIdle?: number;
   /**
+   * An idle connection beyond `idle` that has not been used for this long is closed at
+   * its next keep-alive, so a burst's extra connections do not stay forever (default
+   * 60 s).
+   */
+  idleTrimMs?: number;
+  /**
    * Instance token sent in LOGIN: a later login with another token replaces this agent
    * (default: a random UUID). `null` sends none: the connections add to the device's
    * and replace nothing (a forwarder beside `tsunagi run`).
@@ -137,6 +143,8 @@ interface Pooled {
   /** Handed to a caller of `connect` (set synchronously, before any await). */
   reserved: boolean;
   request: PromiseWithResolvers<Session> | null;
+  /** Clock time it last joined the idle set. */
+  idleSince: number;
 }
 
 /** Starts a supervisor; see the module doc. */
@@ -145,6 +153,7 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
   // Some slack above `want`: a connection freed by a session is kept rather than closed
   // while its replacement logs in, so steady traffic causes no login per session.
   const maxIdle = Math.max(want, options.maxIdle ?? want * 2);
+  const idleTrimMs = options.idleTrimMs ?? 60_000;
   const logger = options.logger ?? new Logger({ component: "tsunagi", level: "warn" });
   const clock = options.clock ?? systemClock;
   const ownKeepaliveMs = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
@@ -204,12 +213,13 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
     }
     p.reserved = false;
     if (idle.size >= maxIdle) return false;
+    p.idleSince = clock.now();
     idle.add(p);
     return true;
   };
 
   const start = (conn: RelayConnection) => {
-    const p: Pooled = { conn, reserved: false, request: null };
+    const p: Pooled = { conn, reserved: false, request: null, idleSince: clock.now() };
     const loop = serve(p).finally(() => {
       idle.delete(p);
       loops.delete(loop);
@@ -252,6 +262,12 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
         let session: Session | null = null;
         switch (m.kind) {
           case "pong":
+            if (idle.has(p) && idle.size > want && clock.now() - p.idleSince >= idleTrimMs) {
+              idle.delete(p);
+              logger.debug("closing a surplus idle connection", { idle: idle.size });
+              changed();
+              return;
+            }
             continue;
           case "notice":
             // A notice that crossed our own CONNECT is void (docs/protocol.md 6.4).

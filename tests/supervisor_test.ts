@@ -205,3 +205,43 @@ Deno.test("acceptFrom: a service's own list replaces the device-wide one for tha
   assert.equal(await asks("pc1", "other"), "accepted");
   assert.match(await asks("pc2", "other"), /does not accept connections from pc2/);
 });
+
+Deno.test("superviseDevice(): a burst's extra idle connections are closed after idleTrimMs, down to `idle`", async () => {
+  await using dir = await tempDir();
+  const pcPw = await register(dir.path, "pc1", "USER");
+  const devPw = await register(dir.path, "dev1", "PRINTER");
+  await using relay = await startRelay(dir.path);
+  const relays = [parseHostPort(relay.address)];
+  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  await using _device = superviseDevice({
+    relays,
+    id: "dev1",
+    password: await password(devPw),
+    logger: quiet,
+    services: { hold: async (request) => await (await request.accept()).release() },
+  });
+  const idleCounts: number[] = [];
+  const trimmed = Promise.withResolvers<void>();
+  await using pc = superviseDevice({
+    relays,
+    id: "pc1",
+    password: await password(pcPw),
+    logger: quiet,
+    instance: null,
+    idle: 1,
+    maxIdle: 8,
+    keepaliveMs: 200,
+    idleTrimMs: 300,
+    onStatus: (s) => {
+      idleCounts.push(s.idle);
+      if (Math.max(...idleCounts) >= 4 && s.idle === 1) trimmed.resolve();
+    },
+  });
+  await relay.proc.waitFor((l) => l.event === "login" && l.device === "dev1", "dev1 online");
+  // Four sessions at once: the pool grows to four connections, idle again afterwards.
+  const sessions = await Promise.all(Array.from({ length: 4 }, () => pc.connect("dev1", "hold")));
+  await Promise.all(sessions.map((s) => s.release()));
+  const deadline = setTimeout(() => trimmed.reject(new Error(`idle: ${idleCounts}`)), 10_000);
+  await trimmed.promise.finally(() => clearTimeout(deadline));
+  assert.equal(pc.status().idle, 1);
+});
