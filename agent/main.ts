@@ -499,7 +499,9 @@ function reportError(e: unknown): number {
     return ExitCode.Usage;
   }
   if (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS")) {
-    printError(PROGRAM, e.message, `run ${CMD} <command> --help`);
+    // parseArgs explains over several lines: the first is the error, the rest the fix.
+    const [first, ...rest] = e.message.split("\n");
+    printError(PROGRAM, first, rest.length > 0 ? rest.join(" ") : `run ${CMD} <command> --help`);
     return ExitCode.Usage;
   }
   if (e instanceof RangeError) {

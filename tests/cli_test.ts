@@ -31,14 +31,17 @@ Deno.test("cli: settings come from flags, then environment, then a config file",
 
 Deno.test("cli: usage mistakes get one line, a hint and exit code 2; --help works everywhere", async () => {
   for (
-    const args of [["frobnicate"], ["send", "--id", "x", "--password-file", "/nonexistent"], [
-      "list",
-      "--bogus",
-    ]]
+    const args of [
+      ["frobnicate"],
+      ["send", "--id", "x", "--password-file", "/nonexistent"],
+      ["list", "--bogus"],
+      ["forward", "--pool", "-1"], // parseArgs explains over three lines
+    ]
   ) {
     const r = await run(args);
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
-    assert.match(r.stderr, /^tsunagi: .+\nhint: .+$/m);
+    assert.match(r.stderr, /^tsunagi: .+\nhint: .+\n?$/);
+    assert.doesNotMatch(r.stderr, /\\x0a/, "no escaped newline");
     assert.doesNotMatch(r.stderr, /\bat .+\.ts:\d+/, "no stack trace");
   }
   // Limits the relay would refuse at login are usage errors at once, not endless retries.
