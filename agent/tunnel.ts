@@ -78,6 +78,10 @@ export async function pipeSession(session: Session, local: LocalConn): Promise<P
         if (n === frames[i].length - HEADER_SIZE) payloadSize = MAX_PAYLOAD;
         await writing;
         writing = session.writeInPlace(frames[i], n);
+        // It may fail while the next local read waits: that failure is reported by the
+        // `await writing` above (or the session), never as an unhandled rejection that
+        // would end the whole process.
+        writing.catch(() => {});
         result.sent += n;
       }
       await writing;
