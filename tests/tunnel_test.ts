@@ -184,7 +184,7 @@ Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loo
     const [i, what] of ["local connect refused", "service not offered", "unknown target"].entries()
   ) {
     const r = await timeToClose(w.ports[i]);
-    assert.equal(r.how, "ConnectionReset", `${what}: ${r.how}`);
+    assert.ok(RESET.has(r.how), `${what}: ${r.how}`);
     assert.ok(r.ms < 100, `${what}: closed after ${r.ms.toFixed(1)} ms`);
   }
   await w.forward.waitForCount(event("tunnel refused"), 3, "three refusals logged");
@@ -197,7 +197,7 @@ Deno.test("tunnel refusals reset the local connection within 100 ms; a retry loo
   // per-target backoff answers most of them without asking the relay.
   for (let i = 0; i < 40; i++) {
     const r = await timeToClose(w.ports[1]);
-    assert.equal(r.how, "ConnectionReset");
+    assert.ok(RESET.has(r.how), r.how);
   }
   const handled = (l: Record<string, unknown>) =>
     (l.event === "tunnel refused" || (l.event === "connection reset" && l.backoff === true)) &&
@@ -267,6 +267,12 @@ Deno.test("tunnel from config files: run's expose and logFormat; forward's docum
   const { answer, expected } = await halfCloseExchange(port("ipp"), new Uint8Array(70_000).fill(9));
   assert.equal(answer, expected);
 });
+
+/**
+ * How a reset shows to the client: on its read, or (when the RST arrives before the client
+ * touches the socket) as the socket no longer being connected.
+ */
+const RESET = new Set(["ConnectionReset", "NotConnected"]);
 
 /** Reads `conn` until it ends, then closes it: "eof" for a normal end, else the error's name. */
 async function readToEnd(
