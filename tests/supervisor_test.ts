@@ -13,19 +13,32 @@ import { register, startRelay, tempDir } from "./helpers.ts";
 
 const quiet = new Logger({ level: "error", write: () => {} });
 
+/** A relay with `devices` (ID to type) registered; `password(id)` reads a device's password. */
+async function relayWith(devices: Record<string, string>, flags: string[] = []) {
+  const dir = await tempDir();
+  const files: Record<string, string> = {};
+  for (const [id, type] of Object.entries(devices)) files[id] = await register(dir.path, id, type);
+  const relay = await startRelay(dir.path, flags);
+  return {
+    relay,
+    relays: [parseHostPort(relay.address)],
+    password: async (id: string) => (await Deno.readTextFile(files[id])).trim(),
+    async [Symbol.asyncDispose]() {
+      await relay[Symbol.asyncDispose]();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+}
+
 Deno.test("superviseDevice(): a custom service, pooled connect(), visible liveness", async () => {
-  await using dir = await tempDir();
-  const pcPw = await register(dir.path, "pc1", "USER");
-  const devPw = await register(dir.path, "dev1", "PRINTER");
-  await using relay = await startRelay(dir.path);
-  const relays = [parseHostPort(relay.address)];
-  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  await using lab = await relayWith({ pc1: "USER", dev1: "PRINTER" });
+  const { relay, relays, password } = lab;
 
   // The whole service: upper-cases what it reads, until the peer's END.
   await using _device = superviseDevice({
     relays,
     id: "dev1",
-    password: await password(devPw),
+    password: await password("dev1"),
     logger: quiet,
     services: {
       upper: async (request) => {
@@ -46,7 +59,7 @@ Deno.test("superviseDevice(): a custom service, pooled connect(), visible livene
   await using pc = superviseDevice({
     relays,
     id: "pc1",
-    password: await password(pcPw),
+    password: await password("pc1"),
     logger: quiet,
     instance: null,
     onStatus: (s) => seen.push(s),
@@ -103,17 +116,13 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
  * the error codes of the refused ones.
  */
 async function burst(relayFlags: string[]): Promise<number[]> {
-  await using dir = await tempDir();
-  const pcPw = await register(dir.path, "pc1", "USER");
-  const devPw = await register(dir.path, "dev1", "PRINTER");
-  await using relay = await startRelay(dir.path, relayFlags);
-  const relays = [parseHostPort(relay.address)];
-  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  await using lab = await relayWith({ pc1: "USER", dev1: "PRINTER" }, relayFlags);
+  const { relays, password } = lab;
   const devReady = Promise.withResolvers<void>();
   await using _device = superviseDevice({
     relays,
     id: "dev1",
-    password: await password(devPw),
+    password: await password("dev1"),
     logger: quiet,
     idle: 2,
     services: {
@@ -128,7 +137,7 @@ async function burst(relayFlags: string[]): Promise<number[]> {
   await using pc = superviseDevice({
     relays,
     id: "pc1",
-    password: await password(pcPw),
+    password: await password("pc1"),
     logger: quiet,
     idle: 64,
     instance: null,
@@ -163,22 +172,15 @@ Deno.test("64 simultaneous setups against a device with 2 idle connections all s
 });
 
 Deno.test("acceptFrom: a service's own list replaces the device-wide one for that service", async () => {
-  await using dir = await tempDir();
-  const files = {
-    pc1: await register(dir.path, "pc1", "USER"),
-    pc2: await register(dir.path, "pc2", "USER"),
-    dev1: await register(dir.path, "dev1", "PRINTER"),
-  };
-  await using relay = await startRelay(dir.path);
-  const relays = [parseHostPort(relay.address)];
-  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  await using lab = await relayWith({ pc1: "USER", pc2: "USER", dev1: "PRINTER" });
+  const { relay, relays, password } = lab;
   const answer = async (request: { accept(): Promise<{ release(): Promise<void> }> }) => {
     await (await request.accept()).release();
   };
   await using _device = superviseDevice({
     relays,
     id: "dev1",
-    password: await password(files.dev1),
+    password: await password("dev1"),
     logger: quiet,
     acceptFrom: new Set(["pc1"]),
     services: { echo: { handler: answer, acceptFrom: new Set(["pc2"]) }, other: answer },
@@ -187,7 +189,7 @@ Deno.test("acceptFrom: a service's own list replaces the device-wide one for tha
     await using pc = superviseDevice({
       relays,
       id,
-      password: await password(files[id]),
+      password: await password(id),
       logger: quiet,
       instance: null,
     });
@@ -207,16 +209,12 @@ Deno.test("acceptFrom: a service's own list replaces the device-wide one for tha
 });
 
 Deno.test("superviseDevice(): a burst's extra idle connections are closed after idleTrimMs, down to `idle`", async () => {
-  await using dir = await tempDir();
-  const pcPw = await register(dir.path, "pc1", "USER");
-  const devPw = await register(dir.path, "dev1", "PRINTER");
-  await using relay = await startRelay(dir.path);
-  const relays = [parseHostPort(relay.address)];
-  const password = async (f: string) => (await Deno.readTextFile(f)).trim();
+  await using lab = await relayWith({ pc1: "USER", dev1: "PRINTER" });
+  const { relay, relays, password } = lab;
   await using _device = superviseDevice({
     relays,
     id: "dev1",
-    password: await password(devPw),
+    password: await password("dev1"),
     logger: quiet,
     services: { hold: async (request) => await (await request.accept()).release() },
   });
@@ -225,7 +223,7 @@ Deno.test("superviseDevice(): a burst's extra idle connections are closed after 
   await using pc = superviseDevice({
     relays,
     id: "pc1",
-    password: await password(pcPw),
+    password: await password("pc1"),
     logger: quiet,
     instance: null,
     idle: 1,
