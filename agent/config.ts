@@ -14,6 +14,7 @@ import { type HostPort, parseHostPort } from "../shared/address.ts";
 import { readPasswordFile } from "../shared/cli.ts";
 import { UsageError } from "../shared/errors.ts";
 import { MAX_ID_BYTES } from "../shared/protocol/constants.ts";
+import { MAX_ITERATIONS, MIN_ITERATIONS } from "../shared/scram.ts";
 import { describeReadError, readJsonObject, rejectUnknownKeys } from "../shared/json_file.ts";
 import { dirname, isAbsolute, join } from "node:path";
 
@@ -27,6 +28,8 @@ export interface CommonSettings {
   password: string;
   /** PEM CA text when TLS is used. */
   tlsCa?: string;
+  /** Fewest PBKDF2 iterations a login challenge may ask for (TSUNAGI_MIN_ITERATIONS). */
+  minIterations?: number;
 }
 
 /** The raw values a command collected from its flags. */
@@ -57,6 +60,8 @@ export const CONFIG_KEYS: Readonly<Record<string, string>> = {
   expose: '["NAME=HOST:PORT", ...] (run --expose)',
   forward: '[{"listen": "HOST:PORT", "to": "ID", "service": "NAME"}, ...] (forward)',
   pool: "idle connections a forwarder keeps warm, a number (forward --pool)",
+  minIterations:
+    "fewest PBKDF2 iterations a login challenge may ask for (default 100000; TSUNAGI_MIN_ITERATIONS)",
 };
 
 /** Keys whose value is a path resolved from the config file's folder. */
@@ -140,7 +145,7 @@ export async function resolveCommon(
       );
     }
   }
-  return { relays, id, password, tlsCa };
+  return { relays, id, password, tlsCa, minIterations: resolveMinIterations(config) };
 }
 
 /** Service names: what `tsunagi run --expose` and `forward --service` accept. */
@@ -307,4 +312,21 @@ function spec(listen: string, to: string, service: string): ForwardSpec {
     throw new UsageError(`--to "${to}" is longer than ${MAX_ID_BYTES} bytes`, "use a device's ID");
   }
   return { listen: address, to, service: checkServiceName(service, "--service") };
+}
+
+/**
+ * The challenge cost floor (shared/scram.ts `challengeCostError`): `TSUNAGI_MIN_ITERATIONS`
+ * or the config's `minIterations`, a whole number from 4096; undefined keeps the default.
+ */
+function resolveMinIterations(config: ConfigFile): number | undefined {
+  const text = pick(undefined, "TSUNAGI_MIN_ITERATIONS", config, "minIterations");
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || n < MIN_ITERATIONS || n > MAX_ITERATIONS) {
+    throw new UsageError(
+      `Invalid minimum of PBKDF2 iterations "${text}"`,
+      `set TSUNAGI_MIN_ITERATIONS (or "minIterations") to a whole number from ${MIN_ITERATIONS} to ${MAX_ITERATIONS}`,
+    );
+  }
+  return n;
 }

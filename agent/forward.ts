@@ -51,6 +51,8 @@ export interface ForwardOptions {
   password: string;
   /** PEM CA: connect with TLS. */
   tlsCa?: string;
+  /** Fewest PBKDF2 iterations a login challenge may ask for (TSUNAGI_MIN_ITERATIONS). */
+  minIterations?: number;
   /** Listeners. */
   rules: ForwardRule[];
   /** Idle logged-in connections kept warm (default 4). */
@@ -103,6 +105,7 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
     id: options.id,
     password: options.password,
     tlsCa: options.tlsCa,
+    minIterations: options.minIterations,
     idle: pool,
     maxIdle: pool * 4,
     instance: null, // adds connections beside a `tsunagi run` of the same ID

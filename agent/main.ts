@@ -22,6 +22,7 @@ import {
   PeerUnavailableError,
   RelayError,
   TransferAbortedError,
+  UnsafeChallengeError,
   UsageError,
 } from "../shared/errors.ts";
 import { escapeControl, Logger, parseLogFormat, parseLogLevel } from "../shared/log.ts";
@@ -537,6 +538,24 @@ function reportError(e: unknown): number {
         "Retry later, or try another relay with --relay",
     );
     return ExitCode.Unreachable;
+  }
+  if (e instanceof LoginRefusedError && e.code === ErrorCode.Throttled) {
+    printError(
+      PROGRAM,
+      `Relay refused the login for now: ${e.message}`,
+      "the relay slows logins from this address after failed ones; retry later, and check " +
+        "--password-file if it repeats",
+    );
+    return ExitCode.Unreachable;
+  }
+  if (e instanceof UnsafeChallengeError) {
+    printError(
+      PROGRAM,
+      `Login refused by this agent: ${e.message}`,
+      "check that --relay is your relay; if its registry really uses fewer iterations, set " +
+        "TSUNAGI_MIN_ITERATIONS, or have the password set again with `registry passwd`",
+    );
+    return ExitCode.AuthFailed;
   }
   if (e instanceof LoginRefusedError || e instanceof FatalLoginError) {
     printError(

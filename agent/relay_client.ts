@@ -21,6 +21,7 @@ import {
   PeerUnavailableError,
   ProtocolError,
   RelayError,
+  UnsafeChallengeError,
 } from "../shared/errors.ts";
 import { FramedConn } from "../shared/framed_conn.ts";
 import { dial } from "../shared/dial.ts";
@@ -29,10 +30,10 @@ import { ErrorCode, PROTOCOL_VERSION, Role } from "../shared/protocol/constants.
 import {
   authMessage,
   bytesEqual,
+  challengeCostError,
   clientKey,
   clientProof,
-  MAX_ITERATIONS,
-  MIN_ITERATIONS,
+  DEFAULT_MIN_ITERATIONS,
   newScramNonce,
   resumeKey,
   resumeProof,
@@ -69,6 +70,11 @@ export interface RelayLogin {
   tlsCa?: string;
   /** Read size per socket read (default 64 KiB + header). */
   readSize?: number;
+  /**
+   * Fewest PBKDF2 iterations accepted in a challenge without a strong scrypt prehash
+   * (default {@link DEFAULT_MIN_ITERATIONS}, what `registry add` writes).
+   */
+  minIterations?: number;
   /** Salted passwords and tickets (default: the process-wide {@link defaultLoginCache}). */
   cache?: LoginCache;
 }
@@ -192,11 +198,12 @@ async function scramLogin(
     proof = resumeProof(ticket.key, auth);
     expected = resumeSignature(ticket.key, auth);
   } else {
-    if (challenge.iterations < MIN_ITERATIONS || challenge.iterations > MAX_ITERATIONS) {
-      throw new ProtocolError(
-        `Relay asked for ${challenge.iterations} PBKDF2 iterations (accepted: ${MIN_ITERATIONS} to ${MAX_ITERATIONS})`,
-      );
-    }
+    const unsafe = challengeCostError(
+      challenge.iterations,
+      challenge.prehash,
+      login.minIterations ?? DEFAULT_MIN_ITERATIONS,
+    );
+    if (unsafe !== null) throw new UnsafeChallengeError(unsafe);
     if (ticket !== undefined) cache.dropTicket(ticketKey);
     const auth = authMessage({ ...x, iterations: challenge.iterations });
     const salted = await cache.salted(

@@ -46,6 +46,8 @@ export interface AgentOptions {
   expose?: Exposed[];
   /** PEM CA: connect with TLS. */
   tlsCa?: string;
+  /** Fewest PBKDF2 iterations a login challenge may ask for (TSUNAGI_MIN_ITERATIONS). */
+  minIterations?: number;
   /** Logger. */
   logger: Logger;
   /** Stops the agent. */

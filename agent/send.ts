@@ -38,6 +38,8 @@ export interface OneShotLogin {
   password: string;
   /** PEM CA for TLS. */
   tlsCa?: string;
+  /** Fewest PBKDF2 iterations a login challenge may ask for (TSUNAGI_MIN_ITERATIONS). */
+  minIterations?: number;
 }
 
 /** Options for {@link openRelay}. */
@@ -64,7 +66,13 @@ export async function openRelay(
       return await loginWithShortWaits(
         () =>
           connectRelay(
-            { address, id: login.id, password: login.password, tlsCa: login.tlsCa },
+            {
+              address,
+              id: login.id,
+              password: login.password,
+              tlsCa: login.tlsCa,
+              minIterations: login.minIterations,
+            },
             { signal: options.signal, session: options.session },
           ),
         options.signal,

@@ -80,6 +80,8 @@ export interface SupervisorOptions {
   password: string;
   /** PEM CA: connect with TLS. */
   tlsCa?: string;
+  /** Fewest PBKDF2 iterations a login challenge may ask for (TSUNAGI_MIN_ITERATIONS). */
+  minIterations?: number;
   /** Idle connections to keep (default 2). */
   idle?: number;
   /** Idle connections kept after sessions end, at most (default twice `idle`). */
@@ -386,6 +388,7 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
               id: options.id,
               password: options.password,
               tlsCa: options.tlsCa,
+              minIterations: options.minIterations,
               instance,
               services: [...services.keys()],
             },

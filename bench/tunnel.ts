@@ -124,7 +124,7 @@ export async function runTunnelBench(options: TunnelBenchOptions) {
       await Deno.writeTextFile(`${dir}/${id}.pw`, `pw-${id}\n`);
       const args = ["add", id, "--type", "USER", "--password-file", `${dir}/${id}.pw`];
       let why = "";
-      const code = await registryMain([...args, "--data", dir, "--hash-cost", "4096"], {
+      const code = await registryMain([...args, "--data", dir], {
         stdout: () => {},
         stderr: (line) => why += line,
       });

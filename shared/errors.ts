@@ -95,6 +95,18 @@ export class LoginRefusedError extends RelayError {
   }
 }
 
+/**
+ * The relay's login challenge asked for a key derivation the device refuses (too cheap,
+ * too costly, or unknown): the relay may be an impostor; the password was not used.
+ */
+export class UnsafeChallengeError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsafeChallengeError";
+  }
+}
+
 /** A connection request failed: the target is unknown, offline, busy, refused or silent. */
 export class PeerUnavailableError extends RelayError {
   /** Creates the error from the relay's reject code and message. */

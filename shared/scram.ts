@@ -195,6 +195,48 @@ export function isValidNonce(nonce: string): boolean {
 export const MIN_ITERATIONS = 4096;
 /** Most PBKDF2 iterations a device accepts: bounds what a hostile relay can make it do. */
 export const MAX_ITERATIONS = 10_000_000;
+/**
+ * Fewest PBKDF2 iterations a device accepts by default when the challenge has no scrypt
+ * prehash: the count `registry add` writes. A relay that does not know the device's
+ * verifier (an impostor) chooses salt and count; the proof the device then sends lets
+ * it guess the password offline at that count's cost, so the device refuses a cheap one.
+ */
+export const DEFAULT_MIN_ITERATIONS = 100_000;
+/** scrypt N x r of a version-1 hash at its default cost (2^14 x 8), the prehash floor. */
+const MIN_PREHASH_WORK = 2 ** 14 * 8;
+
+/**
+ * Why the device must not answer a challenge asking for `iterations` PBKDF2 rounds over
+ * `prehash` ("" if none), or null if it may. Key derivation must cost at least
+ * `minIterations` rounds, or a prehash of at least a default version-1 scrypt cost:
+ * otherwise an impostor relay could make the proof cheap to attack offline.
+ *
+ * @example
+ * ```ts
+ * import { challengeCostError } from "./scram.ts";
+ * console.assert(challengeCostError(100_000, "", 100_000) === null);
+ * console.assert(challengeCostError(4096, "", 100_000) !== null);
+ * ```
+ */
+export function challengeCostError(
+  iterations: number,
+  prehash: string,
+  minIterations: number,
+): string | null {
+  if (!Number.isSafeInteger(iterations) || iterations > MAX_ITERATIONS) {
+    return `Relay asked for ${iterations} PBKDF2 iterations (at most ${MAX_ITERATIONS} accepted)`;
+  }
+  const floor = Math.max(MIN_ITERATIONS, minIterations);
+  if (iterations >= floor) return null;
+  if (prehash !== "" && iterations >= MIN_ITERATIONS) {
+    const m = SCRYPT_PREHASH_RE.exec(prehash);
+    if (m !== null && Number(m[1]) * Number(m[2]) >= MIN_PREHASH_WORK) return null;
+  }
+  return `Relay asked for ${iterations} PBKDF2 iterations${
+    prehash === "" ? "" : " over a cheap scrypt prehash"
+  }, fewer than this agent accepts (${floor}): a relay that does not know this device's ` +
+    "password may be trying to make it cheap to guess";
+}
 
 const SCRYPT_PREHASH_RE =
   /^scrypt\$([1-9][0-9]{0,7})\$([1-9][0-9]?)\$([1-9][0-9]?)\$([A-Za-z0-9+/=]{4,88})\$([1-9][0-9]{1,2})$/;

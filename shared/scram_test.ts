@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import {
   authMessage,
+  challengeCostError,
   checkProof,
   clientKey,
   clientProof,
+  MAX_ITERATIONS,
   resumeKey,
   resumeProof,
   resumeSignature,
@@ -68,4 +70,23 @@ Deno.test("scram: both sides derive the same resumption key; its proofs differ b
 Deno.test("scram: saslName() escapes = and ,", () => {
   assert.equal(saslName("a=b,c"), "a=3Db=2Cc");
   assert.equal(saslName("fax-01"), "fax-01");
+});
+
+Deno.test("challengeCostError: a floor on rounds, made up for only by a strong scrypt prehash", () => {
+  const strong = `scrypt$16384$8$1$${"A".repeat(22)}==$32`;
+  const weak = `scrypt$1024$8$1$${"A".repeat(22)}==$32`;
+  assert.equal(challengeCostError(100_000, "", 100_000), null);
+  assert.equal(challengeCostError(MAX_ITERATIONS, "", 100_000), null);
+  assert.match(
+    challengeCostError(99_999, "", 100_000)!,
+    /fewer than this agent accepts \(100000\)/,
+  );
+  assert.match(challengeCostError(MAX_ITERATIONS + 1, "", 4096)!, /at most/);
+  assert.equal(challengeCostError(4096, "", 4096), null);
+  // Never below RFC 7677's 4096, whatever the device was told.
+  assert.match(challengeCostError(4095, "", 1)!, /accepts \(4096\)/);
+  assert.equal(challengeCostError(4096, strong, 100_000), null);
+  assert.match(challengeCostError(4096, weak, 100_000)!, /cheap scrypt prehash/);
+  assert.match(challengeCostError(4095, strong, 100_000)!, /fewer/);
+  assert.match(challengeCostError(4096, "scrypt$junk", 100_000)!, /fewer/);
 });

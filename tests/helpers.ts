@@ -206,8 +206,6 @@ export async function register(
     file,
     "--data",
     dataDir,
-    "--hash-cost",
-    "4096",
   ];
   for (const a of attrs) args.push("--attr", a);
   const code = await registryMain(args, { stdout: () => {}, stderr: () => {} });

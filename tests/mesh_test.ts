@@ -223,8 +223,6 @@ Deno.test("mesh: relays 1 hour ahead and 1 hour behind lose and revert no update
       `${dir.path}/new.pw`,
       "--data",
       `${dir.path}/r2`,
-      "--hash-cost",
-      "4096",
     ],
     { stdout: () => {}, stderr: () => {} },
   );

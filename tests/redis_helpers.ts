@@ -334,7 +334,7 @@ export async function registerInRedis(
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(file, `pw-${id}\n`);
   const args = ["add", id, "--type", type, "--password-file", file, "--directory", url];
-  args.push("--hash-cost", "4096", ...attrs.flatMap((a) => ["--attr", a]));
+  args.push(...attrs.flatMap((a) => ["--attr", a]));
   let stderr = "";
   const code = await registryMain(args, { stdout: () => {}, stderr: (t) => stderr += t });
   if (code !== 0) {

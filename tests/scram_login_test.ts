@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { connectRelay } from "../agent/relay_client.ts";
 import { LoginCache } from "../agent/login_cache.ts";
-import { LoginRefusedError } from "../shared/errors.ts";
+import { LoginRefusedError, UnsafeChallengeError } from "../shared/errors.ts";
+import { FramedConn } from "../shared/framed_conn.ts";
 import { ErrorCode, PROTOCOL_VERSION } from "../shared/protocol/constants.ts";
 import { LoginThrottle } from "../relay/login/throttle.ts";
 import { encodeMessage, type Message } from "../shared/protocol/messages.ts";
@@ -28,7 +29,7 @@ async function relayWith(
       id,
       type: "FAX",
       attributes: [],
-      passwordHash: await makeVerifier(password, { iterations: 4096 }),
+      passwordHash: await makeVerifier(password),
       updatedAt: 1,
     });
   }
@@ -159,6 +160,69 @@ Deno.test("scram login: the relay proves itself; the device refuses a relay that
   await relaying;
 });
 
+/**
+ * A relay that knows no verifier: it answers LOGIN with a challenge of its choosing and
+ * reports what the device sent next ("proof" or "closed").
+ */
+async function impostor(
+  iterations: number,
+  prehash: string,
+  login: (port: number) => Promise<unknown>,
+): Promise<{ next: string; result: PromiseSettledResult<unknown> }> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    const framed = new FramedConn(await listener.accept());
+    try {
+      const signal = AbortSignal.timeout(5000);
+      signal.onabort = () => framed.close();
+      await framed.readMessage(); // HELLO
+      const request = await framed.readMessage();
+      assert.ok(request?.kind === "login");
+      const salt = crypto.getRandomValues(new Uint8Array(16));
+      const nonce = request.nonce + "ImpostorNonce0123456789";
+      await framed.send({ kind: "loginChallenge", nonce, salt, iterations, prehash });
+      const next = await framed.readMessage().catch(() => null);
+      return next?.kind === "loginProof" ? "proof" : "closed";
+    } finally {
+      framed.close();
+    }
+  })();
+  const [result] = await Promise.allSettled([login(listener.addr.port)]);
+  return { next: await serving, result };
+}
+
+Deno.test("scram login: the device sends no proof to a relay asking for a cheap key derivation", async () => {
+  const attempt = (minIterations?: number) => (port: number) =>
+    connectRelay({
+      address: { hostname: "127.0.0.1", port },
+      id: "fax1",
+      password: PASSWORD,
+      cache: new LoginCache(),
+      minIterations,
+    }, { timeoutMs: 5000 });
+  // 4096 rounds with the impostor's own salt: the proof would be cheap to attack offline.
+  const cheap = await impostor(4096, "", attempt());
+  assert.equal(cheap.next, "closed");
+  assert.ok(cheap.result.status === "rejected");
+  assert.ok(cheap.result.reason instanceof UnsafeChallengeError, String(cheap.result.reason));
+  assert.match(
+    cheap.result.reason.message,
+    /4096 PBKDF2 iterations, fewer than this agent accepts \(100000\)/,
+  );
+  // A cheap scrypt prehash does not make up for few rounds either.
+  const weakPrehash = await impostor(4096, `scrypt$1024$8$1$${"A".repeat(22)}==$32`, attempt());
+  assert.equal(weakPrehash.next, "closed");
+  // The registry's own cost is answered (the impostor then fails the device's check of
+  // its signature), and so is a lower count the device was told to accept.
+  assert.equal((await impostor(100_000, "", attempt())).next, "proof");
+  assert.equal((await impostor(4096, "", attempt(4096))).next, "proof");
+  // A migrated registration's strong prehash (scrypt 2^14, r 8) is accepted with 4096.
+  assert.equal(
+    (await impostor(4096, `scrypt$16384$8$1$${"A".repeat(22)}==$32`, attempt())).next,
+    "proof",
+  );
+});
+
 /** Logs in by hand and returns the challenge and the final answer. */
 async function rawAttempt(port: number, id: string, password: string) {
   const started = performance.now();
@@ -182,8 +246,8 @@ Deno.test("scram login: an unknown ID and a wrong password get identical answers
   // Same frames in the same order...
   assert.deepEqual(unknown.frames.map((m) => m.kind), ["loginChallenge", "loginResult"]);
   assert.deepEqual(wrong.frames.map((m) => m.kind), ["loginChallenge", "loginResult"]);
-  // ...challenges of the same shape (only nonce and salt bytes differ; the registry's
-  // default iteration count is used for the fake one, 4096 here only by test setup)...
+  // ...challenges of the same shape (only nonce and salt bytes differ; the fake one has
+  // the registry's default iteration count, as the real one here)...
   const [uc, wc] = [unknown.frames[0], wrong.frames[0]];
   assert.ok(uc.kind === "loginChallenge" && wc.kind === "loginChallenge");
   assert.equal(encodeMessage(uc).length, encodeMessage(wc).length);
@@ -202,7 +266,7 @@ Deno.test("scram login: unknown and wrong-password timings (measurement, printed
     id: "fax1",
     type: "FAX",
     attributes: [],
-    passwordHash: await makeVerifier(PASSWORD, { iterations: 4096 }),
+    passwordHash: await makeVerifier(PASSWORD),
     updatedAt: 1,
   }]);
   await using relay = await startRelay({
@@ -317,7 +381,7 @@ async function countingRegistry(): Promise<{ registry: MemoryRegistry; lookups: 
     id: "fax1",
     type: "FAX",
     attributes: [],
-    passwordHash: await makeVerifier(PASSWORD, { iterations: 4096 }),
+    passwordHash: await makeVerifier(PASSWORD),
     updatedAt: 1,
   }]);
   let lookups = 0;
