@@ -68,7 +68,7 @@ Admin HTTP listener (off by default):
                             needed to bind anything but a loopback address
 
 Limits (what one peer can make the relay hold; refused with a clear error code):
-  --max-unauth-per-address N  connections not yet logged in, per address (default 64)
+  --max-unauth-per-address N  connections not yet logged in, per address or IPv6 /64 (default 64)
   --max-unauth N              connections not yet logged in, in total (default 4096)
   --max-conns-per-device N    connections of one device (default 256)
   --max-sessions-per-device N sessions one device takes part in at once (default 128)

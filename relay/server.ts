@@ -7,7 +7,7 @@
 import { type ByteConn, FramedConn } from "../shared/framed_conn.ts";
 import { type TunableSocket, tuneSocket } from "../shared/dial.ts";
 import { NodeTlsListener } from "../shared/tls_listener.ts";
-import { formatHostPort, type HostPort } from "../shared/address.ts";
+import { addressGroup, formatHostPort, type HostPort } from "../shared/address.ts";
 import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode, MAX_PRELOGIN_PAYLOAD } from "../shared/protocol/constants.ts";
 import {
@@ -302,7 +302,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
         now,
       );
       // Over a limit, the oldest connection not logged in makes room (core/unauth.ts).
-      const victim = unauth.admit(remoteAddr.hostname, conn);
+      const victim = unauth.admit(addressGroup(remoteAddr.hostname), conn);
       if (victim !== null) dropUnauthenticated(victim);
       conns.add(conn);
       const loop = serveConnection(conn, ctx, () => unauth.release(conn)).finally(() => {

@@ -223,6 +223,75 @@ Deno.test("scram login: the device sends no proof to a relay asking for a cheap 
   );
 });
 
+Deno.test("scram login: logins stalled after LOGIN fill every slot, yet a device gets in once they are 2 s old", async () => {
+  // The throttle's clock is the test's: "2 s later" is a step, not a wait.
+  let now = 1_000_000;
+  await using relay = await startRelay({
+    port: 0,
+    directory: new EmbeddedDirectory(
+      new MemoryRegistry([{
+        id: "fax1",
+        type: "FAX",
+        attributes: [],
+        passwordHash: await makeVerifier(PASSWORD),
+        updatedAt: 1,
+      }]),
+    ),
+    throttle: new LoginThrottle({ now: () => now, maxPending: 16, maxPendingPerAddress: 100 }),
+  });
+  // 16 logins that say HELLO and LOGIN, read their challenge, and never answer it.
+  const stalls: FramedConn[] = [];
+  try {
+    for (let i = 0; i < 16; i++) {
+      const framed = new FramedConn(
+        await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
+      );
+      stalls.push(framed);
+      await framed.send({
+        kind: "hello",
+        version: PROTOCOL_VERSION,
+        role: 1,
+        software: "stall",
+      });
+      const nonce = crypto.getRandomValues(new Uint8Array(18)).toBase64();
+      await framed.send({
+        kind: "login",
+        id: `stall-${i}`,
+        nonce,
+        instance: "",
+        ticket: "",
+        services: [],
+      });
+      assert.equal((await framed.readMessage())?.kind, "loginChallenge");
+    }
+    const login = () =>
+      connectRelay({
+        address: { hostname: "127.0.0.1", port: relay.addr.port },
+        id: "fax1",
+        password: PASSWORD,
+        cache: new LoginCache(),
+      });
+    // Every slot is taken and young: refused, "retry in 1 s".
+    await assert.rejects(
+      login(),
+      (e) => e instanceof LoginRefusedError && e.code === ErrorCode.Throttled,
+    );
+    now += 2000;
+    // Now the oldest stalled login makes room, and is closed.
+    (await login()).close();
+    const signal = AbortSignal.timeout(5000);
+    signal.onabort = () => stalls[0].close();
+    assert.equal(
+      await stalls[0].readMessage().catch(() => null),
+      null,
+      "the oldest stall was closed",
+    );
+    assert.ok(!signal.aborted);
+  } finally {
+    for (const s of stalls) s.close();
+  }
+});
+
 /** Logs in by hand and returns the challenge and the final answer. */
 async function rawAttempt(port: number, id: string, password: string) {
   const started = performance.now();

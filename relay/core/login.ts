@@ -121,8 +121,17 @@ async function checkLogin(
     throw new ProtocolError("LOGIN nonce must be 16-64 base64 characters", ErrorCode.BadFrame);
   }
   const address = conn.remoteHost;
-  // Taken before the first await: a burst of logins cannot all pass the throttle.
-  const attempt = ctx.throttle.begin(address, id);
+  // Taken before the first await: a burst of logins cannot all pass the throttle. A
+  // login stalled for 2 s while the relay is full makes room for a new one: its
+  // connection is closed (relay/login/throttle.ts).
+  const attempt = ctx.throttle.begin(address, id, () => {
+    ctx.logger.info("login dropped", {
+      remote: conn.remote,
+      device: id,
+      reason: "stalled while the relay had no free login slot",
+    });
+    conn.framed.close();
+  });
   if (attempt.kind === "wait") {
     ctx.logger.warn("login throttled", {
       remote: conn.remote,

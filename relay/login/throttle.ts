@@ -5,8 +5,15 @@
  *
  * 1. **Concurrency.** A login holds a slot from its LOGIN to its result. At most
  *    `maxPendingPerAddress` (64) logins from one address, and `maxPending` (1024) in all,
- *    may be pending; one more is refused at once. {@link LoginThrottle.begin} takes the
- *    slot before the relay awaits anything (registry lookup, the device's proof).
+ *    may be pending. {@link LoginThrottle.begin} takes the slot before the relay awaits
+ *    anything (registry lookup, the device's proof). When a limit is reached, the oldest
+ *    pending login of that address (or in all) makes room if it has waited `staleMs`
+ *    (2 s) or more: it is told to end (its connection is closed). A real device answers
+ *    its challenge within a round trip and its key derivation, so logins that say HELLO
+ *    and LOGIN and then stall (17 addresses x 64 would fill every slot for the 10 s login
+ *    deadline) cannot lock anyone out; the new login is refused "busy" only while every
+ *    slot is younger than that. An ended stall is not counted as a failure: a restart
+ *    storm from one NAT address must not lock that address out.
  * 2. **Failures.** Failures are counted per (address, ID) pair and per address, never
  *    per ID alone: guessing `fax1`'s password from one address cannot lock `fax1` out
  *    of another address. A key is refused once it has its free failures (5 for a pair,
@@ -23,6 +30,12 @@
  * not refused; a guesser's first burst is thus at most 16 tries, after which its pair
  * and soon its address are locked. A success clears its pair (not the address: one
  * valid account must not reset an address's guessing budget).
+ *
+ * An "address" is an IPv4 address, or an IPv6 /64 prefix (shared/address.ts
+ * `addressGroup`). Addresses and pairs are kept in two tables of at most `maxKeys` each,
+ * oldest failure forgotten first: failures of many (address, ID) pairs cannot push an
+ * address's lockout out; forgetting a locked address takes `maxKeys` other addresses
+ * failing within its lockout.
  *
  * @example
  * ```ts
@@ -42,6 +55,8 @@
  * @module
  */
 
+import { addressGroup } from "../../shared/address.ts";
+
 /** Options for {@link LoginThrottle}; the defaults implement the documented rule. */
 export interface LoginThrottleOptions {
   /** Clock in ms (default `Date.now`). */
@@ -56,7 +71,10 @@ export interface LoginThrottleOptions {
   baseDelayMs?: number;
   /** Longest lockout (default 5 minutes). */
   maxDelayMs?: number;
-  /** Most keys tracked; the least recently failed are forgotten first (default 10,000). */
+  /**
+   * Most addresses, and most (address, ID) pairs, tracked; the least recently failed are
+   * forgotten first (default 100,000 each, about 15 MB each when full).
+   */
   maxKeys?: number;
   /** Logins pending at once from one address (default 64). */
   maxPendingPerAddress?: number;
@@ -66,6 +84,8 @@ export interface LoginThrottleOptions {
   busyRetryMs?: number;
   /** Pending logins allowed at once for a pair that has never failed (default 16). */
   cleanBurst?: number;
+  /** A pending login this old makes room for a new one when a limit is reached (2 s). */
+  staleMs?: number;
 }
 
 /** A login allowed to proceed; exactly one of its methods must end it. */
@@ -97,88 +117,160 @@ interface Entry {
   lastFailure: number;
 }
 
+/** A pending login: its address's key, its start, how to end it early. */
+interface Pending {
+  readonly address: string;
+  readonly started: number;
+  /** Ends the attempt and asks its owner to stop; null if it cannot be ended early. */
+  readonly evict: (() => void) | null;
+}
+
+/**
+ * Failure counts keyed by address or pair, in order of last failure (oldest first), at
+ * most `cap` of them: pruning and eviction only ever look at the front.
+ */
+class FailureTable {
+  readonly #entries = new Map<string, Entry>();
+  constructor(readonly cap: number, readonly windowMs: number) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(key: string): Entry | undefined {
+    return this.#entries.get(key);
+  }
+
+  delete(key: string): void {
+    this.#entries.delete(key);
+  }
+
+  fail(key: string, now: number): void {
+    const entry = this.#entries.get(key);
+    const failures = entry && !this.#expired(entry, now) ? entry.failures + 1 : 1;
+    this.#entries.delete(key);
+    this.#entries.set(key, { failures, lastFailure: now });
+    while (this.#entries.size > this.cap) {
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+  }
+
+  /** Drops expired entries from the front. */
+  prune(now: number): void {
+    for (const [key, entry] of this.#entries) {
+      if (!this.#expired(entry, now)) break;
+      this.#entries.delete(key);
+    }
+  }
+
+  #expired(entry: Entry, now: number): boolean {
+    return now - entry.lastFailure >= this.windowMs;
+  }
+}
+
 /** Login admission: concurrency slots plus per-pair and per-address failure lockouts. */
 export class LoginThrottle {
   readonly #now: () => number;
-  readonly #windowMs: number;
   readonly #freeFailures: number;
   readonly #cleanBurst: number;
   readonly #addressFreeFailures: number;
   readonly #baseDelayMs: number;
   readonly #maxDelayMs: number;
-  readonly #maxKeys: number;
   readonly #maxPendingPerAddress: number;
   readonly #maxPending: number;
   readonly #busyRetryMs: number;
-  /** Keyed `a:<address>` / `p:<address>\0<id>`; in order of last failure, oldest first. */
-  readonly #entries = new Map<string, Entry>();
-  /** Pending logins per key (addresses and pairs). */
-  readonly #pending = new Map<string, number>();
-  #pendingTotal = 0;
+  readonly #staleMs: number;
+  /** Failures per address (group) and per `<address>\0<id>` pair. */
+  readonly #addresses: FailureTable;
+  readonly #pairs: FailureTable;
+  /** Pending logins per key (addresses and pairs, as in the tables). */
+  readonly #pendingCount = new Map<string, number>();
+  /** Pending logins, oldest first: in all, and per address. */
+  readonly #open = new Set<Pending>();
+  readonly #openByAddress = new Map<string, Set<Pending>>();
 
   /** Creates a throttle; see {@link LoginThrottleOptions} for the defaults. */
   constructor(options: LoginThrottleOptions = {}) {
     this.#now = options.now ?? Date.now;
-    this.#windowMs = options.windowMs ?? 10 * 60_000;
+    const windowMs = options.windowMs ?? 10 * 60_000;
     this.#freeFailures = options.freeFailures ?? 5;
     this.#addressFreeFailures = options.addressFreeFailures ?? 20;
     this.#baseDelayMs = options.baseDelayMs ?? 1000;
     this.#maxDelayMs = options.maxDelayMs ?? 5 * 60_000;
-    this.#maxKeys = options.maxKeys ?? 10_000;
+    const maxKeys = options.maxKeys ?? 100_000;
     this.#maxPendingPerAddress = options.maxPendingPerAddress ?? 64;
     this.#maxPending = options.maxPending ?? 1024;
     this.#busyRetryMs = options.busyRetryMs ?? 1000;
     this.#cleanBurst = options.cleanBurst ?? 16;
-    if (!(this.#maxKeys >= 2)) {
-      throw new RangeError(`maxKeys must be at least 2, got ${this.#maxKeys}`);
-    }
+    this.#staleMs = options.staleMs ?? 2000;
+    if (!(maxKeys >= 1)) throw new RangeError(`maxKeys must be at least 1, got ${maxKeys}`);
+    this.#addresses = new FailureTable(maxKeys, windowMs);
+    this.#pairs = new FailureTable(maxKeys, windowMs);
   }
 
   /** Number of failure keys (addresses plus pairs) currently tracked. */
   get size(): number {
-    return this.#entries.size;
+    return this.#addresses.size + this.#pairs.size;
   }
 
   /** Logins pending (between {@link begin} and their end). */
   get pending(): number {
-    return this.#pendingTotal;
+    return this.#open.size;
   }
 
   /**
    * Admits a login of `id` from `address`, taking a slot, or refuses it. Synchronous:
-   * call it before the first await of the login.
+   * call it before the first await of the login. `onEvict`, if given, lets the attempt
+   * make room for a newer one once it is stale (see the module doc): the attempt is then
+   * ended (released) and `onEvict` must stop the login (close its connection).
    */
-  begin(address: string, id: string): LoginAttempt | LoginRefusal {
+  begin(address: string, id: string, onEvict?: () => void): LoginAttempt | LoginRefusal {
     const now = this.#now();
     this.#prune(now);
-    const a = addressKey(address);
-    const p = pairKey(address, id);
+    const a = addressGroup(address);
+    const p = pairKey(a, id);
     const wait = this.#waitFor(a, p, now);
     if (wait > 0) return { kind: "wait", waitMs: wait, reason: "failures" };
+    const mine = this.#openByAddress.get(a);
     if (
-      this.#pendingTotal >= this.#maxPending ||
-      (this.#pending.get(a) ?? 0) >= this.#maxPendingPerAddress
+      (mine !== undefined && mine.size >= this.#maxPendingPerAddress &&
+        !this.#evictOldest(mine, now)) ||
+      (this.#open.size >= this.#maxPending && !this.#evictOldest(this.#open, now))
     ) {
       return { kind: "wait", waitMs: this.#busyRetryMs, reason: "busy" };
     }
-    this.#hold(a, 1);
-    this.#hold(p, 1);
-    this.#pendingTotal++;
     let open = true;
     const end = (outcome: "fail" | "succeed" | "release") => {
       if (!open) return;
       open = false;
       this.#hold(a, -1);
       this.#hold(p, -1);
-      this.#pendingTotal--;
+      this.#open.delete(pending);
+      const byAddress = this.#openByAddress.get(a)!;
+      byAddress.delete(pending);
+      if (byAddress.size === 0) this.#openByAddress.delete(a);
       const t = this.#now();
       if (outcome === "fail") {
-        this.#fail(a, t);
-        this.#fail(p, t);
+        this.#addresses.fail(a, t);
+        this.#pairs.fail(p, t);
       } else if (outcome === "succeed") {
-        this.#entries.delete(p);
+        this.#pairs.delete(p);
       }
     };
+    const pending: Pending = {
+      address: a,
+      started: now,
+      evict: onEvict === undefined ? null : () => {
+        end("release");
+        onEvict();
+      },
+    };
+    this.#hold(a, 1);
+    this.#hold(p, 1);
+    this.#open.add(pending);
+    let byAddress = this.#openByAddress.get(a);
+    if (byAddress === undefined) this.#openByAddress.set(a, byAddress = new Set());
+    byAddress.add(pending);
     return {
       kind: "ok",
       // The attempt's own slot is not held against itself.
@@ -193,7 +285,17 @@ export class LoginThrottle {
   check(address: string, id: string): number {
     const now = this.#now();
     this.#prune(now);
-    return this.#waitFor(addressKey(address), pairKey(address, id), now);
+    const a = addressGroup(address);
+    return this.#waitFor(a, pairKey(a, id), now);
+  }
+
+  /** Ends the oldest of `pending` if it is stale and can be ended; says whether it did. */
+  #evictOldest(pending: Set<Pending>, now: number): boolean {
+    const oldest = pending.values().next().value;
+    if (oldest === undefined || oldest.evict === null) return false;
+    if (now - oldest.started < this.#staleMs) return false;
+    oldest.evict();
+    return true;
   }
 
   /**
@@ -202,15 +304,14 @@ export class LoginThrottle {
    * logins being bounded by `maxPendingPerAddress` already.
    */
   #waitFor(a: string, p: string, now: number, own = 0): number {
-    const pending = (this.#pending.get(p) ?? 0) - own;
+    const pending = (this.#pendingCount.get(p) ?? 0) - own;
     return Math.max(
-      this.#wait(a, this.#addressFreeFailures, now, 0),
-      this.#wait(p, this.#freeFailures, now, pending),
+      this.#wait(this.#addresses.get(a), this.#addressFreeFailures, now, 0),
+      this.#wait(this.#pairs.get(p), this.#freeFailures, now, pending),
     );
   }
 
-  #wait(key: string, free: number, now: number, pending: number): number {
-    const entry = this.#entries.get(key);
+  #wait(entry: Entry | undefined, free: number, now: number, pending: number): number {
     const failures = entry?.failures ?? 0;
     if (failures >= free) {
       const exponent = Math.min(failures - free, 52);
@@ -226,40 +327,17 @@ export class LoginThrottle {
   }
 
   #hold(key: string, delta: number) {
-    const n = (this.#pending.get(key) ?? 0) + delta;
-    if (n <= 0) this.#pending.delete(key);
-    else this.#pending.set(key, n);
+    const n = (this.#pendingCount.get(key) ?? 0) + delta;
+    if (n <= 0) this.#pendingCount.delete(key);
+    else this.#pendingCount.set(key, n);
   }
 
-  #fail(key: string, now: number): void {
-    const entry = this.#entries.get(key);
-    const failures = entry && !this.#expired(entry, now) ? entry.failures + 1 : 1;
-    // Re-insert so the map stays ordered by last failure: pruning and eviction then
-    // only ever look at the front.
-    this.#entries.delete(key);
-    this.#entries.set(key, { failures, lastFailure: now });
-    while (this.#entries.size > this.#maxKeys) {
-      this.#entries.delete(this.#entries.keys().next().value!);
-    }
-  }
-
-  #expired(entry: Entry, now: number): boolean {
-    return now - entry.lastFailure >= this.#windowMs;
-  }
-
-  /** Drops expired entries from the front (oldest last failure first). */
   #prune(now: number): void {
-    for (const [key, entry] of this.#entries) {
-      if (!this.#expired(entry, now)) break;
-      this.#entries.delete(key);
-    }
+    this.#addresses.prune(now);
+    this.#pairs.prune(now);
   }
-}
-
-function addressKey(address: string): string {
-  return `a:${address}`;
 }
 
 function pairKey(address: string, id: string): string {
-  return `p:${address}\0${id}`;
+  return `${address}\0${id}`;
 }

@@ -146,14 +146,76 @@ Deno.test("LoginThrottle forgets a key after 10 minutes without failures", () =>
   assert.equal(throttle.size, 0);
 });
 
-Deno.test("LoginThrottle holds at most maxKeys keys, evicting the oldest", () => {
+Deno.test("LoginThrottle holds at most maxKeys addresses and maxKeys pairs, evicting the oldest", () => {
   const { throttle, fail, advance } = setup({ maxKeys: 100 });
   fail("10.0.0.1", "victim", 5);
   for (let i = 0; i < 200; i++) {
     advance(1);
     fail(`198.51.${i >> 8}.${i & 255}`, `id-${i}`);
-    assert.ok(throttle.size <= 100);
+    assert.ok(throttle.size <= 200);
   }
+  // 200 other addresses failed since: the oldest address and pair were forgotten.
   assert.equal(waitOf(throttle, "10.0.0.1", "victim"), 0);
   assert.throws(() => new LoginThrottle({ maxKeys: 0 }), RangeError);
+});
+
+Deno.test("LoginThrottle: failures of many pairs do not push an address's lockout out", () => {
+  const { throttle, fail, advance } = setup({ maxKeys: 10 });
+  for (let i = 0; i < 20; i++) fail("203.0.113.66", `guess-${i}`);
+  assert.equal(waitOf(throttle, "203.0.113.66", "any"), SECOND);
+  // Another address fails on 15 more IDs: the pair table overflows, not the address one.
+  advance(1);
+  for (let i = 0; i < 15; i++) fail("198.51.100.9", `other-${i}`);
+  assert.equal(waitOf(throttle, "203.0.113.66", "any"), SECOND - 1);
+});
+
+Deno.test("LoginThrottle counts an IPv6 /64 as one address, and IPv4-mapped as IPv4", () => {
+  const { throttle, fail } = setup();
+  for (let i = 1; i <= 20; i++) fail(`2001:db8:1:2::${i.toString(16)}`, `id-${i}`);
+  assert.equal(waitOf(throttle, "2001:db8:1:2:ffff::9", "fresh"), SECOND);
+  assert.equal(waitOf(throttle, "2001:db8:1:3::1", "fresh"), 0);
+  for (let i = 1; i <= 20; i++) fail("::ffff:192.0.2.7", `id-${i}`);
+  assert.equal(waitOf(throttle, "192.0.2.7", "fresh"), SECOND);
+});
+
+Deno.test("LoginThrottle: a stalled login makes room after staleMs, uncounted; younger ones do not", () => {
+  const { throttle, advance } = setup({ maxPendingPerAddress: 2, maxPending: 3 });
+  const evicted: string[] = [];
+  const begin = (address: string, id: string) =>
+    throttle.begin(address, id, () => evicted.push(`${address}/${id}`));
+  // Three logins that say HELLO and LOGIN, then stall.
+  const stalls = [begin("10.0.0.1", "a"), begin("10.0.0.1", "b"), begin("10.0.0.2", "c")];
+  assert.ok(stalls.every((s) => s.kind === "ok"));
+  advance(1999);
+  assert.equal(begin("10.0.0.3", "dev").kind, "wait", "every slot is still young");
+  assert.equal(begin("10.0.0.1", "d").kind, "wait");
+  advance(1);
+  // The full relay: the oldest stall (10.0.0.1/a) makes room for a new address.
+  const dev = begin("10.0.0.3", "dev");
+  assert.equal(dev.kind, "ok");
+  assert.deepEqual(evicted, ["10.0.0.1/a"]);
+  assert.equal(throttle.pending, 3);
+  (stalls[0] as LoginAttempt).release(); // its own end comes later: a no-op
+  assert.equal(throttle.pending, 3);
+  // Full again: the oldest stall overall (10.0.0.1/b) makes room.
+  advance(2000);
+  assert.equal(begin("10.0.0.9", "e").kind, "ok");
+  assert.deepEqual(evicted, ["10.0.0.1/a", "10.0.0.1/b"]);
+  // Ended stalls are not failures.
+  assert.equal(throttle.size, 0);
+  // A full address: its own oldest stall makes room, not another address's.
+  const perAddress = setup({ maxPendingPerAddress: 2 });
+  const gone: string[] = [];
+  const other = perAddress.throttle.begin("10.0.0.5", "x", () => gone.push("x"));
+  perAddress.advance(1);
+  for (const id of ["a", "b"]) perAddress.throttle.begin("10.0.0.1", id, () => gone.push(id));
+  perAddress.advance(2000);
+  assert.equal(perAddress.throttle.begin("10.0.0.1", "c").kind, "ok");
+  assert.deepEqual(gone, ["a"]);
+  assert.equal(other.kind, "ok");
+  // An attempt begun without onEvict is never ended early.
+  const { throttle: plain, advance: later } = setup({ maxPending: 1 });
+  assert.equal(plain.begin("10.0.0.1", "a").kind, "ok");
+  later(60_000);
+  assert.equal(plain.begin("10.0.0.2", "b").kind, "wait");
 });
