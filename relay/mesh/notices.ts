@@ -100,6 +100,13 @@ const MAX_NAME = 128;
 const MAX_LIST = 1024;
 /** Longest stored password verifier accepted from a peer (a v2 verifier is ~200 chars). */
 const MAX_HASH_CHARS = 512;
+/**
+ * Largest registration Lamport counter and login claim accepted (2^40: a million edits or
+ * logins of one ID a second for 35 years). Each new edit or login takes the highest seen
+ * + 1, so one notice carrying 2^53 - 1 would otherwise leave that ID's next counter past
+ * the safe integers, and every later edit of it refused mesh-wide.
+ */
+export const MAX_COUNTER = 2 ** 40;
 const DEVICE_STATES: readonly number[] = Object.values(DeviceState);
 
 function isVersion(v: unknown): v is Version {
@@ -112,6 +119,10 @@ function isName(s: unknown): s is string {
 
 function isCount(x: unknown): x is number {
   return Number.isSafeInteger(x) && (x as number) >= 0;
+}
+
+function isCounter(x: unknown): x is number {
+  return isCount(x) && x <= MAX_COUNTER;
 }
 
 function isList(x: unknown): x is unknown[] {
@@ -196,7 +207,7 @@ export function noticeError(n: unknown): string | null {
       }
       const error = entryError(entry, o.origin);
       if (error) return `dev: ${error}`;
-      if (o.claim !== undefined && !isCount(o.claim)) return "dev: bad claim";
+      if (o.claim !== undefined && !isCounter(o.claim)) return "dev: bad claim";
       if (
         o.inst !== undefined && !(typeof o.inst === "string" && /^[0-9a-f]{1,64}$/.test(o.inst))
       ) {
@@ -207,7 +218,7 @@ export function noticeError(n: unknown): string | null {
     case "reg": {
       const idError = validateDeviceId(o.id as string);
       if (idError) return `reg: ${idError}`;
-      if (!Number.isSafeInteger(o.lamport) || (o.lamport as number) < 0) return "reg: bad lamport";
+      if (!isCounter(o.lamport)) return "reg: bad lamport";
       if (!isName(o.origin)) return "reg: bad origin";
       if (o.reg === null) return null;
       const regError = registrationError(o.reg);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 import { MeshState } from "./mesh_state.ts";
-import { type Notice, noticeError } from "./notices.ts";
+import { MAX_COUNTER, type Notice, noticeError } from "./notices.ts";
 
 const opts = { permissions: "none" } as const;
 
@@ -121,4 +121,12 @@ Deno.test({
     assert.ok(s.apply(reg(other, 6, "r0") as Notice));
     assert.equal(s.registration("fax1")?.reg?.passwordHash, other);
   },
+});
+
+Deno.test("noticeError() refuses a Lamport counter or login claim past 2^40 (would freeze the ID's edits)", () => {
+  assert.equal(noticeError(reg(VERIFIER, MAX_COUNTER)), null);
+  assert.equal(noticeError(reg(VERIFIER, MAX_COUNTER + 1)), "reg: bad lamport");
+  assert.equal(noticeError(reg(VERIFIER, Number.MAX_SAFE_INTEGER)), "reg: bad lamport");
+  assert.equal(noticeError({ ...dev, claim: MAX_COUNTER }), null);
+  assert.equal(noticeError({ ...dev, claim: Number.MAX_SAFE_INTEGER }), "dev: bad claim");
 });
