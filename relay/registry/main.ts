@@ -31,6 +31,7 @@ import {
   makeVerifier,
   migrateScryptHash,
   MIN_VERIFIER_ITERATIONS,
+  parseVerifier,
 } from "./verifier.ts";
 import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
 import { RedisRegistry } from "../redis/redis_registry.ts";
@@ -475,6 +476,7 @@ async function migrate(ctx: Context): Promise<number> {
     `Migrated ${changes.length} device${changes.length === 1 ? "" : "s"} in ${store.where}` +
       ` (${kept} already had SCRAM verifiers)\n`,
   );
+  warnMigrated(ctx, changes.map((c) => c.id));
   return EXIT_OK;
 }
 
@@ -485,11 +487,12 @@ async function list(ctx: Context): Promise<number> {
   await using store = await openStore(ctx, { create: false });
   const devices = await store.registry.list();
   if (ctx.values.json) {
-    const rows = devices.map(({ id, type, attributes, updatedAt }) => ({
+    const rows = devices.map(({ id, type, attributes, updatedAt, passwordHash }) => ({
       id,
       type,
       attributes,
       updatedAt,
+      migrated: isMigrated(passwordHash),
     }));
     ctx.out(JSON.stringify(rows, null, 2) + "\n");
     return EXIT_OK;
@@ -506,7 +509,28 @@ async function list(ctx: Context): Promise<number> {
     ]),
   );
   if (devices.length === 0) ctx.err(`No devices registered in ${store.where}\n`);
+  warnMigrated(ctx, devices.filter((d) => isMigrated(d.passwordHash)).map((d) => d.id));
   return EXIT_OK;
+}
+
+/** A verifier built over a version-1 scrypt hash (or a hash not migrated yet). */
+function isMigrated(passwordHash: string): boolean {
+  return isScryptHash(passwordHash) || (parseVerifier(passwordHash)?.prehash ?? "") !== "";
+}
+
+/**
+ * Says which devices log in with a verifier derived from their version-1 scrypt hash:
+ * that old hash now works as their password, wherever a copy of it survives.
+ */
+function warnMigrated(ctx: Context, ids: string[]) {
+  if (ids.length === 0) return;
+  const shown = ids.slice(0, 5).join(", ") + (ids.length > 5 ? ", ..." : "");
+  ctx.err(
+    `warning: ${ids.length} device${ids.length === 1 ? "" : "s"} (${shown}) log in over a ` +
+      "version-1 password hash: anyone holding an old copy of the registry (backup, Redis " +
+      "dump) can log in as them. Delete those copies, or set new passwords: " +
+      `'deno task registry passwd ${ids[0]}'\n`,
+  );
 }
 
 function deviceIdArgument(ctx: Context, command: string): string {

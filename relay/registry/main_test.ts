@@ -110,8 +110,20 @@ Deno.test("registry add, list, passwd and remove a device", async () => {
   const json = await t.run(["list", "--json"]);
   assert.equal(json.code, EXIT_OK);
   assert.deepEqual(JSON.parse(json.stdout), [
-    { id: "alice@example.com", type: "USER", attributes: [], updatedAt: T0 + 90_000 },
-    { id: "fax-01", type: "FAX", attributes: ["FILE TX/RX", "COLOR"], updatedAt: T0 },
+    {
+      id: "alice@example.com",
+      type: "USER",
+      attributes: [],
+      updatedAt: T0 + 90_000,
+      migrated: false,
+    },
+    {
+      id: "fax-01",
+      type: "FAX",
+      attributes: ["FILE TX/RX", "COLOR"],
+      updatedAt: T0,
+      migrated: false,
+    },
   ]);
   assert.ok(!json.stdout.includes("scram"), "list --json must not leak password verifiers");
 
@@ -332,7 +344,21 @@ Deno.test("registry migrate converts version-1 scrypt hashes; the passwords stil
   assert.equal(await verifyPassword("s3cret", stored), true);
   assert.equal(await verifyPassword("s3cret!", stored), false);
 
+  // The old hash now works as a password: said at migration and in every list.
+  const warning =
+    /warning: 1 device \(fax-01\) log in over a version-1 password hash: .*'deno task registry passwd fax-01'/;
+  assert.match(first.stderr, warning);
+  const listed = await t.run(["list"]);
+  assert.match(listed.stderr, warning);
+  const json = await t.run(["list", "--json"]);
+  assert.equal(JSON.parse(json.stdout)[0].migrated, true);
+
   const again = await t.run(["migrate"]);
   assert.equal(again.code, EXIT_OK, again.stderr);
   assert.match(again.stdout, /Migrated 0 devices .* \(1 already had SCRAM verifiers\)/);
+  await Deno.writeTextFile(join(t.root, "new.pw"), "fresh\n");
+  const passwd = await t.run(["passwd", "fax-01", "--password-file", join(t.root, "new.pw")]);
+  assert.equal(passwd.code, EXIT_OK, passwd.stderr);
+  const rotated = await t.run(["list"]);
+  assert.doesNotMatch(rotated.stderr, /warning/);
 });
