@@ -118,6 +118,7 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
   const targets = new Map<string, TargetState>();
   const tunnels = new Set<Promise<void>>();
   const servers: net.Server[] = [];
+  const bound: [ForwardRule, HostPort][] = [];
   const adopt = options.sockets === "deno" ? adoptStream : null;
   try {
     for (const rule of options.rules) {
@@ -135,9 +136,12 @@ export async function runForwarder(options: ForwardOptions): Promise<void> {
         },
       );
       servers.push(server);
-      const address = await listen(server, rule.listen);
+      bound.push([rule, await listen(server, rule.listen)]);
       // Accept failures (EMFILE) must not crash the forwarder: the listener goes on.
       server.on("error", (e) => logger.warn("listener error", { error: String(e) }));
+    }
+    // Said once every listener is bound: a busy second --listen is the only message.
+    for (const [rule, address] of bound) {
       logger.info("forwarding", {
         listen: formatHostPort(address),
         to: rule.to,

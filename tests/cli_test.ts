@@ -113,6 +113,10 @@ Deno.test("cli: forward's listen address in use, an empty or misspelt forward co
   const pw = await Deno.makeTempFile();
   await Deno.writeTextFile(pw, "pw\n");
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const free = (() => {
+    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    return l.addr.port;
+  })();
   const base = ["forward", "--relay", "127.0.0.1:1", "--id", "pc1", "--password-file", pw];
   const files = [pw];
   const config = async (forward: unknown) => {
@@ -124,6 +128,13 @@ Deno.test("cli: forward's listen address in use, an empty or misspelt forward co
   const cases: [string[], RegExp][] = [
     [["--to", "dev1", "--service", "ipp", "--listen", `127.0.0.1:${busy.addr.port}`], /in use/],
     [["--to", "d".repeat(65), "--service", "ipp", "--listen", "127.0.0.1:0"], /longer than 64/],
+    [
+      [
+        ...["--listen", `127.0.0.1:${free}`, "--to", "dev1", "--service", "ipp"],
+        ...["--listen", `127.0.0.1:${free}`, "--to", "dev2", "--service", "ipp"],
+      ],
+      /in use/,
+    ],
     [["--config", await config([])], /non-empty list/],
     [
       ["--config", await config([{ listen: "127.0.0.1:0", to: "dev1", servce: "ipp" }])],
@@ -142,6 +153,11 @@ Deno.test("cli: forward's listen address in use, an empty or misspelt forward co
     assert.equal(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, message);
     assert.match(r.stderr, /\nhint: /);
+    assert.doesNotMatch(
+      r.stderr,
+      /forwarding/,
+      "nothing is announced before every listener is bound",
+    );
   }
   busy.close();
   for (const f of files) await Deno.remove(f);
