@@ -226,11 +226,14 @@ export function challengeCostError(
   if (!Number.isSafeInteger(iterations) || iterations > MAX_ITERATIONS) {
     return `Relay asked for ${iterations} PBKDF2 iterations (at most ${MAX_ITERATIONS} accepted)`;
   }
+  const parsed = prehash === "" ? null : parsePrehash(prehash);
+  if (prehash !== "" && parsed === null) {
+    return `Relay asked for an unsupported password prehash "${prehash.slice(0, 80)}"`;
+  }
   const floor = Math.max(MIN_ITERATIONS, minIterations);
   if (iterations >= floor) return null;
-  if (prehash !== "" && iterations >= MIN_ITERATIONS) {
-    const m = SCRYPT_PREHASH_RE.exec(prehash);
-    if (m !== null && Number(m[1]) * Number(m[2]) >= MIN_PREHASH_WORK) return null;
+  if (parsed !== null && iterations >= MIN_ITERATIONS && parsed.n * parsed.r >= MIN_PREHASH_WORK) {
+    return null;
   }
   return `Relay asked for ${iterations} PBKDF2 iterations${
     prehash === "" ? "" : " over a cheap scrypt prehash"
@@ -241,6 +244,26 @@ export function challengeCostError(
 const SCRYPT_PREHASH_RE =
   /^scrypt\$([1-9][0-9]{0,7})\$([1-9][0-9]?)\$([1-9][0-9]?)\$([A-Za-z0-9+/=]{4,88})\$([1-9][0-9]{1,2})$/;
 
+/** A prehash's scrypt parameters, or null outside the bounds the registry ever wrote. */
+function parsePrehash(
+  prehash: string,
+): { n: number; r: number; p: number; salt: Uint8Array; keyBytes: number } | null {
+  const m = SCRYPT_PREHASH_RE.exec(prehash);
+  if (m === null) return null;
+  const [n, r, p, keyBytes] = [m[1], m[2], m[3], m[5]].map(Number);
+  if (
+    n < 1024 || n > 2 ** 20 || (n & (n - 1)) !== 0 || r > 32 || p > 16 ||
+    keyBytes < 16 || keyBytes > 128 || 128 * n * r > 1.5 * 1024 ** 3
+  ) {
+    return null;
+  }
+  try {
+    return { n, r, p, salt: Uint8Array.fromBase64(m[4]), keyBytes };
+  } catch {
+    return null;
+  }
+}
+
 /**
  * The password a migrated registration's SCRAM verifier was built over: the base64 of
  * its old scrypt hash, `prehash` being `scrypt$N$r$p$saltBase64$keyBytes`. Rejects a
@@ -248,15 +271,12 @@ const SCRYPT_PREHASH_RE =
  * 16-128 key bytes), so a hostile relay cannot make the device allocate gigabytes.
  */
 export async function prehashPassword(password: string, prehash: string): Promise<string> {
-  const m = SCRYPT_PREHASH_RE.exec(prehash);
-  const [n, r, p, keyBytes] = m ? [m[1], m[2], m[3], m[5]].map(Number) : [0, 0, 0, 0];
-  if (
-    m === null || n < 1024 || n > 2 ** 20 || (n & (n - 1)) !== 0 || r > 32 || p > 16 ||
-    keyBytes < 16 || keyBytes > 128 || 128 * n * r > 1.5 * 1024 ** 3
-  ) {
+  const parsed = parsePrehash(prehash);
+  if (parsed === null) {
     throw new RangeError(`Cannot pre-hash the password: unsupported prehash "${prehash}"`);
   }
-  const salt = Uint8Array.fromBase64(m[4]);
+  const { n, r, p, keyBytes } = parsed;
+  const salt = parsed.salt;
   const key = await new Promise<Uint8Array>((resolve, reject) => {
     scrypt(password, salt, keyBytes, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (e, k) => {
       if (e) reject(e);

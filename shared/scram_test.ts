@@ -88,5 +88,10 @@ Deno.test("challengeCostError: a floor on rounds, made up for only by a strong s
   assert.equal(challengeCostError(4096, strong, 100_000), null);
   assert.match(challengeCostError(4096, weak, 100_000)!, /cheap scrypt prehash/);
   assert.match(challengeCostError(4095, strong, 100_000)!, /fewer/);
-  assert.match(challengeCostError(4096, "scrypt$junk", 100_000)!, /fewer/);
+  assert.match(challengeCostError(4096, "scrypt$junk", 100_000)!, /unsupported password prehash/);
+  assert.match(
+    challengeCostError(100_000, `scrypt$1048576$32$1$${"A".repeat(22)}==$32`, 100_000)!,
+    /unsupported/,
+    "1 GiB x 32 of scrypt memory",
+  );
 });
