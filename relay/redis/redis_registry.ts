@@ -16,6 +16,10 @@
  * version 1 (a scrypt hash), converted by `deno task registry migrate --directory URL`.
  * `<p>login-secret` holds the 32-byte secret the relays derive fake salts from.
  *
+ * `<p>regs-gen` counts changes: {@link RedisRegistry.put} and {@link RedisRegistry.remove}
+ * increment it after their change, so a relay that polls it (relay/login/registry_watch.ts)
+ * and sees it move reads the new registrations.
+ *
  * @example
  * ```ts ignore
  * import { RedisRegistry } from "./redis_registry.ts";
@@ -200,6 +204,12 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
         REDIS_REGISTRATION_FORMAT,
       ],
     ]);
+    await this.conn.command(["INCR", this.keys.regsGeneration]);
+  }
+
+  /** See {@link RegistryStore.generation}: the `<p>regs-gen` counter (0 when absent). */
+  async generation(): Promise<number> {
+    return Number(await this.conn.command(["GET", this.keys.regsGeneration]) ?? 0);
   }
 
   /**
@@ -226,6 +236,7 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
     if (Number(await this.conn.command(["EXISTS", this.keys.reg(id)])) > 0) {
       await this.conn.command(["SADD", this.keys.regs, id]);
     }
+    if (Number(deleted) > 0) await this.conn.command(["INCR", this.keys.regsGeneration]);
     return Number(deleted) > 0;
   }
 

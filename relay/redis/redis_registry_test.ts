@@ -44,6 +44,22 @@ Deno.test("RedisRegistry round-trips registrations: put, get, list sorted, repla
   await assert.rejects(registry.put({ ...reg("bad id") }), TypeError);
 });
 
+Deno.test("RedisRegistry.generation() moves after every put and removal, and only then", async () => {
+  await using server = await RedisServer.start();
+  await using registry = await RedisRegistry.open(server.url());
+  const g0 = await registry.generation();
+  await registry.put(reg("fax1"));
+  const g1 = await registry.generation();
+  assert.notEqual(g1, g0);
+  await registry.get("fax1");
+  await registry.list();
+  assert.equal(await registry.generation(), g1, "reads change nothing");
+  await registry.remove("ghost");
+  assert.equal(await registry.generation(), g1, "removing nothing changes nothing");
+  await registry.remove("fax1");
+  assert.notEqual(await registry.generation(), g1);
+});
+
 Deno.test("RedisRegistry shares registrations between connections and honours the database", async () => {
   await using server = await RedisServer.start();
   await using a = await RedisRegistry.open(server.url(0));
