@@ -538,6 +538,15 @@ function reportError(e: unknown): number {
     );
     return ExitCode.Unreachable;
   }
+  if (e instanceof FatalLoginError && e.revoked !== "") {
+    printError(
+      PROGRAM,
+      `Logged out: ${e.message}`,
+      "an administrator changed this device's password or removed it: put its new password " +
+        "in --password-file (or register it again), then start the agent again",
+    );
+    return ExitCode.AuthFailed;
+  }
   if (e instanceof LoginRefusedError || e instanceof FatalLoginError) {
     printError(
       PROGRAM,

@@ -1,7 +1,8 @@
 /**
  * `registry passwd` and `registry remove` end a device's logins on every relay that knows
  * it (its open connections and its tickets); `registry set` ends none. Through the file
- * registry and Redis with a relay in this process.
+ * registry and Redis with a relay in this process, and across a 2-relay mesh with real
+ * relay and agent processes.
  */
 
 import assert from "node:assert/strict";
@@ -18,7 +19,15 @@ import { registryMain } from "../relay/registry/main.ts";
 import { FileRegistry, MemoryRegistry } from "../relay/registry/registry.ts";
 import { makeVerifier } from "../relay/registry/verifier.ts";
 import { startRelay as startRelayInProcess } from "../relay/server.ts";
-import { event, type LogLine, register, tempDir } from "./helpers.ts";
+import {
+  event,
+  type LogLine,
+  type Proc,
+  register,
+  startAgent,
+  startMesh,
+  tempDir,
+} from "./helpers.ts";
 import { RedisServer } from "./redis_helpers.ts";
 import { concat, RawClient } from "./raw_device.ts";
 
@@ -213,6 +222,48 @@ Deno.test("revoke: through Redis, passwd and remove end the logins on a relay sh
   await registry("remove", ID, "--directory", url);
   for (const e of await Promise.all(ended)) assertRevoked(e, /Registration removed/);
   await assertTicketRefused(login);
+});
+
+/** Waits for `agent` to exit 3 with one error line matching `why`, and a hint. */
+async function assertStopped(agent: Proc, why: RegExp) {
+  const status = await agent.wait(30_000);
+  assert.equal(status.code, 3, agent.rawStderr.join("\n"));
+  const error = agent.rawStderr.filter((l) => l.startsWith("tsunagi: "));
+  assert.equal(error.length, 1, agent.rawStderr.join("\n"));
+  assert.match(error[0], why);
+  assert.ok(agent.rawStderr.some((l) => l.startsWith("hint: ") && l.includes("--password-file")));
+}
+
+Deno.test("revoke: across a 2-relay mesh, passwd and remove at r0 stop the agent on r1 with the reason (exit 3)", async () => {
+  await using dir = await tempDir();
+  const r0 = `${dir.path}/r0`;
+  const pw = await register(r0, ID, "FAX", ["FILE TX/RX"]);
+  await using relays = await startMesh(dir.path, 2, [[0, 1]]);
+  const r1 = relays[1];
+  await r1.proc.waitFor(
+    (l) => l.event === "notice" && l.t === "reg" && l.key === ID && l.action === "applied",
+    "r1 to learn the registration",
+  );
+  const newPw = `${dir.path}/new.pw`;
+  await Deno.writeTextFile(newPw, "a new password\n");
+  {
+    await using agent = await startAgent(r1.address, ID, pw);
+    await registry("passwd", ID, "--password-file", newPw, "--data", r0);
+    await assertStopped(agent, /^tsunagi: Logged out: Password changed: .*\(then refused: /);
+    await r1.proc.waitFor(
+      event("logins revoked", { device: ID, reason: "password changed" }),
+      "r1 to revoke",
+    );
+  }
+  {
+    await using agent = await startAgent(r1.address, ID, newPw);
+    await registry("remove", ID, "--data", r0);
+    await assertStopped(agent, /^tsunagi: Logged out: Registration removed: .*\(then refused: /);
+    await r1.proc.waitFor(
+      event("logins revoked", { device: ID, reason: "registration removed" }),
+      "r1 to revoke",
+    );
+  }
 });
 
 /** A registry that counts the calls of `generation()` and wakes a waiter on each. */
