@@ -10,7 +10,10 @@
  * removed one as undefined. Only the devices held here are read, so a change costs one
  * read per local device, whatever the size of the fleet. A store without `generation()`
  * is re-read at every poll. A read that fails is never taken for a removal: the device
- * is left alone and the next poll reads everything again.
+ * is left alone and the next poll reads everything again. Nor is a store that lost its
+ * data: a generation that went *down* (Redis restarted empty, its counter gone) is
+ * reported and taken as the new base, and nothing is revoked for it (logins fail until
+ * the registrations are restored; a device they leave out goes at the next change).
  *
  * A login racing a change: it read the old registration, the check that follows the
  * change ran before the login was attached, so the check missed it. The login compares
@@ -102,6 +105,15 @@ export class RegistryWatch {
       return;
     }
     if (generation !== undefined && generation === this.#seen) return;
+    if (generation !== undefined && this.#seen !== undefined && generation < this.#seen) {
+      this.#logger.warn("registry generation went back; no login revoked for it", {
+        from: this.#seen,
+        to: generation,
+        hint: "the registry lost its data (Redis restarted empty?): restore the registrations",
+      });
+      this.#seen = generation;
+      return;
+    }
     this.#seen = generation;
     this.#epoch++;
     await this.#read([...new Set(this.#held())]);

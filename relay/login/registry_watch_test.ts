@@ -69,3 +69,24 @@ Deno.test({
     await watch.close();
   },
 });
+
+Deno.test({
+  name: "RegistryWatch: a generation that went down (a store that lost its data) revokes nobody",
+  ...opts,
+  async fn() {
+    const registry = new Flaky([reg("a")]);
+    let gen = 5;
+    registry.generation = () => Promise.resolve(gen);
+    const { applied, watch } = setup(registry, ["a"]);
+    await watch.poll();
+    applied.length = 0;
+    await registry.remove("a"); // Redis restarted empty: the registration and the counter are gone
+    gen = 0;
+    await watch.poll();
+    assert.deepEqual(applied, []);
+    gen = 1; // an administrator changes something afterwards: from now on changes count
+    await watch.poll();
+    assert.deepEqual(applied, [["a", undefined]]);
+    await watch.close();
+  },
+});
