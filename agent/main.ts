@@ -66,8 +66,9 @@ const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FIL
   -h, --help              show help`;
 
 const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused (or run replaced by
-            another agent with the same ID), 4 relay unreachable or temporarily unavailable
-            (retry later), 5 target unavailable (unknown, offline, busy, refused, timed out).`;
+            another agent with the same ID, or logged out: password changed, device removed),
+            4 relay unreachable or temporarily unavailable (retry later), 5 target unavailable
+            (unknown, offline, busy, refused, timed out).`;
 
 const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
 
