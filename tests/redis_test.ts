@@ -177,7 +177,8 @@ Deno.test("redis: a Redis restart (empty) is written back by the relays; logins 
   }
   await waitWhere(reader, "fax1", "r1");
   await waitWhere(reader, "pr1", "r2");
-  for (const r of [r1, r2]) {
+  // r3 too: the listing goes through it.
+  for (const r of [r1, r2, r3]) {
     await r.proc.waitFor(event("redis state written back", { reason: "reconnected" }), r.name);
   }
   const seen = await listVia(r3, "pc1", pcPw);
