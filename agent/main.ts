@@ -67,8 +67,9 @@ const COMMON_HELP = `Connection options (also from env TSUNAGI_* or --config FIL
   -h, --help              show help`;
 
 const EXIT_HELP = `Exit codes: 0 ok, 1 failed, 2 bad usage, 3 login refused (or run replaced by
-            another agent with the same ID), 4 relay unreachable or temporarily unavailable
-            (retry later), 5 target unavailable (unknown, offline, busy, refused, timed out).`;
+            another agent with the same ID, or logged out: password changed, device removed),
+            4 relay unreachable or temporarily unavailable (retry later), 5 target unavailable
+            (unknown, offline, busy, refused, timed out).`;
 
 const HELP = `tsunagi: reach devices behind NAT through a tsunagi relay.
 
@@ -554,6 +555,15 @@ function reportError(e: unknown): number {
       `Login refused by this agent: ${e.message}`,
       "check that --relay is your relay; if its registry really uses fewer iterations, set " +
         "TSUNAGI_MIN_ITERATIONS, or have the password set again with `registry passwd`",
+    );
+    return ExitCode.AuthFailed;
+  }
+  if (e instanceof FatalLoginError && e.revoked !== "") {
+    printError(
+      PROGRAM,
+      `Logged out: ${e.message}`,
+      "an administrator changed this device's password or removed it: put its new password " +
+        "in --password-file (or register it again), then start the agent again",
     );
     return ExitCode.AuthFailed;
   }

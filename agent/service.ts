@@ -63,10 +63,16 @@ export interface AgentStatus {
 
 /** Thrown when the relay refuses our credentials: retrying cannot help. */
 export class FatalLoginError extends Error {
+  /**
+   * The relay's reason when it had ended this device's logins first (its password was
+   * changed or its registration removed), else "".
+   */
+  readonly revoked: string;
   /** Creates the error. */
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; revoked?: string }) {
     super(message, options);
     this.name = "FatalLoginError";
+    this.revoked = options?.revoked ?? "";
   }
 }
 

@@ -174,6 +174,8 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
   const waiting: PromiseWithResolvers<Pooled>[] = [];
   let relayName = "";
   let lastHeardAt = 0;
+  /** The relay's reason when it ended this device's logins (`ERROR AuthFailed`), until a login succeeds. */
+  let revoked = "";
   let wake = Promise.withResolvers<void>();
   const poke = () => wake.resolve();
   signal.addEventListener("abort", poke, { once: true });
@@ -308,7 +310,12 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
       }
     } catch (e) {
       if (isReplaced(e)) replaced((e as Error).message, e);
-      else if (!signal.aborted) logger.debug("connection lost", { error: String(e) });
+      else if (e instanceof RelayError && e.code === ErrorCode.AuthFailed) {
+        // The password was changed or the device removed: the next login tells whether
+        // the password still fits, and if it does not, the agent stops with this reason.
+        revoked = e.message;
+        logger.warn("logged out by the relay", { relay: conn.relayName, message: e.message });
+      } else if (!signal.aborted) logger.debug("connection lost", { error: String(e) });
     } finally {
       monitor.stop();
       signal.removeEventListener("abort", onAbort);
@@ -405,6 +412,7 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
           lastHeardAt = clock.now();
           attempt = 0;
           refusals = 0;
+          revoked = "";
           start(conn);
         } catch (e) {
           if (signal.aborted) break;
@@ -416,7 +424,14 @@ export function superviseDevice(options: SupervisorOptions): DeviceSupervisor {
             // Retrying cannot fix a wrong ID or password, but one relay of several may not
             // have learnt a new registration yet: give up once every relay refused in a row.
             if (++refusals >= options.relays.length) {
-              stop(new FatalLoginError(e.message, { cause: e }));
+              stop(
+                revoked === ""
+                  ? new FatalLoginError(e.message, { cause: e })
+                  : new FatalLoginError(`${revoked} (then refused: ${e.message})`, {
+                    cause: e,
+                    revoked,
+                  }),
+              );
               break;
             }
           } else {

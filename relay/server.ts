@@ -11,6 +11,7 @@ import { addressGroup, formatHostPort, type HostPort } from "../shared/address.t
 import { Logger } from "../shared/log.ts";
 import { DeviceState, ErrorCode, MAX_PRELOGIN_PAYLOAD } from "../shared/protocol/constants.ts";
 import {
+  applyRegistration,
   ConnectRate,
   DEFAULT_LIMITS,
   evictDevice,
@@ -23,6 +24,7 @@ import {
   UnauthLimiter,
 } from "./core/mod.ts";
 import { LoginAuthority } from "./login/credentials.ts";
+import { RegistryWatch } from "./login/registry_watch.ts";
 import { hmac } from "../shared/scram.ts";
 import type { Directory } from "./directory.ts";
 import { LoginThrottle } from "./login/throttle.ts";
@@ -79,6 +81,11 @@ export interface RelayOptions {
   throttle?: LoginThrottle;
   /** Lifetime of the tickets pool connections log in with, ms (default 5 minutes). */
   ticketTtlMs?: number;
+  /**
+   * How often the registry is checked for changes that end logins here (a removed
+   * device, a new password), ms (default 1000).
+   */
+  registryPollMs?: number;
   /** Resource limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<RelayLimits>;
   /** Counters the relay feeds (default: fresh ones; read them from the handle). */
@@ -182,6 +189,17 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     ticketTtlMs: options.ticketTtlMs,
   });
 
+  // Its callbacks run from the first poll on, once `ctx` exists.
+  const registryWatch = new RegistryWatch({
+    registry: directory.registry,
+    held: function* () {
+      for (const d of ctx.devices.devices()) yield d.id;
+      yield* logins.holders();
+    },
+    apply: (id, reg) => applyRegistration(ctx, id, reg),
+    logger,
+  });
+
   const setTimer = (ms: number, fn: () => void) => {
     const timer = setTimeout(fn, ms);
     return () => clearTimeout(timer);
@@ -195,6 +213,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     }, now),
     throttle: options.throttle ?? new LoginThrottle({ now }),
     logins,
+    registryWatch,
     metrics,
     logger,
     now,
@@ -214,6 +233,11 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       ? (conn, peer) => directory.acceptControlLink!(conn.framed, peer)
       : null,
   };
+
+  const registryPoller = setInterval(
+    () => void registryWatch.poll(),
+    options.registryPollMs ?? 1000,
+  );
 
   // One sweeper for all connections instead of a timer per connection. Every state has
   // a deadline: login, keep-alive (idle), the session idle timeout (session, ending),
@@ -364,6 +388,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     stopping ??= (async () => {
       shuttingDown = true;
       clearInterval(sweeper);
+      clearInterval(registryPoller);
       try {
         listener.close();
       } catch {
@@ -384,6 +409,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       for (const conn of conns) conn.framed.close();
       await Promise.allSettled([...loops]);
       links?.close();
+      await registryWatch.close();
       await directory.close();
       // Last: /readyz answers 503 to load balancers for the whole shutdown.
       await admin?.shutdown();

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { DeviceState } from "../shared/protocol/constants.ts";
 import type { DirectoryEntry } from "../shared/protocol/messages.ts";
 import { RedisDirectory } from "../relay/redis/redis_directory.ts";
+import { RedisRegistry } from "../relay/redis/redis_registry.ts";
 import {
   agentCommand,
   deviceFlags,
@@ -139,13 +140,9 @@ for (const target of TARGETS) {
 Deno.test("redis: a Redis restart (empty) is written back by the relays; logins during the outage get a clear error", async () => {
   await using dir = await tempDir();
   await using server = await RedisServer.start();
-  const register = async () => {
-    const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
-    const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
-    const prPw = await registerInRedis(server.url(), dir.path, "pr1", "PRINTER");
-    return { faxPw, pcPw, prPw };
-  };
-  const { faxPw, pcPw, prPw } = await register();
+  const faxPw = await registerInRedis(server.url(), dir.path, "fax1", "FAX", ["FILE TX/RX"]);
+  const pcPw = await registerInRedis(server.url(), dir.path, "pc1", "USER");
+  const prPw = await registerInRedis(server.url(), dir.path, "pr1", "PRINTER");
   await using relays = await startRedisRelays(dir.path, server, 3);
   const [r1, r2, r3] = relays;
   await using reader = await RedisDirectory.open(server.url());
@@ -157,6 +154,7 @@ Deno.test("redis: a Redis restart (empty) is written back by the relays; logins 
   await r1.proc.waitFor(event("connection added", { device: "fax1" }), "fax1's 2nd connection");
   await r2.proc.waitFor(event("connection added", { device: "pr1" }), "pr1's 2nd connection");
 
+  const backup = await reader.registry.list();
   await server.stop();
   // No hang: the command is killed after 10 s, and a killed command prints no such line.
   const refused = await agentCommand(
@@ -170,11 +168,17 @@ Deno.test("redis: a Redis restart (empty) is written back by the relays; logins 
 
   await server.restart();
   // Registrations live only in Redis: restoring them is the operator's job (persistence,
-  // or a backup); here, register again. Connection information comes back by itself.
-  await register();
+  // or a backup); here, from the backup taken before, in one batch: the same verifiers, so
+  // the devices logged in stay logged in (a fresh `registry add` would make new verifiers,
+  // which log them out: docs/operations.md). Connection information comes back by itself.
+  {
+    await using restore = await RedisRegistry.open(server.url());
+    await restore.applyMany(backup.map((reg) => ({ id: reg.id, reg })));
+  }
   await waitWhere(reader, "fax1", "r1");
   await waitWhere(reader, "pr1", "r2");
-  for (const r of [r1, r2]) {
+  // r3 too: the listing goes through it.
+  for (const r of [r1, r2, r3]) {
     await r.proc.waitFor(event("redis state written back", { reason: "reconnected" }), r.name);
   }
   const seen = await listVia(r3, "pc1", pcPw);

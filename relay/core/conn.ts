@@ -58,6 +58,7 @@ export class RelayConn implements SessionSide {
   #endpointId = "";
   #instance = "";
   #services: readonly string[] = [];
+  #verifier = "";
   #linkPeer = "";
   #linkAddress = "";
   #linkPurpose: "data" | "control" = "data";
@@ -106,6 +107,10 @@ export class RelayConn implements SessionSide {
   /** Services this connection answers notices for (declared in LOGIN). */
   get services(): readonly string[] {
     return this.#services;
+  }
+  /** The stored verifier this device connection logged in under (see login.ts). */
+  get verifier(): string {
+    return this.#verifier;
   }
   /** True when this connection answers notices for `service`. */
   offers(service: string): boolean {
@@ -160,12 +165,18 @@ export class RelayConn implements SessionSide {
   }
 
   /** hello → idle: a device logged in, declaring the services this connection answers. */
-  loggedIn(deviceId: string, instance: string, services: readonly string[] = []): void {
+  loggedIn(
+    deviceId: string,
+    instance: string,
+    services: readonly string[] = [],
+    verifier = "",
+  ): void {
     this.#expect("hello", "LOGIN");
     this.#deviceId = deviceId;
     this.#endpointId = deviceId;
     this.#instance = instance;
     this.#services = [...new Set(services)].sort();
+    this.#verifier = verifier;
     this.#state = "idle";
   }
 

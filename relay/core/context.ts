@@ -9,6 +9,7 @@ import type { ErrorCode } from "../../shared/protocol/constants.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { LoginAuthority } from "../login/credentials.ts";
 import type { LoginThrottle } from "../login/throttle.ts";
+import type { RegistryWatch } from "../login/registry_watch.ts";
 import type { LinkPool } from "../mesh/links.ts";
 import type { Directory } from "../directory.ts";
 import type { RelayMetrics } from "../admin/metrics.ts";
@@ -64,6 +65,8 @@ export interface RelayContext {
   readonly throttle: LoginThrottle;
   /** SCRAM challenges, proof checks and pool-connection tickets. */
   readonly logins: LoginAuthority;
+  /** Notices registration changes of the devices logged in here (revoke.ts acts on them). */
+  readonly registryWatch: Pick<RegistryWatch, "epoch" | "recheck">;
   /** Logger. */
   readonly logger: Logger;
   /** Counters for the admin listener's /metrics. */

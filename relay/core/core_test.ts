@@ -74,6 +74,7 @@ function relay(timers = new ManualTimers(), overrides: Partial<RelayLimits> = {}
     devices: new LocalDevices<RelayConn>("r1", () => {}, () => t),
     throttle: new LoginThrottle({ now: () => t }),
     logins: new LoginAuthority({ fakeKey: new Uint8Array(32), now: () => t }),
+    registryWatch: { epoch: 0, recheck: () => {} },
     logger: Deno.env.get("CORE_DEBUG")
       ? new Logger({ component: "r1", level: "debug" })
       : Logger.silent(),

@@ -148,6 +148,8 @@ async function checkLogin(
     );
   }
   try {
+    // A registry check starting from here on may miss this login: it is rechecked below.
+    const epoch = ctx.registryWatch.epoch;
     let pending = ctx.logins.resume(id, request.nonce, instance, ticket);
     if (pending === null) {
       let reg;
@@ -186,6 +188,7 @@ async function checkLogin(
       return refuse(ErrorCode.AuthFailed, "Unknown device or wrong password");
     }
     attempt.succeed();
+    if (ctx.registryWatch.epoch !== epoch) ctx.registryWatch.recheck(id);
     return await admit(conn, grant, request, ctx, refuse);
   } finally {
     attempt.release();
@@ -228,7 +231,7 @@ async function admit(
     );
   }
   if (replacing) replaceInstance(id, device!.instance, conn, ctx);
-  conn.loggedIn(id, instance, request.services);
+  conn.loggedIn(id, instance, request.services, grant.verifier);
   conn.framed.setMaxPayload(MAX_PAYLOAD, MAX_PAYLOAD + HEADER_SIZE);
   conn.touch();
   // Queued before the connection can be offered a notice: LOGIN_RESULT goes first.

@@ -18,6 +18,9 @@
  * ticket in LOGIN and proves the key over fresh nonces (no registry lookup, no PBKDF2 on
  * the device); an unknown or expired ticket silently gets a full challenge instead.
  * Tickets die with the relay process, so a restart costs one full login per device.
+ * Each ticket remembers the stored verifier it was issued under: when the registration
+ * changes (relay/login/registry_watch.ts), {@link LoginAuthority.reconcile} drops the
+ * tickets of a removed device or of an old password, and keeps the rest.
  *
  * @module
  */
@@ -51,6 +54,11 @@ export interface LoginGrant {
   ticket: string;
   /** The ticket's lifetime, ms. */
   ticketTtlMs: number;
+  /**
+   * The stored verifier (`Registration.passwordHash`) the login was checked against, or
+   * the ticket was issued under: a change of it ends the login (relay/core/revoke.ts).
+   */
+  verifier: string;
 }
 
 /** Why a login's proof was refused, for the relay's log only (never for the device). */
@@ -83,6 +91,8 @@ interface Ticket {
   type: string;
   attributes: string[];
   expires: number;
+  /** The stored verifier the full login that issued it was checked against. */
+  verifier: string;
 }
 
 /** Issues challenges, checks proofs, keeps tickets. One per relay. */
@@ -152,6 +162,7 @@ export class LoginAuthority {
           signature: serverSignature(v.serverKey, auth),
           ticket,
           ticketTtlMs: this.#ticketTtlMs,
+          verifier: reg.passwordHash,
         };
       },
     };
@@ -182,6 +193,7 @@ export class LoginAuthority {
           signature: resumeSignature(t.key, auth),
           ticket: "",
           ticketTtlMs: 0,
+          verifier: t.verifier,
         };
       },
     };
@@ -191,6 +203,31 @@ export class LoginAuthority {
   revoke(id: string): void {
     for (const key of this.#byDevice.get(id) ?? []) this.#tickets.delete(key);
     this.#byDevice.delete(id);
+  }
+
+  /** IDs of the devices holding tickets (some maybe expired, not yet purged). */
+  holders(): IterableIterator<string> {
+    return this.#byDevice.keys();
+  }
+
+  /**
+   * Brings the tickets of `id` in line with its current registration: forgets those
+   * issued under another verifier (all of them when `reg` is undefined: removed), and
+   * gives the others its type and attributes. Returns how many were forgotten.
+   */
+  reconcile(id: string, reg: Registration | undefined): number {
+    let revoked = 0;
+    for (const key of [...this.#byDevice.get(id) ?? []]) {
+      const t = this.#tickets.get(key)!;
+      if (reg === undefined || t.verifier !== reg.passwordHash) {
+        this.#forget(key);
+        revoked++;
+      } else {
+        t.type = reg.type;
+        t.attributes = [...reg.attributes];
+      }
+    }
+    return revoked;
   }
 
   #forget(key: string): void {
@@ -212,6 +249,7 @@ export class LoginAuthority {
       type: reg.type,
       attributes: [...reg.attributes],
       expires: this.#now() + this.#ticketTtlMs,
+      verifier: reg.passwordHash,
     });
     let keys = this.#byDevice.get(id);
     if (keys === undefined) this.#byDevice.set(id, keys = new Set());

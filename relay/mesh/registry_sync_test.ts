@@ -89,7 +89,7 @@ class CountingRegistry extends FullDisk {
     this.lists++;
     return super.list();
   }
-  generation(): Promise<number> {
+  override generation(): Promise<number> {
     return Promise.resolve(this.gen);
   }
 }

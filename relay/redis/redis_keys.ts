@@ -10,6 +10,7 @@
  * | `<p>layout`               | string | `2`: the layout version                            |
  * | `<p>regs`                 | set    | index: every registered device ID (a superset)     |
  * | `<p>reg:{<id>}`           | hash   | type, attributes (JSON), passwordHash, updatedAt   |
+ * | `<p>regs-gen`             | string | counter, incremented after every registry change   |
  * | `<p>dev:{<id>}`           | hash   | relay, epoch, seq, at, version, entry (JSON), inst |
  * | `<p>relays`               | set    | index: names of relays that may own entries        |
  * | `<p>relay:{<name>}`       | hash   | address, epoch, startedAt; expires after the TTL   |
@@ -50,6 +51,10 @@ export class RedisKeys {
   /** Set of registered device IDs. */
   get regs(): string {
     return `${this.prefix}regs`;
+  }
+  /** Counter incremented after every change of a registration (relays poll it). */
+  get regsGeneration(): string {
+    return `${this.prefix}regs-gen`;
   }
   /** Registration hash of device `id`. */
   reg(id: string): string {

@@ -16,6 +16,10 @@
  * version 1 (a scrypt hash), converted by `deno task registry migrate --directory URL`.
  * `<p>login-secret` holds the 32-byte secret the relays derive fake salts from.
  *
+ * `<p>regs-gen` counts changes: {@link RedisRegistry.put}, {@link RedisRegistry.remove} and
+ * {@link RedisRegistry.applyMany} increment it after their changes, so a relay that polls it (relay/login/registry_watch.ts)
+ * and sees it move reads the new registrations.
+ *
  * @example
  * ```ts ignore
  * import { RedisRegistry } from "./redis_registry.ts";
@@ -178,8 +182,32 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
 
   /** Adds `reg`, or replaces the registration with the same id; throws a `TypeError` if invalid. */
   async put(reg: Registration): Promise<void> {
-    const error = validateRegistration(reg);
-    if (error) throw new TypeError(`Cannot store registration: ${error}`);
+    await this.applyMany([{ id: reg.id, reg }]);
+  }
+
+  /**
+   * Applies several puts (`reg`) and removals (`null`), then counts them as one change in
+   * `<p>regs-gen`: a relay that sees it move reads all of them (a restored backup is not
+   * seen half restored). Every registration is checked before anything is written.
+   */
+  async applyMany(changes: { id: string; reg: Registration | null }[]): Promise<void> {
+    for (const { reg } of changes) {
+      const error = reg && validateRegistration(reg);
+      if (error) throw new TypeError(`Cannot store registration: ${error}`);
+    }
+    let changed = false;
+    for (const c of changes) {
+      if (c.reg !== null) {
+        await this.#write(c.reg);
+        changed = true;
+      } else if (await this.#delete(c.id)) {
+        changed = true;
+      }
+    }
+    if (changed) await this.conn.command(["INCR", this.keys.regsGeneration]);
+  }
+
+  async #write(reg: Registration): Promise<void> {
     const key = this.keys.reg(reg.id);
     // Index first: a registration is never missing from the index.
     await this.conn.command(["SADD", this.keys.regs, reg.id]);
@@ -202,6 +230,11 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
     ]);
   }
 
+  /** See {@link RegistryStore.generation}: the `<p>regs-gen` counter (0 when absent). */
+  async generation(): Promise<number> {
+    return Number(await this.conn.command(["GET", this.keys.regsGeneration]) ?? 0);
+  }
+
   /**
    * The relays' shared login secret (`<p>login-secret`), created by the first caller
    * (SET NX): every relay on this Redis answers an unknown ID with the same fake salt.
@@ -220,6 +253,13 @@ export class RedisRegistry implements RegistryStore, AsyncDisposable {
 
   /** Removes the registration for `id`; resolves to whether there was one. */
   async remove(id: string): Promise<boolean> {
+    const deleted = await this.#delete(id);
+    if (deleted) await this.conn.command(["INCR", this.keys.regsGeneration]);
+    return deleted;
+  }
+
+  /** Deletes the registration and its index entry; resolves to whether there was one. */
+  async #delete(id: string): Promise<boolean> {
     const deleted = await this.conn.command(["DEL", this.keys.reg(id)]);
     // Index last; a `put` of the same ID that raced in between keeps its index entry.
     await this.conn.command(["SREM", this.keys.regs, id]);

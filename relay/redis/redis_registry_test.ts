@@ -44,6 +44,32 @@ Deno.test("RedisRegistry round-trips registrations: put, get, list sorted, repla
   await assert.rejects(registry.put({ ...reg("bad id") }), TypeError);
 });
 
+Deno.test("RedisRegistry.generation() moves once per put, removal or batch, and only then", async () => {
+  await using server = await RedisServer.start();
+  await using registry = await RedisRegistry.open(server.url());
+  const g0 = await registry.generation();
+  await registry.put(reg("fax1"));
+  const g1 = await registry.generation();
+  assert.notEqual(g1, g0);
+  await registry.get("fax1");
+  await registry.list();
+  assert.equal(await registry.generation(), g1, "reads change nothing");
+  await registry.remove("ghost");
+  assert.equal(await registry.generation(), g1, "removing nothing changes nothing");
+  await registry.remove("fax1");
+  const g2 = await registry.generation();
+  assert.notEqual(g2, g1);
+  // A batch (a restored backup) is one change: no relay sees it half applied.
+  await registry.applyMany([{ id: "a1", reg: reg("a1") }, { id: "a2", reg: reg("a2") }]);
+  assert.equal(await registry.generation(), g2 + 1);
+  assert.deepEqual((await registry.list()).map((r) => r.id), ["a1", "a2"]);
+  await assert.rejects(
+    registry.applyMany([{ id: "b1", reg: reg("b1") }, { id: "bad id", reg: reg("bad id") }]),
+    TypeError,
+  );
+  assert.equal(await registry.get("b1"), undefined, "nothing written when one is invalid");
+});
+
 Deno.test("RedisRegistry shares registrations between connections and honours the database", async () => {
   await using server = await RedisServer.start();
   await using a = await RedisRegistry.open(server.url(0));

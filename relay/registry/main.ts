@@ -116,7 +116,8 @@ Register device ID. Fails if ID is already registered (use passwd to change a pa
   set: `Usage: deno task registry set ID [--type TYPE] [--attr ATTR]... [--no-attr] [--data DIR]
 
 Change the type or attributes of registered device ID; the password stays.
---attr replaces all attributes; --no-attr removes them.
+--attr replaces all attributes; --no-attr removes them. A device logged in stays logged
+in; relays show the new type and attributes within about a second.
 
   --type TYPE      device type: ${DEVICE_TYPES.join(", ")} (any case)
   --attr ATTR      attribute, repeatable: ${
@@ -129,7 +130,8 @@ Change the type or attributes of registered device ID; the password stays.
 `,
   remove: `Usage: deno task registry remove ID [--data DIR]
 
-Unregister device ID. Devices already logged in stay connected until they log out.
+Unregister device ID. Every relay reading this registry (or in its mesh) closes the
+device's connections and forgets its login tickets within about a second.
 
   --data DIR   data directory (default: $TSUNAGI_DATA or ${DEFAULT_DATA_DIR})
   --directory URL  use the registrations in Redis (redis://HOST:PORT[/DB])
@@ -158,7 +160,9 @@ Show registered devices as a table (ID, TYPE, ATTRIBUTES, UPDATED), sorted by ID
 `,
   passwd: `Usage: deno task registry passwd ID --password-file FILE [--data DIR]
 
-Change the password of registered device ID.
+Change the password of registered device ID. Every relay reading this registry (or in
+its mesh) closes the device's connections and forgets its login tickets within about a
+second: the device must log in with the new password.
 
   --password-file FILE  file holding the password; '-' reads stdin.
                         One trailing newline is removed; empty passwords are refused.

@@ -61,7 +61,8 @@ export interface RegistryStore {
   applyMany?(changes: { id: string; reg: Registration | null }[]): Promise<void>;
   /**
    * Optional: a number that stays the same while the registrations do (a poller skips
-   * listing 100,000 registrations every second when nothing changed).
+   * listing 100,000 registrations every second when nothing changed, and the relay's
+   * login/registry_watch.ts re-reads its devices' registrations only when it moved).
    */
   generation?(): Promise<number>;
   /**
@@ -244,6 +245,7 @@ function compareIds(a: Registration, b: Registration): number {
 /** A registry held in memory only, for tests and throwaway relays. */
 export class MemoryRegistry implements RegistryStore {
   readonly #devices = new Map<string, Registration>();
+  #generation = 0;
 
   /** Creates a registry holding copies of `initial`. */
   constructor(initial: Iterable<Registration> = []) {
@@ -261,10 +263,16 @@ export class MemoryRegistry implements RegistryStore {
     return Promise.resolve([...this.#devices.values()].map(copy).sort(compareIds));
   }
 
+  /** See {@link RegistryStore.generation}: counts the changes. */
+  generation(): Promise<number> {
+    return Promise.resolve(this.#generation);
+  }
+
   /** Adds `reg`, or replaces the registration with the same id; throws a `TypeError` if invalid. */
   put(reg: Registration): Promise<void> {
     try {
       this.#devices.set(reg.id, checked(reg));
+      this.#generation++;
       return Promise.resolve();
     } catch (e) {
       return Promise.reject(e);
@@ -273,7 +281,9 @@ export class MemoryRegistry implements RegistryStore {
 
   /** Removes the registration for `id`; resolves to whether there was one. */
   remove(id: string): Promise<boolean> {
-    return Promise.resolve(this.#devices.delete(id));
+    const removed = this.#devices.delete(id);
+    if (removed) this.#generation++;
+    return Promise.resolve(removed);
   }
 }
 
