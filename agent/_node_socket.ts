@@ -9,6 +9,19 @@
  * Backpressure: the socket is paused while a chunk waits to be read, and each write
  * resolves only when the runtime has taken the bytes, so the caller may reuse its buffer.
  *
+ * A half-close by a program that never sent a byte. Deno's `node:net` (2.9.6; its libuv
+ * stand-in, deno_core's `uv_compat`) fails every queued write with EPIPE once the peer's
+ * FIN is in, if that socket has never received a byte, `allowHalfOpen` or not: it takes
+ * such a FIN for a dead peer. Writes queue whenever the program reads slower than the
+ * tunnel delivers, so a stream toward a program that shut its write side without sending
+ * anything (a download-only client, a server that never speaks) was cut after a few MiB,
+ * and the polyfill then closed the socket with a FIN: a normal end. So at such a FIN, the
+ * rest of the stream toward that program moves to a native `Deno.TcpConn`
+ * ({@link adoptStream}), which writes after a FIN like any TCP socket. The price: from then
+ * on a tunnel failure can only close that connection (a FIN), not reset it. A program that
+ * sent at least one byte keeps its node socket (the runtime lets those write after a FIN),
+ * and with it the RST.
+ *
  * @module
  */
 
@@ -17,25 +30,45 @@ import type { HostPort } from "../shared/address.ts";
 import { ConnectionClosedError } from "../shared/errors.ts";
 import type { LocalConn } from "./_local_conn.ts";
 
-/** Adapts an accepted `node:net` socket (created with `allowHalfOpen: true`). */
+/**
+ * Adapts an accepted or connected `node:net` socket (created with `allowHalfOpen: true`).
+ *
+ * Owned by the tunnel's two loops: the reader (`read`) and the writer (`write`,
+ * `closeWrite`); at most one write is in flight. The move to a native connection starts
+ * from the socket's "end" event and waits for that write to settle first.
+ */
 export class NodeSocketConn implements LocalConn {
   readonly #socket: Socket;
   #chunk: Uint8Array | null = null;
   #ended = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
+  /** Whether the program has sent any byte: decides the move at its FIN. */
+  #received = false;
+  /** The last write handed to the node socket (settled or not). */
+  #writing: Promise<number> = Promise.resolve(0);
+  /** Set at a FIN from a program that sent nothing; settles once the stream moved (or not). */
+  #moving: Promise<void> | null = null;
+  /** The stream once moved to a native connection. */
+  #moved: Deno.TcpConn | null = null;
+  #closed = false;
 
   /** Wraps `socket` and pauses it until the first read. */
   constructor(socket: Socket) {
     this.#socket = socket;
+    resetOnError(socket);
     socket.pause();
     socket.on("data", (data: Uint8Array) => {
+      this.#received = true;
       this.#chunk = data;
       socket.pause();
       this.#notify();
     });
     socket.on("end", () => {
       this.#ended = true;
+      if (!this.#received && !socket.writableEnded) {
+        this.#moving = this.#moveToNative().catch(() => {}); // not moved: the node socket stays
+      }
       this.#notify();
     });
     socket.on("error", (e: Error) => {
@@ -52,6 +85,18 @@ export class NodeSocketConn implements LocalConn {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
+  }
+
+  /** Moves the stream to a native connection once the write in flight has settled. */
+  async #moveToNative(): Promise<void> {
+    // A write that was queued when the FIN came in fails (EPIPE): the socket then resets
+    // (see resetOnError) and nothing moves; the tunnel fails on that write.
+    await this.#writing.catch(() => {});
+    if (this.#closed || this.#socket.destroyed || this.#socket.writableEnded) return;
+    const conn = await adoptStream(this.#socket);
+    if (conn === null) return;
+    if (this.#closed) conn.close();
+    else this.#moved = conn;
   }
 
   /** See {@link LocalConn.read}: copies the pending chunk (or its head) into `p`. */
@@ -72,28 +117,57 @@ export class NodeSocketConn implements LocalConn {
   }
 
   /** See {@link LocalConn.write}. */
-  write(p: Uint8Array): Promise<number> {
-    if (this.#socket.destroyed) return Promise.reject(new ConnectionClosedError());
-    return new Promise((resolve, reject) => {
+  async write(p: Uint8Array): Promise<number> {
+    if (this.#moving !== null) await this.#moving;
+    if (this.#moved !== null) return await this.#moved.write(p);
+    if (this.#socket.destroyed) throw new ConnectionClosedError();
+    const written = new Promise<number>((resolve, reject) => {
       this.#socket.write(p, (e) => (e ? reject(e) : resolve(p.length)));
     });
+    this.#writing = written;
+    return await written;
   }
 
   /** Sends FIN. */
-  closeWrite(): void {
+  async closeWrite(): Promise<void> {
+    if (this.#moving !== null) await this.#moving;
+    if (this.#moved !== null) return await this.#moved.closeWrite();
     this.#socket.end();
   }
 
   /** Closes both directions. */
   close(): void {
+    this.#closed = true;
+    this.#moved?.close();
+    this.#moved = null;
     this.#socket.destroy();
   }
 
-  /** Closes with an RST. */
+  /** Closes with an RST; once the stream has moved to a native connection, with a FIN. */
   reset(): void {
+    if (this.#moved !== null) return this.close();
+    this.#closed = true; // a move still under way closes what it moved
     if (this.#socket.destroyed) return;
     this.#socket.resetAndDestroy();
   }
+}
+
+/**
+ * Makes the polyfill's own destroy on a socket error an RST. A failed write (or read)
+ * destroys the socket at once, before any listener runs, and a plain destroy closes with
+ * a FIN: the program would take a cut stream for a finished one. Relies on the polyfill's
+ * `_destroy` honouring `_resetAndClosing` (what `resetAndDestroy` sets); elsewhere it
+ * changes nothing.
+ */
+function resetOnError(socket: Socket) {
+  // deno-lint-ignore no-explicit-any
+  const s = socket as any;
+  const destroy = s._destroy;
+  if (typeof destroy !== "function") return;
+  s._destroy = function (error: Error | null, callback: (error?: Error | null) => void) {
+    if (error) this._resetAndClosing = true;
+    return destroy.call(this, error, callback);
+  };
 }
 
 /** `Deno.TcpConn`'s class (not exported by the runtime), taken from a loopback pair once. */
@@ -114,11 +188,12 @@ async function findTcpConnClass(): Promise<TcpConnClass | null> {
 }
 
 /**
- * Moves an accepted `node:net` socket's stream (paused since it connected, nothing read)
- * into a native `Deno.TcpConn`, whose reads cost about a quarter of `node:net`'s on
- * this runtime; the node socket is destroyed and must not be used again. Relies on
- * runtime internals (`TCPWrap.takeStream`, the `TcpConn` class): returns null where they
- * are missing, and the caller keeps the node socket ({@link NodeSocketConn}).
+ * Moves a `node:net` socket's stream into a native `Deno.TcpConn`, whose reads cost about
+ * a quarter of `node:net`'s on this runtime; the node socket is destroyed and must not be
+ * used again. The socket must hold no unread data and no unfinished write: an accepted
+ * socket paused since it connected, or one whose peer sent FIN and whose writes settled.
+ * Relies on runtime internals (`TCPWrap.takeStream`, the `TcpConn` class): returns null
+ * where they are missing, and the caller keeps the node socket ({@link NodeSocketConn}).
  */
 export async function adoptStream(socket: Socket): Promise<Deno.TcpConn | null> {
   tcpConnClass ??= findTcpConnClass();

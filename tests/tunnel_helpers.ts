@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import { writeAll } from "../shared/framed_conn.ts";
-import { event, Proc } from "./helpers.ts";
+import { event, Proc, register, startAgent, startRelay, tempDir } from "./helpers.ts";
 
 /** Starts `tsunagi forward` with `rules` ([to, service] each, listening on port 0). */
 export async function startForward(
@@ -34,6 +34,43 @@ export async function startForward(
     Number(String(l.listen).split(":").pop())
   );
   return { proc, ports };
+}
+
+/** A relay, a device `dev1` (a USER `pc1` forwards to it), and their processes. */
+export interface World extends AsyncDisposable {
+  relay: string;
+  agent: Proc;
+  forward: Proc;
+  ports: number[];
+  dir: string;
+}
+
+/** A relay, a device exposing `expose`, and a forwarder for `rules`. */
+export async function world(expose: string[], rules: [string, string][]): Promise<World> {
+  const tmp = await tempDir();
+  const data = `${tmp.path}/relay`;
+  const pcPw = await register(data, "pc1", "USER");
+  const devPw = await register(data, "dev1", "PRINTER");
+  const relay = await startRelay(data, [], "127.0.0.1:0", { logLevel: "info" });
+  const agent = await startAgent(relay.address, "dev1", devPw, [
+    "--inbox",
+    `${tmp.path}/inbox`,
+    ...expose.flatMap((e) => ["--expose", e]),
+  ]);
+  const { proc: forward, ports } = await startForward(relay.address, "pc1", pcPw, rules);
+  return {
+    relay: relay.address,
+    agent,
+    forward,
+    ports,
+    dir: tmp.path,
+    async [Symbol.asyncDispose]() {
+      await forward[Symbol.asyncDispose]();
+      await agent[Symbol.asyncDispose]();
+      await relay[Symbol.asyncDispose]();
+      await tmp[Symbol.asyncDispose]();
+    },
+  };
 }
 
 /** Runs the real `curl` binary with `args`. */
@@ -102,6 +139,25 @@ export function halfCloseServer(): LocalServer {
       await writeAll(conn, new TextEncoder().encode(`${n} ${hash.digest("hex")}`));
       conn.close();
     }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      try {
+        listener.close();
+      } catch {
+        // closed already
+      }
+      await loop;
+    },
+  };
+}
+
+/** A TCP server on 127.0.0.1 that hands its connections, one at a time, to `handler`. */
+export function serveEach(handler: (conn: Deno.TcpConn) => Promise<void>): LocalServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const loop = (async () => {
+    for await (const conn of listener) await handler(conn).catch(() => {});
   })().catch(() => {});
   return {
     port: listener.addr.port,

@@ -12,7 +12,6 @@ import {
   Proc,
   register,
   sha256File,
-  startAgent,
   startRelay,
   tempDir,
   writeRandomFile,
@@ -25,43 +24,8 @@ import {
   httpServer,
   startForward,
   timeToClose,
+  world,
 } from "./tunnel_helpers.ts";
-
-interface World extends AsyncDisposable {
-  relay: string;
-  agent: Proc;
-  forward: Proc;
-  ports: number[];
-  dir: string;
-}
-
-/** A relay, a device exposing `expose`, and a forwarder for `rules`. */
-async function world(expose: string[], rules: [string, string][]): Promise<World> {
-  const tmp = await tempDir();
-  const data = `${tmp.path}/relay`;
-  const pcPw = await register(data, "pc1", "USER");
-  const devPw = await register(data, "dev1", "PRINTER");
-  const relay = await startRelay(data, [], "127.0.0.1:0", { logLevel: "info" });
-  const agent = await startAgent(relay.address, "dev1", devPw, [
-    "--inbox",
-    `${tmp.path}/inbox`,
-    ...expose.flatMap((e) => ["--expose", e]),
-  ]);
-  const { proc: forward, ports } = await startForward(relay.address, "pc1", pcPw, rules);
-  return {
-    relay: relay.address,
-    agent,
-    forward,
-    ports,
-    dir: tmp.path,
-    async [Symbol.asyncDispose]() {
-      await forward[Symbol.asyncDispose]();
-      await agent[Symbol.asyncDispose]();
-      await relay[Symbol.asyncDispose]();
-      await tmp[Symbol.asyncDispose]();
-    },
-  };
-}
 
 Deno.test("forward + expose: curl GET, keep-alive, 200 MiB up and down by SHA-256, 64 parallel", async () => {
   await using http = httpServer();
