@@ -134,14 +134,24 @@ export class RelaySession<S extends SessionSide> {
   /**
    * Ends `side`'s direction on its behalf because it vanished. The other side gets
    * END(aborted) after any data already queued to it when its stream sits on a frame
-   * boundary; otherwise its connection is closed (see the module doc).
+   * boundary; otherwise its connection is closed (see the module doc). If `side` had
+   * already sent END while the other still sends, the other's connection is closed.
    */
   async abort(side: S): Promise<void> {
     if (this.#gone.has(side)) return;
     this.#gone.add(side);
     this.#ready.resolve();
-    if (this.#ended.has(side)) return;
     const peer = this.peerOf(side);
+    if (this.#ended.has(side)) {
+      // `side` had finished sending, but its peer still sends, and now to no one: its
+      // connection is closed once what is queued to it (that END among it) is written,
+      // so its agent sees the session fail instead of its bytes swallowed in silence.
+      if (!this.#ended.has(peer) && !this.#gone.has(peer)) {
+        await peer.framed.flush();
+        peer.framed.close();
+      }
+      return;
+    }
     // Queue the END before marking, so whoever waits for both ends writes after it.
     const sent = this.#gone.has(peer)
       ? Promise.resolve()
