@@ -91,7 +91,20 @@ export class MeshDirectory implements Directory {
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
-    this.registry = options.registry;
+    // Reads see registrations learnt from the mesh before they are written to the file.
+    const local = options.registry;
+    this.registry = {
+      get: async (id) => {
+        const learnt = this.#sync.pendingFor(id);
+        return learnt === undefined ? await local.get(id) : learnt ?? undefined;
+      },
+      list: () => local.list(),
+      put: (reg) => local.put(reg),
+      remove: (id) => local.remove(id),
+      applyMany: local.applyMany?.bind(local),
+      generation: local.generation?.bind(local),
+      loginSecret: local.loginSecret?.bind(local),
+    };
     this.#options = options;
     this.#logger = options.logger;
     this.#now = options.now ?? Date.now;

@@ -72,6 +72,15 @@ export class RegistrySync {
     return this.#pending.size;
   }
 
+  /**
+   * The registration learnt for `id` and not yet written (null: a removal), or undefined
+   * when nothing is pending for it: logins read this before the registry, so a device
+   * whose registration just arrived is not refused for the few ms the write takes.
+   */
+  pendingFor(id: string): Registration | null | undefined {
+    return this.#pending.get(id);
+  }
+
   /** Queues a registration learnt from the mesh (`null` = removed) for writing. */
   learn(id: string, reg: Registration | null): void {
     this.#pending.set(id, reg);

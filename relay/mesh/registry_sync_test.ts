@@ -114,3 +114,26 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "RegistrySync.pendingFor(): a learnt registration is readable before its write lands",
+  ...opts,
+  async fn() {
+    const registry = new FullDisk([reg("gone", "h1")]);
+    const { sync } = setup(registry);
+    await sync.poll();
+    registry.full = true;
+    sync.learn("fax1", reg("fax1", "h9"));
+    sync.learn("gone", null);
+    assert.equal(sync.pendingFor("fax1")?.passwordHash, "h9");
+    assert.equal(sync.pendingFor("gone"), null, "a learnt removal");
+    assert.equal(sync.pendingFor("other"), undefined);
+    await sync.poll(); // the write fails: still pending, still readable
+    assert.equal(sync.pendingFor("fax1")?.passwordHash, "h9");
+    registry.full = false;
+    await sync.poll();
+    assert.equal(sync.pendingFor("fax1"), undefined, "written: the registry answers now");
+    assert.equal((await registry.get("fax1"))?.passwordHash, "h9");
+    await sync.close();
+  },
+});
