@@ -290,7 +290,7 @@ export async function agentMain(args: string[]): Promise<number> {
         try {
           await runAgent({
             ...common,
-            idle: idleText ? parseCount(idleText, "idle", 1, 64) : 2,
+            idle: idleText ? parseCount(idleText, "idle", 1, 64, source(values.idle, "idle")) : 2,
             inbox,
             expose: exposed,
             acceptFrom: accept.all,
@@ -324,7 +324,7 @@ export async function agentMain(args: string[]): Promise<number> {
           await runForwarder({
             ...common,
             rules,
-            pool: poolText ? parseCount(poolText, "pool", 1, 64) : 4,
+            pool: poolText ? parseCount(poolText, "pool", 1, 64, source(values.pool, "pool")) : 4,
             sockets: parseSockets(values.sockets),
             keepaliveMs: keepaliveText ? positiveDuration(keepaliveText, "keepalive") : undefined,
             logger,
@@ -486,6 +486,13 @@ function printTable(entries: DirectoryEntry[]) {
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
   console.log(line(header));
   for (const r of rows) console.log(line(r));
+}
+
+/** Where a setting came from, for an error message: its flag, else its variable or key. */
+function source(flag: string | undefined, key: string): string {
+  if (flag !== undefined) return `--${key}`;
+  const env = `TSUNAGI_${key.toUpperCase()}`;
+  return Deno.env.get(env) ? env : `"${key}" in the config file`;
 }
 
 /** Relay errors that mean "try again later" (exit 4, like an unreachable relay). */

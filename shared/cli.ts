@@ -84,12 +84,21 @@ export function parseSize(value: string, flag: string): number {
   return bytes;
 }
 
-/** Parses a positive integer flag; throws {@link UsageError}. */
-export function parseCount(value: string, flag: string, min = 1, max = 1000): number {
+/**
+ * Parses a positive integer flag; throws {@link UsageError} naming `--flag`, or `source`
+ * when the value came from elsewhere (an environment variable, a config file).
+ */
+export function parseCount(
+  value: string,
+  flag: string,
+  min = 1,
+  max = 1000,
+  source = `--${flag}`,
+): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new UsageError(
-      `Invalid value for --${flag}: "${value}"`,
+      `Invalid value for ${source}: "${value}"`,
       `use a whole number ${min}-${max}`,
     );
   }

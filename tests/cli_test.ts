@@ -159,6 +159,12 @@ Deno.test("cli: forward's listen address in use, an empty or misspelt forward co
       "nothing is announced before every listener is bound",
     );
   }
+  // A bad value from the environment is named as the environment variable.
+  const fromEnv = await run([...base, "--to", "d", "--service", "s", "--listen", "127.0.0.1:0"], {
+    TSUNAGI_POOL: "0",
+  });
+  assert.equal(fromEnv.code, 2, fromEnv.stderr);
+  assert.match(fromEnv.stderr, /Invalid value for TSUNAGI_POOL: "0"/);
   busy.close();
   for (const f of files) await Deno.remove(f);
 });
