@@ -19,10 +19,20 @@
  * Each socket is adapted to the {@link ByteConn} shape the rest of the relay uses, with
  * backpressure both ways.
  *
+ * A connection is handed out at its TCP accept, before its handshake: the caller counts
+ * it under its limits and deadlines from the first moment (the relay's login deadline
+ * covers handshake plus login). `node:tls`'s own `handshakeTimeout` is no substitute:
+ * under Deno 2.9 it reports the timeout and leaves the socket open. Reads wait for the
+ * handshake; a write before it fails at once (the peer could not read it yet, and an
+ * error notice to a silent peer must not hold its close back).
+ *
  * @module
  */
 
+import * as net from "node:net";
+import process from "node:process";
 import * as tls from "node:tls";
+import { formatHostPort } from "./address.ts";
 import type { ByteConn } from "./framed_conn.ts";
 import { ConnectionClosedError } from "./errors.ts";
 
@@ -38,10 +48,15 @@ export class NodeSocketConn implements ByteConn {
   #error: Error | null = null;
   #wake: (() => void) | null = null;
   #closed = false;
+  #secure = false;
+  /** The peer's address, taken at accept: node forgets it once the socket is gone. */
+  readonly remoteAddr: Deno.NetAddr;
 
-  /** Wraps a connected socket. */
-  constructor(socket: tls.TLSSocket) {
+  /** Wraps a server-side socket whose handshake may still be under way. */
+  constructor(socket: tls.TLSSocket, remoteAddr: Deno.NetAddr) {
     this.#socket = socket;
+    this.remoteAddr = remoteAddr;
+    socket.once("secure", () => this.#secure = true);
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
@@ -62,13 +77,9 @@ export class NodeSocketConn implements ByteConn {
     });
   }
 
-  /** The peer's address. */
-  get remoteAddr(): Deno.NetAddr {
-    return {
-      transport: "tcp",
-      hostname: this.#socket.remoteAddress ?? "",
-      port: this.#socket.remotePort ?? 0,
-    };
+  /** Whether the TLS handshake has finished. */
+  get secure(): boolean {
+    return this.#secure;
   }
 
   #notify() {
@@ -106,6 +117,12 @@ export class NodeSocketConn implements ByteConn {
   write(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError());
     if (this.#error !== null) return Promise.reject(this.#error);
+    if (!this.#secure) {
+      // node would hold the bytes (and the callback) until a handshake that may never come.
+      return Promise.reject(
+        new Deno.errors.NotConnected("Cannot write before the TLS handshake has finished"),
+      );
+    }
     return new Promise((resolve, reject) => {
       const onClose = () => reject(new ConnectionClosedError());
       this.#socket.once("close", onClose);
@@ -117,11 +134,13 @@ export class NodeSocketConn implements ByteConn {
     });
   }
 
-  /** Closes the socket. */
+  /** Closes the socket (destroyed on the next tick). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#socket.destroy();
+    // On the next tick: under Deno 2.9 a TLSSocket destroyed in the tick that created it
+    // is never freed (~30 KiB each), and a burst of accepts evicts sockets that young.
+    process.nextTick(() => this.#socket.destroy());
     this.#notify();
   }
 }
@@ -134,16 +153,16 @@ export interface AcceptedTls {
   remoteAddr: Deno.NetAddr;
 }
 
-/** A `node:tls` listener with a pull-style `accept()`. */
+/** A TLS listener on `node:net` + `node:tls` with a pull-style `accept()`. */
 export class NodeTlsListener {
-  readonly #server: tls.Server;
+  readonly #server: net.Server;
   readonly #queue: NodeSocketConn[] = [];
   #wake: (() => void) | null = null;
   #closed = false;
   /** The bound address. */
   addr: Deno.NetAddr = { transport: "tcp", hostname: "", port: 0 };
 
-  private constructor(server: tls.Server) {
+  private constructor(server: net.Server) {
     this.#server = server;
   }
 
@@ -156,25 +175,31 @@ export class NodeTlsListener {
     /** Told about each failed handshake (e.g. a plain client on this TLS port). */
     onClientError?: (error: Error, remote: string) => void;
   }) {
-    // A handshake that does not finish in time is dropped: an unauthenticated peer holds
-    // nothing for long (node's default would be 120 s).
-    const server = tls.createServer({
-      cert: options.cert,
-      key: options.key,
-      handshakeTimeout: 10_000,
-    });
-    const listener = new NodeTlsListener(server);
-    server.on("secureConnection", (socket: tls.TLSSocket) => {
-      socket.setNoDelay(true);
-      socket.setKeepAlive(true, 60_000);
-      if (listener.#closed) return void socket.destroy();
-      listener.#queue.push(new NodeSocketConn(socket));
+    const secureContext = tls.createSecureContext({ cert: options.cert, key: options.key });
+    // A plain TCP server whose sockets are wrapped here, not a tls.Server: its sockets
+    // reach the caller only once their handshake is over, too late to be counted.
+    const server = net.createServer((raw: net.Socket) => {
+      if (listener.#closed) return void raw.destroy();
+      const remoteAddr: Deno.NetAddr = {
+        transport: "tcp",
+        hostname: raw.remoteAddress ?? "",
+        port: raw.remotePort ?? 0,
+      };
+      raw.setNoDelay(true);
+      raw.setKeepAlive(true, 60_000);
+      const socket = new tls.TLSSocket(raw, { isServer: true, secureContext });
+      const conn = new NodeSocketConn(socket, remoteAddr);
+      // A failed handshake is the client's problem: reported here, the connection ends
+      // for its reader as closed, not as a failure of the relay.
+      socket.on("error", (e: Error) => {
+        if (conn.secure) return;
+        options.onClientError?.(e, formatHostPort(remoteAddr));
+        conn.close();
+      });
+      listener.#queue.push(conn);
       listener.#notify();
     });
-    // A failed handshake is the client's problem; it must not reach the accept loop.
-    server.on("tlsClientError", (e: Error, socket: tls.TLSSocket) => {
-      options.onClientError?.(e, `${socket.remoteAddress}:${socket.remotePort}`);
-    });
+    const listener = new NodeTlsListener(server);
     return new Promise<NodeTlsListener>((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.port, options.hostname, () => {
@@ -192,7 +217,10 @@ export class NodeTlsListener {
     wake?.();
   }
 
-  /** The next accepted connection; throws `Deno.errors.BadResource` once closed. */
+  /**
+   * The next accepted connection, its handshake perhaps still under way; throws
+   * `Deno.errors.BadResource` once closed.
+   */
   async accept(): Promise<NodeSocketConn> {
     while (this.#queue.length === 0) {
       if (this.#closed) throw new Deno.errors.BadResource("listener closed");
