@@ -145,14 +145,6 @@ export class NodeSocketConn implements ByteConn {
   }
 }
 
-/** An accepted TLS connection. */
-export interface AcceptedTls {
-  /** The connection. */
-  conn: NodeSocketConn;
-  /** The peer's address. */
-  remoteAddr: Deno.NetAddr;
-}
-
 /** A TLS listener on `node:net` + `node:tls` with a pull-style `accept()`. */
 export class NodeTlsListener {
   readonly #server: net.Server;

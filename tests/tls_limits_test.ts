@@ -28,7 +28,7 @@ async function tlsRelay(
     id: "pc1",
     type: "USER",
     attributes: [],
-    passwordHash: await makeVerifier(PASSWORD, { iterations: 4096 }),
+    passwordHash: await makeVerifier(PASSWORD),
     updatedAt: 1,
   });
   const relay = await startRelay({
