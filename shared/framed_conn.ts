@@ -81,6 +81,8 @@ export class FramedConn {
   #error: unknown = null;
   #closed = false;
   #eof = false;
+  /** A read started by {@link fill}, which the next read waits for. */
+  #filling: Promise<void> | null = null;
   /**
    * Whether the outbound stream, after every write queued so far, sits on a frame
    * boundary. Set at call time: writes run in call order, so the state a new write will
@@ -146,6 +148,7 @@ export class FramedConn {
     } catch (e) {
       return Promise.reject(e);
     }
+    if (this.#filling !== null) return this.#filling.then(() => this.readFrame());
     const buf = new Uint8Array(this.#readSize);
     return this.#read(buf).then((n) => {
       if (n === null) {
@@ -183,6 +186,7 @@ export class FramedConn {
    * reads from the socket into `buf`. Null at end of stream.
    */
   async readRaw(buf: Uint8Array): Promise<Uint8Array | null> {
+    if (this.#filling !== null) await this.#filling;
     if (this.#decoder.pendingBytes > 0) return this.#decoder.takeRest();
     if (this.#eof) return null;
     const n = await this.#read(buf);
@@ -191,6 +195,30 @@ export class FramedConn {
       return null;
     }
     return buf.subarray(0, n);
+  }
+
+  /**
+   * Reads from the socket into the buffer now, for whichever read comes next, and
+   * resolves once bytes are buffered or the stream ended or failed (at once if bytes are
+   * buffered already). It lets a connection that nobody reads at the moment notice that
+   * its peer sent something or went away; the next {@link readFrame} or {@link readRaw}
+   * takes what it read.
+   */
+  fill(): Promise<void> {
+    if (this.#filling !== null) return this.#filling;
+    if (this.#decoder.pendingBytes > 0 || this.#eof || this.#closed || this.#error !== null) {
+      return Promise.resolve();
+    }
+    const buf = new Uint8Array(this.#minReadSize);
+    this.#filling = this.#read(buf).then((n) => {
+      if (n === null) this.#eof = true;
+      else this.#decoder.append(buf.subarray(0, n));
+    }, () => {
+      // The error is kept (#fail): the next read reports it.
+    }).finally(() => {
+      this.#filling = null;
+    });
+    return this.#filling;
   }
 
   /** Gives bytes back to the decoder (what followed END in a pass-through chunk). */

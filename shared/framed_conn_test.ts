@@ -283,3 +283,39 @@ Deno.test("FramedConn.write() queued behind a half-forwarded chunk is refused at
   assert.deepEqual(near.written, []);
   far.close();
 });
+
+Deno.test("FramedConn.fill() notices what comes on an unread connection; the next reads take it", async () => {
+  const [near, far] = memoryPair({ maxRead: 3 });
+  const conn = new FramedConn(near, { readSize: 4 });
+  let filled = false;
+  const filling = conn.fill().then(() => filled = true);
+  assert.equal(conn.fill(), conn.fill(), "one fill at a time");
+  await writeAll(far, concat(encodeMessage(PING), encodeMessage(HELLO)));
+  await filling;
+  assert.ok(filled);
+  // A read while a fill is in flight waits for it and loses nothing.
+  const second = conn.fill();
+  assert.deepStrictEqual(await conn.readMessage(), PING);
+  await second;
+  assert.deepStrictEqual(await conn.readMessage(), HELLO);
+  // The peer's close ends a fill, and the next read sees the end.
+  const closing = conn.fill();
+  far.close();
+  await closing;
+  assert.equal(await conn.readMessage(), null);
+  await conn.fill(); // at the end: resolves at once
+  conn.close();
+});
+
+Deno.test("FramedConn.readRaw() after fill() returns the filled bytes first", async () => {
+  const [near, far] = memoryPair();
+  const conn = new FramedConn(near);
+  const filling = conn.fill();
+  await writeAll(far, new Uint8Array([1, 2, 3]));
+  const raw = await conn.readRaw(new Uint8Array(16));
+  await filling;
+  assert.deepStrictEqual([...raw!], [1, 2, 3]);
+  far.close();
+  assert.equal(await conn.readRaw(new Uint8Array(16)), null);
+  conn.close();
+});

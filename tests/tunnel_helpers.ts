@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { writeAll } from "../shared/framed_conn.ts";
 import { event, Proc, register, startAgent, startRelay, tempDir } from "./helpers.ts";
@@ -252,5 +253,57 @@ export async function timeToClose(
         // reset already
       }
     }
+  }
+}
+
+/**
+ * A server that answers "ok", shuts its write side (an END toward the client) and reads
+ * on: the client's upload continues in the other direction.
+ */
+export function answerThenSink(): LocalServer {
+  return serveEach(async (conn) => {
+    try {
+      await writeAll(conn, new TextEncoder().encode("ok"));
+      await conn.closeWrite();
+      const sink = new Uint8Array(256 * 1024);
+      while ((await conn.read(sink)) !== null) { /* drain */ }
+    } finally {
+      conn.close();
+    }
+  });
+}
+
+/**
+ * Through the forwarded `port` to {@link answerThenSink}: reads "ok" and its end, uploads,
+ * kills `pid` (the device, or a relay on the way), and asserts that the upload then fails
+ * (within 30 s) instead of its bytes being swallowed by the relays.
+ */
+export async function assertUploadFailsAfterKill(port: number, pid: number): Promise<void> {
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const answer = new Uint8Array(8);
+    let got = 0;
+    for (
+      let n = await client.read(answer);
+      n !== null;
+      n = await client.read(answer.subarray(got))
+    ) {
+      got += n;
+    }
+    assert.equal(new TextDecoder().decode(answer.subarray(0, got)), "ok", "the answer, then EOF");
+    await writeAll(client, new Uint8Array(1024 * 1024));
+    Deno.kill(pid, "SIGKILL");
+    const chunk = new Uint8Array(64 * 1024);
+    const deadline = Date.now() + 30_000;
+    let failure = "";
+    while (failure === "" && Date.now() < deadline) {
+      await writeAll(client, chunk).catch((e) => failure = (e as Error).name);
+    }
+    assert.ok(
+      ["ConnectionReset", "BrokenPipe", "NotConnected"].includes(failure),
+      `the client's writes ${failure === "" ? "went on for 30 s" : `failed with ${failure}`}`,
+    );
+  } finally {
+    client.close();
   }
 }

@@ -21,6 +21,8 @@ import {
 } from "./helpers.ts";
 import { RedisServer, registerInRedis, startRedisRelays } from "./redis_helpers.ts";
 import {
+  answerThenSink,
+  assertUploadFailsAfterKill,
   curl,
   deadPort,
   halfCloseExchange,
@@ -188,6 +190,32 @@ Deno.test("tunnel across the Fig. 5 mesh: a service not offered and a failing lo
       `local connect refused (2 hops) ${connectFailed.toFixed(1)} ms`,
   );
 });
+
+for (const victim of ["device", "its relay"] as const) {
+  Deno.test(`tunnel across 2 relays broken after the device's END (${victim} killed): the uploading client is reset`, async () => {
+    await using tmp = await tempDir();
+    await using server = answerThenSink();
+    const pcPw = await register(`${tmp.path}/r0`, "pc1", "USER");
+    const devPw = await register(`${tmp.path}/r0`, "dev1", "PRINTER");
+    await using relays = await startMesh(tmp.path, 2, [[0, 1]]);
+    const [near, far] = relays;
+    await waitRegistration(far, "dev1");
+    await using agent = await startAgent(far.address, "dev1", devPw, [
+      "--inbox",
+      `${tmp.path}/inbox`,
+      "--expose",
+      `sink=127.0.0.1:${server.port}`,
+    ]);
+    await waitPresence(near, "dev1", "r1", DeviceState.Online);
+    const { proc: forward, ports } = await startForward(near.address, "pc1", pcPw, [
+      ["dev1", "sink"],
+    ]);
+    await using _forward = forward;
+    // The far relay closes the link when the device dies; a dead relay closes it itself.
+    // Either way the near relay must close the client's session.
+    await assertUploadFailsAfterKill(ports[0], victim === "device" ? agent.pid : far.proc.pid);
+  });
+}
 
 Deno.test("tunnel through one Redis directory (device on r1, forward on r2): curl GET, 8 MiB up and down by SHA-256, a refusal", async () => {
   await using dir = await tempDir();

@@ -134,7 +134,15 @@ async function pumpLink(
   try {
     const result = await pumpSession(session, far);
     if (result === "eof") throw new ConnectionClosedError("link closed mid-session");
-    await session.whenBothEnded;
+    // The far side ended; ours may still send for a long while. After its END the far
+    // relay sends nothing before our RELEASE, so anything that comes on the link now, its
+    // close above all (the far device or relay died), means our side sends to no one.
+    const onLink = far.framed.fill().then(() => "link" as const);
+    if (
+      await Promise.race([session.whenBothEnded.then(() => "ended" as const), onLink]) === "link"
+    ) {
+      throw new ConnectionClosedError("link closed (or spoke) after the far side's END");
+    }
     if (session.isGone(session.a)) {
       // The local side vanished: its END(aborted) (or a close, mid-frame) went on the link.
       if (far.framed.closed) throw new ConnectionClosedError("link closed mid-frame");
