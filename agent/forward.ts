@@ -161,7 +161,8 @@ function listen(server: net.Server, at: HostPort): Promise<HostPort> {
   return new Promise((resolve, reject) => {
     server.once("error", (e: Error & { code?: string }) => {
       const where = formatHostPort(at);
-      if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
+      // Deno's node:net reports an address this host does not have as EINVAL.
+      if (["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EINVAL"].includes(e.code ?? "")) {
         const why = e.code === "EADDRINUSE"
           ? "the address is in use"
           : e.code === "EACCES"
