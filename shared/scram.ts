@@ -244,7 +244,15 @@ export function challengeCostError(
 const SCRYPT_PREHASH_RE =
   /^scrypt\$([1-9][0-9]{0,7})\$([1-9][0-9]?)\$([1-9][0-9]?)\$([A-Za-z0-9+/=]{4,88})\$([1-9][0-9]{1,2})$/;
 
-/** A prehash's scrypt parameters, or null outside the bounds the registry ever wrote. */
+/**
+ * Largest scrypt N of a prehash a device derives (128 MiB and about half a second with
+ * r = 8). Version-1 registries wrote r = 8, p = 1 and N = 2^14 by default; a larger N
+ * from a relay costs the device memory and CPU it cannot take back (the derivation runs
+ * on after a login timeout), so an impostor could tie a device up for minutes.
+ */
+const MAX_PREHASH_COST = 2 ** 17;
+
+/** A prehash's scrypt parameters, or null outside what a device accepts (see above). */
 function parsePrehash(
   prehash: string,
 ): { n: number; r: number; p: number; salt: Uint8Array; keyBytes: number } | null {
@@ -252,8 +260,8 @@ function parsePrehash(
   if (m === null) return null;
   const [n, r, p, keyBytes] = [m[1], m[2], m[3], m[5]].map(Number);
   if (
-    n < 1024 || n > 2 ** 20 || (n & (n - 1)) !== 0 || r > 32 || p > 16 ||
-    keyBytes < 16 || keyBytes > 128 || 128 * n * r > 1.5 * 1024 ** 3
+    n < 1024 || n > MAX_PREHASH_COST || (n & (n - 1)) !== 0 || r !== 8 || p !== 1 ||
+    keyBytes < 16 || keyBytes > 128
   ) {
     return null;
   }
@@ -267,8 +275,8 @@ function parsePrehash(
 /**
  * The password a migrated registration's SCRAM verifier was built over: the base64 of
  * its old scrypt hash, `prehash` being `scrypt$N$r$p$saltBase64$keyBytes`. Rejects a
- * prehash outside the bounds the registry ever wrote (N 2^10..2^20, r <= 32, p <= 16,
- * 16-128 key bytes), so a hostile relay cannot make the device allocate gigabytes.
+ * prehash other than version 1 wrote (r = 8, p = 1) or above N = 2^17, so a hostile relay
+ * can make the device spend at most 128 MiB and about half a second.
  */
 export async function prehashPassword(password: string, prehash: string): Promise<string> {
   const parsed = parsePrehash(prehash);

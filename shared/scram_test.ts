@@ -94,4 +94,17 @@ Deno.test("challengeCostError: a floor on rounds, made up for only by a strong s
     /unsupported/,
     "1 GiB x 32 of scrypt memory",
   );
+  // What the impostor used: 128 x 2^20 x 11 bytes and p = 16 (1.5 GB, a minute of CPU).
+  assert.match(
+    challengeCostError(4096, `scrypt$1048576$11$16$${"A".repeat(22)}==$32`, 100_000)!,
+    /unsupported/,
+  );
+  for (const [n, r, p] of [[2 ** 18, 8, 1], [2 ** 14, 16, 1], [2 ** 14, 8, 2]]) {
+    assert.match(
+      challengeCostError(100_000, `scrypt$${n}$${r}$${p}$${"A".repeat(22)}==$32`, 100_000)!,
+      /unsupported/,
+      `N ${n} r ${r} p ${p}`,
+    );
+  }
+  assert.equal(challengeCostError(4096, `scrypt$131072$8$1$${"A".repeat(22)}==$32`, 100_000), null);
 });

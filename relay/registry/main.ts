@@ -33,6 +33,7 @@ import {
   MIN_VERIFIER_ITERATIONS,
   parseVerifier,
 } from "./verifier.ts";
+import { challengeCostError, DEFAULT_MIN_ITERATIONS } from "../../shared/scram.ts";
 import { DirectoryUnavailableError, parseRedisUrl } from "../redis/redis_conn.ts";
 import { RedisRegistry } from "../redis/redis_registry.ts";
 import { checkLayout, migrateLayout } from "../redis/redis_migrate.ts";
@@ -480,7 +481,7 @@ async function migrate(ctx: Context): Promise<number> {
     `Migrated ${changes.length} device${changes.length === 1 ? "" : "s"} in ${store.where}` +
       ` (${kept} already had SCRAM verifiers)\n`,
   );
-  warnMigrated(ctx, changes.map((c) => c.id));
+  warnHashes(ctx, changes.map((c) => ({ id: c.id, passwordHash: c.reg.passwordHash })));
   return EXIT_OK;
 }
 
@@ -496,7 +497,7 @@ async function list(ctx: Context): Promise<number> {
       type,
       attributes,
       updatedAt,
-      migrated: isMigrated(passwordHash),
+      migrated: hashState(passwordHash) !== null,
     }));
     ctx.out(JSON.stringify(rows, null, 2) + "\n");
     return EXIT_OK;
@@ -513,28 +514,56 @@ async function list(ctx: Context): Promise<number> {
     ]),
   );
   if (devices.length === 0) ctx.err(`No devices registered in ${store.where}\n`);
-  warnMigrated(ctx, devices.filter((d) => isMigrated(d.passwordHash)).map((d) => d.id));
+  warnHashes(ctx, devices);
   return EXIT_OK;
 }
 
-/** A verifier built over a version-1 scrypt hash (or a hash not migrated yet). */
-function isMigrated(passwordHash: string): boolean {
-  return isScryptHash(passwordHash) || (parseVerifier(passwordHash)?.prehash ?? "") !== "";
+/** What a stored password hash means for logins, when it is not a plain verifier. */
+type HashState = "v1" | "migrated" | "weak" | null;
+
+function hashState(passwordHash: string): HashState {
+  if (isScryptHash(passwordHash)) return "v1";
+  const prehash = parseVerifier(passwordHash)?.prehash ?? "";
+  if (prehash === "") return null;
+  const iterations = parseVerifier(passwordHash)!.verifier.iterations;
+  return challengeCostError(iterations, prehash, DEFAULT_MIN_ITERATIONS) === null
+    ? "migrated"
+    : "weak";
 }
 
 /**
- * Says which devices log in with a verifier derived from their version-1 scrypt hash:
- * that old hash now works as their password, wherever a copy of it survives.
+ * Says which devices hold a version-1 hash (no login until `migrate`), log in over one
+ * (that old hash now works as their password wherever a copy survives), or over one an
+ * agent refuses by default (too cheap or too costly a scrypt).
  */
-function warnMigrated(ctx: Context, ids: string[]) {
-  if (ids.length === 0) return;
-  const shown = ids.slice(0, 5).join(", ") + (ids.length > 5 ? ", ..." : "");
-  ctx.err(
-    `warning: ${ids.length} device${ids.length === 1 ? "" : "s"} (${shown}) log in over a ` +
-      "version-1 password hash: anyone holding an old copy of the registry (backup, Redis " +
-      "dump) can log in as them. Delete those copies, or set new passwords: " +
-      `'deno task registry passwd ${ids[0]}'\n`,
-  );
+function warnHashes(ctx: Context, regs: { id: string; passwordHash: string }[]) {
+  const by = (state: HashState) => regs.filter((r) => hashState(r.passwordHash) === state);
+  const list = (ids: { id: string }[]) =>
+    `${ids.length} device${ids.length === 1 ? "" : "s"} (` +
+    ids.slice(0, 5).map((r) => r.id).join(", ") + (ids.length > 5 ? ", ..." : "") + ")";
+  const v1 = by("v1");
+  if (v1.length > 0) {
+    ctx.err(
+      `warning: ${list(v1)} still hold version-1 scrypt hashes and cannot log in: ` +
+        `run 'deno task registry migrate'\n`,
+    );
+  }
+  const migrated = [...by("migrated"), ...by("weak")];
+  if (migrated.length > 0) {
+    ctx.err(
+      `warning: ${list(migrated)} log in over a version-1 password hash: anyone holding ` +
+        "an old copy of the registry (backup, Redis dump) can log in as them. Delete those " +
+        `copies, or set new passwords: 'deno task registry passwd ${migrated[0].id}'\n`,
+    );
+  }
+  const weak = by("weak");
+  if (weak.length > 0) {
+    ctx.err(
+      `warning: ${list(weak)} have a version-1 hash whose scrypt cost agents refuse by ` +
+        "default (below N=2^14, above 2^17, or not r=8, p=1): set new passwords with " +
+        `'deno task registry passwd ${weak[0].id}'\n`,
+    );
+  }
 }
 
 function deviceIdArgument(ctx: Context, command: string): string {

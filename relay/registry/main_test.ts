@@ -333,6 +333,11 @@ Deno.test("registry migrate converts version-1 scrypt hashes; the passwords stil
   const path = join(t.data, "registry.json");
   await Deno.writeTextFile(path, JSON.stringify({ version: 1, devices: [old] }));
 
+  const unmigrated = await t.run(["list"]);
+  assert.match(
+    unmigrated.stderr,
+    /1 device \(fax-01\) still hold version-1 scrypt hashes and cannot log in: run 'deno task registry migrate'/,
+  );
   const first = await t.run(["migrate"]);
   assert.equal(first.code, EXIT_OK, first.stderr);
   assert.match(first.stdout, /Migrated 1 device in .* \(0 already had SCRAM verifiers\)/);
@@ -348,6 +353,11 @@ Deno.test("registry migrate converts version-1 scrypt hashes; the passwords stil
   const warning =
     /warning: 1 device \(fax-01\) log in over a version-1 password hash: .*'deno task registry passwd fax-01'/;
   assert.match(first.stderr, warning);
+  // Its scrypt cost (2^10) is below what agents derive by default: said too.
+  assert.match(
+    first.stderr,
+    /1 device \(fax-01\) have a version-1 hash whose scrypt cost agents refuse/,
+  );
   const listed = await t.run(["list"]);
   assert.match(listed.stderr, warning);
   const json = await t.run(["list", "--json"]);
