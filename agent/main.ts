@@ -551,8 +551,8 @@ function reportError(e: unknown): number {
     printError(
       PROGRAM,
       `Relay refused the login for now: ${e.message}`,
-      "the relay slows logins from this address after failed ones; retry later, and check " +
-        "--password-file if it repeats",
+      "the relay limits logins from this address (failed or unfinished ones); retry later, " +
+        "and check --password-file if it repeats",
     );
     return ExitCode.Unreachable;
   }

@@ -117,9 +117,8 @@ interface Entry {
   lastFailure: number;
 }
 
-/** A pending login: its address's key, its start, how to end it early. */
+/** A pending login: its start, and how to end it early. */
 interface Pending {
-  readonly address: string;
   readonly started: number;
   /** Ends the attempt and asks its owner to stop; null if it cannot be ended early. */
   readonly evict: (() => void) | null;
@@ -183,11 +182,10 @@ export class LoginThrottle {
   /** Failures per address (group) and per `<address>\0<id>` pair. */
   readonly #addresses: FailureTable;
   readonly #pairs: FailureTable;
-  /** Pending logins per key (addresses and pairs, as in the tables). */
-  readonly #pendingCount = new Map<string, number>();
   /** Pending logins, oldest first: in all, and per address. */
   readonly #open = new Set<Pending>();
-  readonly #openByAddress = new Map<string, Set<Pending>>();
+  /** Pending logins per address key and per pair key, oldest first. */
+  readonly #openBy = new Map<string, Set<Pending>>();
 
   /** Creates a throttle; see {@link LoginThrottleOptions} for the defaults. */
   constructor(options: LoginThrottleOptions = {}) {
@@ -229,9 +227,18 @@ export class LoginThrottle {
     this.#prune(now);
     const a = addressGroup(address);
     const p = pairKey(a, id);
-    const wait = this.#waitFor(a, p, now);
+    let wait = this.#waitFor(a, p, now);
+    if (wait > 0 && this.#waitFor(a, p, now, 0, false) === 0) {
+      // Only this pair's pending logins hold it back: stale ones make room, so logins
+      // stalled for this ID from its own address cannot keep the device out.
+      const pairs = this.#openBy.get(p);
+      while (wait > 0 && pairs !== undefined && this.#evictOldest(pairs, now)) {
+        wait = this.#waitFor(a, p, now);
+      }
+      if (wait > 0) return { kind: "wait", waitMs: this.#busyRetryMs, reason: "busy" };
+    }
     if (wait > 0) return { kind: "wait", waitMs: wait, reason: "failures" };
-    const mine = this.#openByAddress.get(a);
+    const mine = this.#openBy.get(a);
     if (
       (mine !== undefined && mine.size >= this.#maxPendingPerAddress &&
         !this.#evictOldest(mine, now)) ||
@@ -243,12 +250,12 @@ export class LoginThrottle {
     const end = (outcome: "fail" | "succeed" | "release") => {
       if (!open) return;
       open = false;
-      this.#hold(a, -1);
-      this.#hold(p, -1);
       this.#open.delete(pending);
-      const byAddress = this.#openByAddress.get(a)!;
-      byAddress.delete(pending);
-      if (byAddress.size === 0) this.#openByAddress.delete(a);
+      for (const key of [a, p]) {
+        const set = this.#openBy.get(key)!;
+        set.delete(pending);
+        if (set.size === 0) this.#openBy.delete(key);
+      }
       const t = this.#now();
       if (outcome === "fail") {
         this.#addresses.fail(a, t);
@@ -258,19 +265,18 @@ export class LoginThrottle {
       }
     };
     const pending: Pending = {
-      address: a,
       started: now,
       evict: onEvict === undefined ? null : () => {
         end("release");
         onEvict();
       },
     };
-    this.#hold(a, 1);
-    this.#hold(p, 1);
     this.#open.add(pending);
-    let byAddress = this.#openByAddress.get(a);
-    if (byAddress === undefined) this.#openByAddress.set(a, byAddress = new Set());
-    byAddress.add(pending);
+    for (const key of [a, p]) {
+      let set = this.#openBy.get(key);
+      if (set === undefined) this.#openBy.set(key, set = new Set());
+      set.add(pending);
+    }
     return {
       kind: "ok",
       // The attempt's own slot is not held against itself.
@@ -303,8 +309,8 @@ export class LoginThrottle {
    * count as failures, since any of them may fail; an address's do not, its pending
    * logins being bounded by `maxPendingPerAddress` already.
    */
-  #waitFor(a: string, p: string, now: number, own = 0): number {
-    const pending = (this.#pendingCount.get(p) ?? 0) - own;
+  #waitFor(a: string, p: string, now: number, own = 0, countPending = true): number {
+    const pending = countPending ? (this.#openBy.get(p)?.size ?? 0) - own : 0;
     return Math.max(
       this.#wait(this.#addresses.get(a), this.#addressFreeFailures, now, 0),
       this.#wait(this.#pairs.get(p), this.#freeFailures, now, pending),
@@ -324,12 +330,6 @@ export class LoginThrottle {
     if (pending > 0 && failures === 0 && pending < Math.max(free, this.#cleanBurst)) return 0;
     if (pending > 0 && failures + pending >= free) return this.#baseDelayMs;
     return 0;
-  }
-
-  #hold(key: string, delta: number) {
-    const n = (this.#pendingCount.get(key) ?? 0) + delta;
-    if (n <= 0) this.#pendingCount.delete(key);
-    else this.#pendingCount.set(key, n);
   }
 
   #prune(now: number): void {

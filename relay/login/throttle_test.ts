@@ -219,3 +219,25 @@ Deno.test("LoginThrottle: a stalled login makes room after staleMs, uncounted; y
   later(60_000);
   assert.equal(plain.begin("10.0.0.2", "b").kind, "wait");
 });
+
+Deno.test("LoginThrottle: logins stalled for one ID hold it back only until they are stale, and say busy", () => {
+  const { throttle, advance } = setup();
+  const evicted: number[] = [];
+  // 16 logins for fax1 from its own (shared) address that never answer their challenge.
+  for (let i = 0; i < 16; i++) {
+    assert.equal(throttle.begin("192.0.2.1", "fax1", () => evicted.push(i)).kind, "ok");
+  }
+  const young = throttle.begin("192.0.2.1", "fax1");
+  assert.deepEqual(young, { kind: "wait", waitMs: SECOND, reason: "busy" }, "not a failure");
+  advance(2000);
+  // Stale now: the real device's login takes the oldest one's place.
+  const device = throttle.begin("192.0.2.1", "fax1", () => {});
+  assert.equal(device.kind, "ok");
+  assert.deepEqual(evicted, [0]);
+  assert.equal(throttle.size, 0, "no failure recorded");
+  // A pair that really failed is still refused for failures, stale pending or not.
+  const { throttle: t2, fail, advance: later } = setup();
+  fail("192.0.2.9", "fax2", 5);
+  later(1);
+  assert.equal((t2.begin("192.0.2.9", "fax2") as { reason: string }).reason, "failures");
+});
