@@ -500,3 +500,22 @@ Deno.test("scram login: LOGOUT revokes the device's tickets; its next connection
   assert.equal(lookups(), 2, "after LOGOUT the cached ticket no longer logs in");
   for (const c of [first, pooled, again]) c.close();
 });
+
+Deno.test("scram login: a device keeps its 16 newest tickets; one account cannot crowd out others'", async () => {
+  const { registry: counting, lookups } = await countingRegistry();
+  await using relay = await startRelay({ port: 0, directory: new EmbeddedDirectory(counting) });
+  const address = { hostname: "127.0.0.1", port: relay.addr.port };
+  // 17 agents of fax1 (instances i-0..i-16), each a full login with its own ticket.
+  const caches = Array.from({ length: 17 }, () => new LoginCache());
+  for (const [i, cache] of caches.entries()) {
+    (await connectRelay({ address, id: "fax1", password: PASSWORD, cache, instance: `i-${i}` }))
+      .close();
+  }
+  assert.equal(lookups(), 17);
+  const again = (i: number) =>
+    connectRelay({ address, id: "fax1", password: PASSWORD, cache: caches[i], instance: `i-${i}` });
+  (await again(16)).close();
+  assert.equal(lookups(), 17, "the newest ticket still logs in");
+  (await again(0)).close();
+  assert.equal(lookups(), 18, "the oldest was dropped: a full login");
+});

@@ -95,6 +95,13 @@ interface Ticket {
   verifier: string;
 }
 
+/**
+ * Tickets kept per device ID, newest first: a device makes one per full login (its
+ * agent's first connection; the pool then logs in with it), so 16 covers restarts and
+ * several agents of one ID, and one account cannot fill the relay-wide cap.
+ */
+const MAX_TICKETS_PER_DEVICE = 16;
+
 /** Issues challenges, checks proofs, keeps tickets. One per relay. */
 export class LoginAuthority {
   readonly #fakeKey: Uint8Array;
@@ -254,6 +261,8 @@ export class LoginAuthority {
     let keys = this.#byDevice.get(id);
     if (keys === undefined) this.#byDevice.set(id, keys = new Set());
     keys.add(ticket);
+    // One device cannot push every other device's tickets out: it keeps its newest few.
+    if (keys.size > MAX_TICKETS_PER_DEVICE) this.#forget(keys.values().next().value!);
     while (this.#tickets.size > this.#maxTickets) this.#forget(this.#tickets.keys().next().value!);
     return ticket;
   }

@@ -73,7 +73,8 @@ export interface LoginThrottleOptions {
   maxDelayMs?: number;
   /**
    * Most addresses, and most (address, ID) pairs, tracked; the least recently failed are
-   * forgotten first (default 100,000 each, about 15 MB each when full).
+   * forgotten first (default 100,000 each; measured: 120,000 failures with 64-byte IDs from
+   * as many addresses held about 80 MB of heap, freed as they expire).
    */
   maxKeys?: number;
   /** Logins pending at once from one address (default 64). */
