@@ -22,6 +22,14 @@
  * sent at least one byte keeps its node socket (the runtime lets those write after a FIN),
  * and with it the RST.
  *
+ * Not covered: a FIN that comes while a write toward such a program is already queued in
+ * the runtime (the program read nothing for a while, then half-closed). The runtime's poll
+ * (`poll_tcp_handle`) reads the EOF, stops reading, and in the same pass peeks the socket
+ * because writes wait and no byte was ever received: the peek sees the FIN and every queued
+ * write fails with EPIPE before any JavaScript runs. Keeping the socket reading does not
+ * help (reading the EOF is what stops it), and the bytes of a queued write that reached the
+ * kernel are not reported, so the rest cannot be resent elsewhere; such a connection is reset.
+ *
  * @module
  */
 
