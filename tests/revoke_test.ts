@@ -125,6 +125,18 @@ async function fileRelay(dir: string, tap: LogTap) {
   });
 }
 
+/**
+ * A file relay over `dir` with the device logged in twice (a login and a ticket login),
+ * and a promise per connection of how it ended. Disposing it stops the relay.
+ */
+async function loggedInTwice(dir: string) {
+  const tap = new LogTap();
+  const relay = await fileRelay(dir, tap);
+  const login = loginTo(relay.addr.port);
+  const ended = (await loginTwice(login)).map((c) => ending(c));
+  return { tap, relay, login, ended, [Symbol.asyncDispose]: () => relay[Symbol.asyncDispose]() };
+}
+
 function loginTo(port: number): RelayLogin {
   return {
     address: { hostname: "127.0.0.1", port },
@@ -137,11 +149,8 @@ function loginTo(port: number): RelayLogin {
 
 Deno.test("revoke: registry passwd closes the device's connections and refuses its old ticket", async () => {
   await using dir = await tempDir();
-  const tap = new LogTap();
-  await using relay = await fileRelay(dir.path, tap);
-  const login = loginTo(relay.addr.port);
-  const conns = await loginTwice(login);
-  const ended = conns.map((c) => ending(c));
+  await using c = await loggedInTwice(dir.path);
+  const { tap, login, ended } = c;
   await Deno.writeTextFile(`${dir.path}/new.pw`, "a new password\n");
   await registry("passwd", ID, "--password-file", `${dir.path}/new.pw`, "--data", dir.path);
   for (const e of await Promise.all(ended)) assertRevoked(e, /Password changed/);
@@ -158,11 +167,8 @@ Deno.test("revoke: registry passwd closes the device's connections and refuses i
 
 Deno.test("revoke: registry remove closes the device's connections and refuses its old ticket", async () => {
   await using dir = await tempDir();
-  const tap = new LogTap();
-  await using relay = await fileRelay(dir.path, tap);
-  const login = loginTo(relay.addr.port);
-  const conns = await loginTwice(login);
-  const ended = conns.map((c) => ending(c));
+  await using c = await loggedInTwice(dir.path);
+  const { relay, login, ended } = c;
   await registry("remove", ID, "--data", dir.path);
   for (const e of await Promise.all(ended)) assertRevoked(e, /Registration removed/);
   await assertTicketRefused(login);

@@ -127,9 +127,8 @@ export interface LocalServer extends AsyncDisposable {
  * `"<bytes> <sha256 hex>"` and closes. It answers only after the client's FIN.
  */
 export function halfCloseServer(): LocalServer {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const loop = (async () => {
-    for await (const conn of listener) {
+  return serveEach(async (conn) => {
+    try {
       const hash = createHash("sha256");
       let n = 0;
       const buf = new Uint8Array(65536);
@@ -138,20 +137,10 @@ export function halfCloseServer(): LocalServer {
         n += r;
       }
       await writeAll(conn, new TextEncoder().encode(`${n} ${hash.digest("hex")}`));
+    } finally {
       conn.close();
     }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    async [Symbol.asyncDispose]() {
-      try {
-        listener.close();
-      } catch {
-        // closed already
-      }
-      await loop;
-    },
-  };
+  });
 }
 
 /** A TCP server on 127.0.0.1 that hands its connections, one at a time, to `handler`. */
