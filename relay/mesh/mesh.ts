@@ -34,6 +34,7 @@ import { type Notice, parseUpdate } from "./notices.ts";
 import type { RegistryStore } from "../registry/registry.ts";
 import { ControlLink, parseDigest } from "./control_link.ts";
 import { RegistrySync } from "./registry_sync.ts";
+import { REG_VERSIONS_FILE, RegVersions } from "./reg_versions.ts";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 
 /** Options for {@link MeshDirectory}. */
@@ -88,6 +89,8 @@ export class MeshDirectory implements Directory {
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Mesh registrations to and from the local registry. */
   readonly #sync: RegistrySync;
+  /** What the mesh knew of each registration when it last matched the registry file. */
+  readonly #versions: RegVersions;
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -111,18 +114,27 @@ export class MeshDirectory implements Directory {
     this.#heartbeatMs = options.heartbeatMs ?? 2000;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
     this.#refreshMs = options.refreshMs ?? 300_000;
+    this.#versions = new RegVersions({
+      path: `${options.dataDir}/${REG_VERSIONS_FILE}`,
+      logger: options.logger,
+    });
     this.#sync = new RegistrySync({
       registry: options.registry,
       logger: options.logger,
-      held: (id) => this.#mesh.registration(id)?.reg,
-      originate: (id, reg) =>
-        this.#originate({
+      held: (id) => this.#mesh.registration(id),
+      originate: (id, reg, after) => {
+        const n = {
           t: "reg",
           id,
-          lamport: this.#mesh.lamportOf(id) + 1,
+          lamport: Math.max(this.#mesh.lamportOf(id), after) + 1,
           origin: this.#self!.name,
           reg,
-        }),
+        } as const;
+        this.#originate(n);
+        return n;
+      },
+      load: (n) => void this.#mesh.apply(n),
+      versions: this.#versions,
     });
   }
 
@@ -144,6 +156,9 @@ export class MeshDirectory implements Directory {
     });
     this.#epoch = await bumpEpoch(`${this.#options.dataDir}/mesh-epoch`);
     this.#announceRelay();
+    // Before any link: registrations unchanged since the last run keep their version, an
+    // edit made while the relay was stopped gets a newer one (see RegistrySync).
+    await this.#versions.load();
     await this.#sync.poll();
     // Liveness is per link (pings in #runControl); the record floods when a link comes or
     // goes, and is refreshed rarely, so its cost does not grow with every ping.
@@ -460,7 +475,7 @@ export class MeshDirectory implements Directory {
     const applied = this.#mesh.apply(n);
     this.#logNotice(applied ? "applied" : "dropped", n, from.name, via);
     if (!applied) return;
-    if (n.t === "reg") this.#sync.learn(n.id, n.reg);
+    if (n.t === "reg") this.#sync.learn(n);
     this.#flood(n, from);
     if (n.t === "dev" && n.entry.state === DeviceState.Online) this.#checkPlace(n.entry.id);
   }
