@@ -133,3 +133,36 @@ Deno.test("mesh registry: a removal made while the peer is stopped survives rest
     assert.ok(!file.devices.some((d: { id: string }) => d.id === "pc1"), `${r.name}'s file`);
   }
 });
+
+Deno.test("mesh registry: a password change and a concurrent attributes edit on another relay both survive", async () => {
+  await using dir = await tempDir();
+  const r0Dir = `${dir.path}/r0`, r1Dir = `${dir.path}/r1`;
+  const oldPw = await register(r0Dir, "fax1", "FAX", ["FILE TX/RX"], "old-password");
+  await using relays = await startMesh(dir.path, 2, [[0, 1]]);
+  const [r0, r1] = relays;
+  await waitRegistration(r1, "fax1");
+  await stop(r1);
+  // Both edits are made at counter 2, neither seeing the other: passwd on r0 (running),
+  // set on r1 (stopped; it originates its edit when it starts). r1's name is greater: its
+  // edit wins the tie, and r0, whose edit lost, merges the two.
+  const newPw = `${dir.path}/new.pw`;
+  await Deno.writeTextFile(newPw, "new-password\n");
+  await registry("passwd", "fax1", "--password-file", newPw, "--data", r0Dir);
+  await persisted(r0Dir, "fax1", (v) => v?.[0] === 2);
+  await registry("set", "fax1", "--attr", "FILE TX/RX", "--attr", "PRINT", "--data", r1Dir);
+  relays[1] = await restart(dir.path, "r1", r1.address, [r0.address]);
+  for (const r of relays) {
+    await pollUntil(
+      async () => (await logsIn(r, "fax1", newPw)) || undefined,
+      `the new password to log in at ${r.name}`,
+      { intervalMs: 200 },
+    );
+    assert.equal(await logsIn(r, "fax1", oldPw), false, `${r.name}: the old one is refused`);
+    await pollUntil(async () => {
+      const file = JSON.parse(await Deno.readTextFile(`${dir.path}/${r.name}/registry.json`));
+      const fax1 = file.devices.find((d: { id: string }) => d.id === "fax1");
+      return fax1?.attributes.includes("PRINT") || undefined;
+    }, `${r.name}'s file to hold the attributes edit`);
+  }
+  assert.equal(r0.proc.count(event("concurrent registry edits merged", { device: "fax1" })), 1);
+});

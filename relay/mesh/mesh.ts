@@ -30,8 +30,9 @@ import {
 } from "../directory.ts";
 import { dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
 import { hashString, MeshState } from "./mesh_state.ts";
-import { type Notice, parseUpdate } from "./notices.ts";
-import type { RegistryStore } from "../registry/registry.ts";
+import { type Notice, parseUpdate, type RegNotice } from "./notices.ts";
+import { mergeConcurrent } from "./reg_merge.ts";
+import type { Registration, RegistryStore } from "../registry/registry.ts";
 import { ControlLink, parseDigest } from "./control_link.ts";
 import { RegistrySync } from "./registry_sync.ts";
 import { REG_VERSIONS_FILE, RegVersions } from "./reg_versions.ts";
@@ -91,6 +92,11 @@ export class MeshDirectory implements Directory {
   readonly #sync: RegistrySync;
   /** What the mesh knew of each registration when it last matched the registry file. */
   readonly #versions: RegVersions;
+  /**
+   * Admin edits made here (of a registration the mesh held) while they are the newest
+   * version, with the registration they replaced: to merge a concurrent edit that beats one.
+   */
+  readonly #ownEdits = new Map<string, { n: RegNotice; base: Registration }>();
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -122,17 +128,7 @@ export class MeshDirectory implements Directory {
       registry: options.registry,
       logger: options.logger,
       held: (id) => this.#mesh.registration(id),
-      originate: (id, reg, after) => {
-        const n = {
-          t: "reg",
-          id,
-          lamport: Math.max(this.#mesh.lamportOf(id), after) + 1,
-          origin: this.#self!.name,
-          reg,
-        } as const;
-        this.#originate(n);
-        return n;
-      },
+      originate: (id, reg, after) => this.#originateReg(id, reg, after),
       load: (n) => void this.#mesh.apply(n),
       versions: this.#versions,
     });
@@ -189,6 +185,45 @@ export class MeshDirectory implements Directory {
       neighbors: [...this.#links.keys()].sort(),
       wall: this.#now(),
     });
+  }
+
+  /** Originates a registration change made here, above the mesh's counter and `after`. */
+  #originateReg(id: string, reg: Registration | null, after: number): RegNotice {
+    const base = this.#mesh.registration(id)?.reg;
+    const n: RegNotice = {
+      t: "reg",
+      id,
+      lamport: Math.max(this.#mesh.lamportOf(id), after) + 1,
+      origin: this.#self!.name,
+      reg,
+    };
+    this.#originate(n);
+    if (base) this.#ownEdits.set(id, { n, base });
+    else this.#ownEdits.delete(id);
+    return n;
+  }
+
+  /**
+   * A concurrent edit (same counter, made without seeing ours) replaced our admin edit:
+   * merge field by field ({@link mergeConcurrent}) and originate the result, so a password
+   * change is not undone by an attributes edit, nor a removal by an edit.
+   */
+  #mergeConcurrent(mine: { n: RegNotice; base: Registration }, theirs: RegNotice): void {
+    const result = mergeConcurrent(mine.base, mine.n.reg, theirs.reg);
+    const fields = { device: theirs.id, relay: theirs.origin, lamport: theirs.lamport };
+    if (result.lost) {
+      this.#logger.warn("registry edit here overridden by a concurrent edit on another relay", {
+        ...fields,
+        hint: "check the registration (registry list) and repeat the edit if it is still wanted",
+      });
+    }
+    if (result.reg === undefined) return;
+    this.#logger.info("concurrent registry edits merged", {
+      ...fields,
+      removed: result.reg === null,
+    });
+    const merged = this.#originateReg(theirs.id, result.reg, 0);
+    this.#sync.learn(merged);
   }
 
   /** Applies a notice made here and floods it to every neighbour. */
@@ -472,10 +507,18 @@ export class MeshDirectory implements Directory {
       this.#logNotice("dropped", n, from.name, via);
       return;
     }
+    const held = n.t === "reg" ? this.#mesh.registration(n.id) : undefined;
     const applied = this.#mesh.apply(n);
     this.#logNotice(applied ? "applied" : "dropped", n, from.name, via);
     if (!applied) return;
-    if (n.t === "reg") this.#sync.learn(n);
+    if (n.t === "reg") {
+      this.#sync.learn(n);
+      const mine = this.#ownEdits.get(n.id);
+      this.#ownEdits.delete(n.id);
+      if (mine !== undefined && held === mine.n && n.lamport === mine.n.lamport) {
+        this.#mergeConcurrent(mine, n);
+      }
+    }
     this.#flood(n, from);
     if (n.t === "dev" && n.entry.state === DeviceState.Online) this.#checkPlace(n.entry.id);
   }
