@@ -97,6 +97,12 @@ export class MeshDirectory implements Directory {
    * version, with the registration they replaced: to merge a concurrent edit that beats one.
    */
   readonly #ownEdits = new Map<string, { n: RegNotice; base: Registration }>();
+  /**
+   * Resolved once the first registry poll has run (or on close): a link accepted earlier
+   * waits, so no peer's older copy arrives before the edits made while we were stopped
+   * are originated.
+   */
+  readonly #ready = Promise.withResolvers<void>();
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -156,6 +162,7 @@ export class MeshDirectory implements Directory {
     // edit made while the relay was stopped gets a newer one (see RegistrySync).
     await this.#versions.load();
     await this.#sync.poll();
+    this.#ready.resolve();
     // Liveness is per link (pings in #runControl); the record floods when a link comes or
     // goes, and is refreshed rarely, so its cost does not grow with every ping.
     this.#timers.push(setInterval(() => this.#announceRelay(), this.#refreshMs));
@@ -395,7 +402,8 @@ export class MeshDirectory implements Directory {
   }
 
   async #runControl(framed: FramedConn, peer: { name: string; address: string }): Promise<void> {
-    if (peer.name === this.#self!.name) {
+    await this.#ready.promise;
+    if (peer.name === this.#self!.name || this.#abort.signal.aborted) {
       framed.close();
       return;
     }
@@ -547,6 +555,7 @@ export class MeshDirectory implements Directory {
   /** Stops dialing, closes links and timers, makes a last attempt at pending writes. */
   async close(): Promise<void> {
     this.#abort.abort();
+    this.#ready.resolve();
     for (const t of this.#timers) clearInterval(t);
     await this.#sync.close();
     for (const set of this.#links.values()) for (const l of set) l.framed.close();
