@@ -30,10 +30,12 @@ import {
 } from "../directory.ts";
 import { dialLink, isLinkRefused, type LinkCredentials } from "./link_auth.ts";
 import { hashString, MeshState } from "./mesh_state.ts";
-import { type Notice, parseUpdate } from "./notices.ts";
-import type { RegistryStore } from "../registry/registry.ts";
+import { type Notice, parseUpdate, type RegNotice } from "./notices.ts";
+import { mergeConcurrent } from "./reg_merge.ts";
+import type { Registration, RegistryStore } from "../registry/registry.ts";
 import { ControlLink, parseDigest } from "./control_link.ts";
 import { RegistrySync } from "./registry_sync.ts";
+import { REG_VERSIONS_FILE, RegVersions } from "./reg_versions.ts";
 import { DeviceState } from "../../shared/protocol/constants.ts";
 
 /** Options for {@link MeshDirectory}. */
@@ -88,6 +90,19 @@ export class MeshDirectory implements Directory {
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Mesh registrations to and from the local registry. */
   readonly #sync: RegistrySync;
+  /** What the mesh knew of each registration when it last matched the registry file. */
+  readonly #versions: RegVersions;
+  /**
+   * Admin edits made here (of a registration the mesh held) while they are the newest
+   * version, with the registration they replaced: to merge a concurrent edit that beats one.
+   */
+  readonly #ownEdits = new Map<string, { n: RegNotice; base: Registration }>();
+  /**
+   * Resolved once the first registry poll has run (or on close): a link accepted earlier
+   * waits, so no peer's older copy arrives before the edits made while we were stopped
+   * are originated.
+   */
+  readonly #ready = Promise.withResolvers<void>();
 
   /** Creates the directory; it starts working in {@link start}. */
   constructor(options: MeshOptions) {
@@ -111,18 +126,17 @@ export class MeshDirectory implements Directory {
     this.#heartbeatMs = options.heartbeatMs ?? 2000;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
     this.#refreshMs = options.refreshMs ?? 300_000;
+    this.#versions = new RegVersions({
+      path: `${options.dataDir}/${REG_VERSIONS_FILE}`,
+      logger: options.logger,
+    });
     this.#sync = new RegistrySync({
       registry: options.registry,
       logger: options.logger,
-      held: (id) => this.#mesh.registration(id)?.reg,
-      originate: (id, reg) =>
-        this.#originate({
-          t: "reg",
-          id,
-          lamport: this.#mesh.lamportOf(id) + 1,
-          origin: this.#self!.name,
-          reg,
-        }),
+      held: (id) => this.#mesh.registration(id),
+      originate: (id, reg, after) => this.#originateReg(id, reg, after),
+      load: (n) => void this.#mesh.apply(n),
+      versions: this.#versions,
     });
   }
 
@@ -144,7 +158,11 @@ export class MeshDirectory implements Directory {
     });
     this.#epoch = await bumpEpoch(`${this.#options.dataDir}/mesh-epoch`);
     this.#announceRelay();
+    // Before any link: registrations unchanged since the last run keep their version, an
+    // edit made while the relay was stopped gets a newer one (see RegistrySync).
+    await this.#versions.load();
     await this.#sync.poll();
+    this.#ready.resolve();
     // Liveness is per link (pings in #runControl); the record floods when a link comes or
     // goes, and is refreshed rarely, so its cost does not grow with every ping.
     this.#timers.push(setInterval(() => this.#announceRelay(), this.#refreshMs));
@@ -174,6 +192,45 @@ export class MeshDirectory implements Directory {
       neighbors: [...this.#links.keys()].sort(),
       wall: this.#now(),
     });
+  }
+
+  /** Originates a registration change made here, above the mesh's counter and `after`. */
+  #originateReg(id: string, reg: Registration | null, after: number): RegNotice {
+    const base = this.#mesh.registration(id)?.reg;
+    const n: RegNotice = {
+      t: "reg",
+      id,
+      lamport: Math.max(this.#mesh.lamportOf(id), after) + 1,
+      origin: this.#self!.name,
+      reg,
+    };
+    this.#originate(n);
+    if (base) this.#ownEdits.set(id, { n, base });
+    else this.#ownEdits.delete(id);
+    return n;
+  }
+
+  /**
+   * A concurrent edit (same counter, made without seeing ours) replaced our admin edit:
+   * merge field by field ({@link mergeConcurrent}) and originate the result, so a password
+   * change is not undone by an attributes edit, nor a removal by an edit.
+   */
+  #mergeConcurrent(mine: { n: RegNotice; base: Registration }, theirs: RegNotice): void {
+    const result = mergeConcurrent(mine.base, mine.n.reg, theirs.reg);
+    const fields = { device: theirs.id, relay: theirs.origin, lamport: theirs.lamport };
+    if (result.lost) {
+      this.#logger.warn("registry edit here overridden by a concurrent edit on another relay", {
+        ...fields,
+        hint: "check the registration (registry list) and repeat the edit if it is still wanted",
+      });
+    }
+    if (result.reg === undefined) return;
+    this.#logger.info("concurrent registry edits merged", {
+      ...fields,
+      removed: result.reg === null,
+    });
+    const merged = this.#originateReg(theirs.id, result.reg, 0);
+    this.#sync.learn(merged);
   }
 
   /** Applies a notice made here and floods it to every neighbour. */
@@ -345,7 +402,8 @@ export class MeshDirectory implements Directory {
   }
 
   async #runControl(framed: FramedConn, peer: { name: string; address: string }): Promise<void> {
-    if (peer.name === this.#self!.name) {
+    await this.#ready.promise;
+    if (peer.name === this.#self!.name || this.#abort.signal.aborted) {
       framed.close();
       return;
     }
@@ -457,10 +515,18 @@ export class MeshDirectory implements Directory {
       this.#logNotice("dropped", n, from.name, via);
       return;
     }
+    const held = n.t === "reg" ? this.#mesh.registration(n.id) : undefined;
     const applied = this.#mesh.apply(n);
     this.#logNotice(applied ? "applied" : "dropped", n, from.name, via);
     if (!applied) return;
-    if (n.t === "reg") this.#sync.learn(n.id, n.reg);
+    if (n.t === "reg") {
+      this.#sync.learn(n);
+      const mine = this.#ownEdits.get(n.id);
+      this.#ownEdits.delete(n.id);
+      if (mine !== undefined && held === mine.n && n.lamport === mine.n.lamport) {
+        this.#mergeConcurrent(mine, n);
+      }
+    }
     this.#flood(n, from);
     if (n.t === "dev" && n.entry.state === DeviceState.Online) this.#checkPlace(n.entry.id);
   }
@@ -489,6 +555,7 @@ export class MeshDirectory implements Directory {
   /** Stops dialing, closes links and timers, makes a last attempt at pending writes. */
   async close(): Promise<void> {
     this.#abort.abort();
+    this.#ready.resolve();
     for (const t of this.#timers) clearInterval(t);
     await this.#sync.close();
     for (const set of this.#links.values()) for (const l of set) l.framed.close();

@@ -11,6 +11,12 @@
  *   an ID that was there and is gone is an explicit removal (a tombstone is flooded); an
  *   ID that never reached the registry (its write failed) is not a removal, and a
  *   registration whose newer version failed to be written is not an edit to undo.
+ * - Restarts: with {@link RegVersions}, what the mesh knew of each ID when it last matched
+ *   the file (version and content digest, or a tombstone) is kept in the data folder. The
+ *   first poll (at start, before links come up) loads the entries that still match with
+ *   their old version, and originates the ones that differ (edited, added or removed
+ *   while the relay was stopped) with a counter above the persisted one, so they beat
+ *   the peers' older copies. Persisted tombstones are loaded, so a removal survives.
  *
  * Ownership: every method that touches `#known` or the registry runs under `#lock`
  * (one at a time); `learn` only adds to `#pending`.
@@ -20,6 +26,8 @@
 
 import type { Logger } from "../../shared/log.ts";
 import type { Registration, RegistryStore } from "../registry/registry.ts";
+import type { RegNotice } from "./notices.ts";
+import { regDigest, type RegVersions } from "./reg_versions.ts";
 
 /** Options for {@link RegistrySync}. */
 export interface RegistrySyncOptions {
@@ -27,10 +35,17 @@ export interface RegistrySyncOptions {
   registry: RegistryStore;
   /** Logger. */
   logger: Logger;
-  /** The mesh's current registration for `id` (null = tombstone, undefined = none). */
-  held: (id: string) => Registration | null | undefined;
-  /** Floods an admin change made here (`reg: null` = removal). */
-  originate: (id: string, reg: Registration | null) => void;
+  /** The mesh's current notice for `id` (its `reg` null = tombstone), if any. */
+  held: (id: string) => RegNotice | undefined;
+  /**
+   * Floods an admin change made here (`reg: null` = removal) with a Lamport counter above
+   * both the mesh's and `after`; returns the notice made.
+   */
+  originate: (id: string, reg: Registration | null, after: number) => RegNotice;
+  /** Applies a persisted version to the mesh without flooding (at start). */
+  load?: (n: RegNotice) => void;
+  /** The persisted versions of what the registry file holds (none: not persisted). */
+  versions?: RegVersions;
   /** Delay that coalesces learnt registrations into one write, ms (default 20). */
   coalesceMs?: number;
 }
@@ -46,8 +61,8 @@ export class RegistrySync {
   readonly #options: RegistrySyncOptions;
   readonly #registry: RegistryStore;
   readonly #logger: Logger;
-  /** Registrations learnt from the mesh, not yet written (null = remove). */
-  readonly #pending = new Map<string, Registration | null>();
+  /** Registrations learnt from the mesh, not yet written (`reg` null = remove). */
+  readonly #pending = new Map<string, RegNotice>();
   /** What the registry held after our last successful read or write; null before the first. */
   #known: Map<string, Registration> | null = null;
   #lock: Promise<void> = Promise.resolve();
@@ -78,12 +93,12 @@ export class RegistrySync {
    * whose registration just arrived is not refused for the few ms the write takes.
    */
   pendingFor(id: string): Registration | null | undefined {
-    return this.#pending.get(id);
+    return this.#pending.get(id)?.reg;
   }
 
-  /** Queues a registration learnt from the mesh (`null` = removed) for writing. */
-  learn(id: string, reg: Registration | null): void {
-    this.#pending.set(id, reg);
+  /** Queues a registration learnt from the mesh (`reg` null = removed) for writing. */
+  learn(n: RegNotice): void {
+    this.#pending.set(n.id, n);
     if (this.#closed || this.#failures > 0) return; // failing: the next poll retries
     this.#timer ??= setTimeout(() => {
       this.#timer = undefined;
@@ -100,7 +115,8 @@ export class RegistrySync {
   /** Writes what is pending; keeps it pending (and reports) on failure. Under the lock. */
   async #flush(): Promise<void> {
     if (this.#pending.size === 0) return;
-    const changes = [...this.#pending].map(([id, reg]) => ({ id, reg }));
+    const notices = [...this.#pending.values()];
+    const changes = notices.map((n) => ({ id: n.id, reg: n.reg }));
     let written = 0;
     try {
       if (this.#registry.applyMany) {
@@ -122,11 +138,12 @@ export class RegistrySync {
         hint: "check the data folder (disk space, permissions); nothing is lost meanwhile",
       });
     }
-    for (const c of changes.slice(0, written)) {
+    for (const n of notices.slice(0, written)) {
       // A newer change learnt during the write stays pending.
-      if (this.#pending.get(c.id) === c.reg) this.#pending.delete(c.id);
-      if (c.reg === null) this.#known?.delete(c.id);
-      else this.#known?.set(c.id, c.reg);
+      if (this.#pending.get(n.id) === n) this.#pending.delete(n.id);
+      if (n.reg === null) this.#known?.delete(n.id);
+      else this.#known?.set(n.id, n.reg);
+      this.#record(n);
     }
     if (written === changes.length && this.#failures > 0) {
       this.#logger.info("registry writes recovered", {
@@ -135,6 +152,11 @@ export class RegistrySync {
       });
       this.#failures = 0;
     }
+  }
+
+  /** Records that the file now holds notice `n`'s content. */
+  #record(n: RegNotice): void {
+    this.#options.versions?.set(n.id, n.lamport, n.origin, n.reg);
   }
 
   /** The registry's generation when it was last compared; undefined when unknown. */
@@ -157,23 +179,59 @@ export class RegistrySync {
         return;
       }
       const known = this.#known;
+      const versions = this.#options.versions;
       const now = new Map<string, Registration>();
       for (const reg of regs) {
         now.set(reg.id, reg);
         const before = known?.get(reg.id);
         if (before !== undefined && sameRegistration(before, reg)) continue;
         const held = this.#options.held(reg.id);
-        if (held && sameRegistration(held, reg)) continue;
-        if (known === null && this.#pending.has(reg.id)) continue; // the mesh's is newer
+        if (held?.reg && sameRegistration(held.reg, reg)) {
+          this.#record(held);
+          continue;
+        }
+        const synced = versions?.get(reg.id);
+        if (known === null) {
+          if (this.#pending.has(reg.id)) continue; // the mesh's is newer
+          if (synced !== undefined && synced.digest === regDigest(reg) && this.#options.load) {
+            // Unchanged since the mesh last wrote or read it: the mesh has it at this version.
+            this.#options.load({
+              t: "reg",
+              id: reg.id,
+              lamport: synced.lamport,
+              origin: synced.origin,
+              reg,
+            });
+            continue;
+          }
+        }
         this.#pending.delete(reg.id); // the admin's edit is the newest
-        this.#options.originate(reg.id, reg);
+        this.#record(this.#options.originate(reg.id, reg, synced?.lamport ?? 0));
       }
       if (known !== null) {
         for (const id of known.keys()) {
           if (now.has(id)) continue;
           // It was in the registry and an administrator removed it.
           this.#pending.delete(id);
-          if (this.#options.held(id)) this.#options.originate(id, null);
+          if (this.#options.held(id)?.reg) this.#record(this.#options.originate(id, null, 0));
+        }
+      } else if (versions !== undefined) {
+        // First look: what the mesh knew is persisted, the file may have changed since.
+        for (const [id, synced] of versions.entries()) {
+          if (now.has(id) || this.#pending.has(id)) continue;
+          if (synced.digest === null) {
+            // A removal: still known, so an older copy elsewhere cannot bring it back.
+            this.#options.load?.({
+              t: "reg",
+              id,
+              lamport: synced.lamport,
+              origin: synced.origin,
+              reg: null,
+            });
+          } else {
+            // Removed from the file while the relay was stopped.
+            this.#record(this.#options.originate(id, null, synced.lamport));
+          }
         }
       }
       this.#known = now;
@@ -185,5 +243,6 @@ export class RegistrySync {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#locked(() => this.#flush());
+    await this.#options.versions?.close();
   }
 }
