@@ -165,8 +165,17 @@ async function checkLogin(
       pending = ctx.logins.challenge(id, request.nonce, instance, reg);
     }
     await conn.framed.send(pending.challenge);
-    const answer = await conn.framed.readMessage();
-    if (answer === null) return null;
+    // A client that goes away with the challenge unanswered costs its address one failure
+    // (relay/login/throttle.ts): stalls recycled before they grow stale lock their own
+    // address out, not the relay. A stall the throttle ended is not counted again.
+    const answer = await conn.framed.readMessage().catch((e) => {
+      attempt.abandon();
+      throw e;
+    });
+    if (answer === null) {
+      attempt.abandon();
+      return null;
+    }
     if (answer.kind !== "loginProof") {
       throw new ProtocolError(`Expected LOGIN_PROOF after LOGIN_CHALLENGE, got ${answer.kind}`);
     }

@@ -12,8 +12,10 @@
  *    its challenge within a round trip and its key derivation, so logins that say HELLO
  *    and LOGIN and then stall (17 addresses x 64 would fill every slot for the 10 s login
  *    deadline) cannot lock anyone out; the new login is refused "busy" only while every
- *    slot is younger than that. An ended stall is not counted as a failure: a restart
- *    storm from one NAT address must not lock that address out.
+ *    slot is younger than that. A stall the relay ends is not counted as a failure (a
+ *    restart storm from one NAT address must not lock that address out), but a client
+ *    that closes its connection with the challenge unanswered counts one failure of its
+ *    address: stalls recycled before they grow stale then lock their own addresses out.
  * 2. **Failures.** Failures are counted per (address, ID) pair and per address, never
  *    per ID alone: guessing `fax1`'s password from one address cannot lock `fax1` out
  *    of another address. A key is refused once it has its free failures (5 for a pair,
@@ -101,6 +103,11 @@ export interface LoginAttempt {
   succeed(): void;
   /** Ended without a key check (closed, shutting down): frees the slot only. */
   release(): void;
+  /**
+   * The client went away with its challenge unanswered: counts one failure against the
+   * address only (never the pair, never an ID), and frees the slot.
+   */
+  abandon(): void;
 }
 
 /** A refused login: wait this long. `reason` says which rule refused it. */
@@ -248,7 +255,7 @@ export class LoginThrottle {
       return { kind: "wait", waitMs: this.#busyRetryMs, reason: "busy" };
     }
     let open = true;
-    const end = (outcome: "fail" | "succeed" | "release") => {
+    const end = (outcome: "fail" | "succeed" | "release" | "abandon") => {
       if (!open) return;
       open = false;
       this.#open.delete(pending);
@@ -261,6 +268,8 @@ export class LoginThrottle {
       if (outcome === "fail") {
         this.#addresses.fail(a, t);
         this.#pairs.fail(p, t);
+      } else if (outcome === "abandon") {
+        this.#addresses.fail(a, t);
       } else if (outcome === "succeed") {
         this.#pairs.delete(p);
       }
@@ -285,6 +294,7 @@ export class LoginThrottle {
       fail: () => end("fail"),
       succeed: () => end("succeed"),
       release: () => end("release"),
+      abandon: () => end("abandon"),
     };
   }
 

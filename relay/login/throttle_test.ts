@@ -241,3 +241,25 @@ Deno.test("LoginThrottle: logins stalled for one ID hold it back only until they
   later(1);
   assert.equal((t2.begin("192.0.2.9", "fax2") as { reason: string }).reason, "failures");
 });
+
+Deno.test("LoginThrottle: stalls a client abandons count against its address only; recycling them locks that address out", () => {
+  const { throttle } = setup();
+  // Stalls closed by the client before they grow stale, 20 of them (for many IDs).
+  for (let i = 0; i < 20; i++) {
+    const stall = throttle.begin("203.0.113.9", `id-${i % 3}`, () => {});
+    assert.equal(stall.kind, "ok", `stall ${i}`);
+    (stall as LoginAttempt).abandon();
+  }
+  const next = throttle.begin("203.0.113.9", "fax1");
+  assert.equal(next.kind, "wait");
+  assert.equal((next as { reason: string }).reason, "failures");
+  // No pair was charged: the same IDs from a clean address go on at once.
+  assert.equal(throttle.begin("198.51.100.1", "id-0").kind, "ok");
+  // A stall the throttle itself ended (stale, to make room) is not charged again.
+  const { throttle: t2, advance } = setup({ maxPending: 1 });
+  const old = t2.begin("192.0.2.1", "a", () => {}) as LoginAttempt;
+  advance(2000);
+  assert.equal(t2.begin("192.0.2.2", "b", () => {}).kind, "ok");
+  old.abandon();
+  assert.equal(t2.size, 0);
+});
