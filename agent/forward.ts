@@ -162,11 +162,14 @@ function listen(server: net.Server, at: HostPort): Promise<HostPort> {
     server.once("error", (e: Error & { code?: string }) => {
       const where = formatHostPort(at);
       // Deno's node:net reports an address this host does not have as EINVAL.
-      if (["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EINVAL"].includes(e.code ?? "")) {
+      const codes = ["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EINVAL", "ENOTFOUND", "EAI_AGAIN"];
+      if (codes.includes(e.code ?? "")) {
         const why = e.code === "EADDRINUSE"
           ? "the address is in use"
           : e.code === "EACCES"
           ? "permission denied"
+          : e.code === "ENOTFOUND" || e.code === "EAI_AGAIN"
+          ? "no such host"
           : "no such local address";
         reject(
           new UsageError(

@@ -14,7 +14,8 @@ import { applyConfigFile } from "./config_file.ts";
 import { EmbeddedDirectory } from "./directory.ts";
 import { MeshDirectory } from "./mesh/mesh.ts";
 import { RedisDirectory } from "./redis/redis_directory.ts";
-import { FileRegistry } from "./registry/registry.ts";
+import { FileRegistry, type RegistryStore } from "./registry/registry.ts";
+import { isScryptHash } from "./registry/verifier.ts";
 import { DEFAULT_PORT, type RelayHandle, startRelay } from "./server.ts";
 import { checkAdminOptions } from "./admin/mod.ts";
 
@@ -232,6 +233,7 @@ export async function relayMain(args: string[]): Promise<number> {
         now,
       })
       : new EmbeddedDirectory(await FileRegistry.open(dataDir));
+    await warnUnmigrated(directory.registry, logger);
     relay = await startRelay({
       hostname,
       port,
@@ -339,6 +341,26 @@ async function readText(path: string, flag: string): Promise<string> {
       `check the path given to ${flag}`,
     );
   }
+}
+
+/**
+ * Logs once at start how many registrations still hold a version-1 scrypt hash: their
+ * devices cannot log in (each refusal is logged only when one tries) until the registry
+ * is migrated.
+ */
+async function warnUnmigrated(registry: RegistryStore, logger: Logger): Promise<void> {
+  let count = 0;
+  try {
+    for (const reg of await registry.list()) if (isScryptHash(reg.passwordHash)) count++;
+  } catch {
+    return; // an unreadable registry is reported where it is used
+  }
+  if (count === 0) return;
+  logger.warn("registry not migrated", {
+    devices: count,
+    effect: "these devices cannot log in",
+    hint: "stop the relay, run 'deno task registry migrate' with the same --data or --directory",
+  });
 }
 
 if (import.meta.main) Deno.exit(await relayMain(Deno.args));

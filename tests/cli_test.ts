@@ -129,6 +129,7 @@ Deno.test("cli: forward's listen address in use, an empty or misspelt forward co
     [["--to", "dev1", "--service", "ipp", "--listen", `127.0.0.1:${busy.addr.port}`], /in use/],
     [["--to", "d".repeat(65), "--service", "ipp", "--listen", "127.0.0.1:0"], /longer than 64/],
     [["--to", "dev1", "--service", "ipp", "--listen", "10.9.9.9:5"], /no such local address/],
+    [["--to", "dev1", "--service", "ipp", "--listen", "nosuchhost.invalid:5000"], /no such host/],
     [
       [
         ...["--listen", `127.0.0.1:${free}`, "--to", "dev1", "--service", "ipp"],

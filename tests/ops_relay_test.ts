@@ -169,3 +169,24 @@ Deno.test("deno task certs --help explains the files and options", async () => {
   assert.match(p.stdout, /ca\.pem, ca\.key/);
   assert.ok(p.stdout.split("\n").length > 10);
 });
+
+Deno.test("relay: a registry still holding version-1 hashes is named at start, with the fix", async () => {
+  await using dir = await tempDir();
+  const { hashPassword } = await import("../relay/registry/password.ts");
+  const old = {
+    id: "old",
+    type: "FAX",
+    attributes: [],
+    passwordHash: await hashPassword("pw", { cost: 1024 }),
+    updatedAt: 1,
+  };
+  await Deno.writeTextFile(
+    `${dir.path}/registry.json`,
+    JSON.stringify({ version: 1, devices: [old] }),
+  );
+  await using relay = await startRelay(dir.path);
+  await relay.proc.waitFor(
+    event("registry not migrated", { devices: 1 }),
+    "the start-up warning",
+  );
+});

@@ -539,29 +539,29 @@ function hashState(passwordHash: string): HashState {
 function warnHashes(ctx: Context, regs: { id: string; passwordHash: string }[]) {
   const by = (state: HashState) => regs.filter((r) => hashState(r.passwordHash) === state);
   const list = (ids: { id: string }[]) =>
-    `${ids.length} device${ids.length === 1 ? "" : "s"} (` +
-    ids.slice(0, 5).map((r) => r.id).join(", ") + (ids.length > 5 ? ", ..." : "") + ")";
+    `${ids.length} device${ids.length === 1 ? "" : "s"}: ` +
+    ids.slice(0, 5).map((r) => r.id).join(", ") + (ids.length > 5 ? ", ..." : "");
   const v1 = by("v1");
   if (v1.length > 0) {
     ctx.err(
-      `warning: ${list(v1)} still hold version-1 scrypt hashes and cannot log in: ` +
-        `run 'deno task registry migrate'\n`,
+      `warning: version-1 scrypt hashes, no login until 'deno task registry migrate': ` +
+        `${list(v1)}\n`,
     );
   }
   const migrated = [...by("migrated"), ...by("weak")];
   if (migrated.length > 0) {
     ctx.err(
-      `warning: ${list(migrated)} log in over a version-1 password hash: anyone holding ` +
-        "an old copy of the registry (backup, Redis dump) can log in as them. Delete those " +
-        `copies, or set new passwords: 'deno task registry passwd ${migrated[0].id}'\n`,
+      "warning: logging in over a version-1 password hash, so anyone holding an old copy of " +
+        "the registry (backup, Redis dump) can log in as them; delete those copies, or set " +
+        `new passwords with 'deno task registry passwd ID': ${list(migrated)}\n`,
     );
   }
   const weak = by("weak");
   if (weak.length > 0) {
     ctx.err(
-      `warning: ${list(weak)} have a version-1 hash whose scrypt cost agents refuse by ` +
-        "default (below N=2^14, above 2^17, or not r=8, p=1): set new passwords with " +
-        `'deno task registry passwd ${weak[0].id}'\n`,
+      "warning: a version-1 scrypt cost that agents refuse by default (below N=2^14, above " +
+        "2^17, or not r=8, p=1); set new passwords with 'deno task registry passwd ID': " +
+        `${list(weak)}\n`,
     );
   }
 }
