@@ -396,6 +396,24 @@ export async function startGroup(
   return group;
 }
 
+/**
+ * Command-line flags of mesh relay `name` in `root` (data `<root>/<name>`, secret
+ * `<root>/mesh.secret`, fast heartbeats for tests) dialing `peers`.
+ */
+export function meshRelayFlags(root: string, name: string, peers: string[]): string[] {
+  return [
+    "--name",
+    name,
+    "--mesh-secret-file",
+    `${root}/mesh.secret`,
+    "--mesh-heartbeat",
+    "300ms",
+    "--mesh-timeout",
+    "2s",
+    ...peers.flatMap((p) => ["--peer", p]),
+  ];
+}
+
 /** Starts relays linked by `edges` (pairs of indexes; the later one dials the earlier). */
 export async function startMesh(
   root: string,
@@ -403,23 +421,12 @@ export async function startMesh(
   edges: [number, number][],
   extra: (i: number) => string[] = () => [],
 ): Promise<RelayGroup> {
-  const secret = await writeMeshSecret(root);
+  await writeMeshSecret(root);
   const group = await startGroup(count, (i, started) => {
     const peers = edges.filter(([a, b]) => Math.max(a, b) === i).map(([a, b]) =>
       started[Math.min(a, b)].address
     );
-    return startRelay(`${root}/r${i}`, [
-      "--name",
-      `r${i}`,
-      "--mesh-secret-file",
-      secret,
-      "--mesh-heartbeat",
-      "300ms",
-      "--mesh-timeout",
-      "2s",
-      ...peers.flatMap((p) => ["--peer", p]),
-      ...extra(i),
-    ]);
+    return startRelay(`${root}/r${i}`, [...meshRelayFlags(root, `r${i}`, peers), ...extra(i)]);
   });
   try {
     // Every link up on both ends.

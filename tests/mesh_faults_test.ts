@@ -6,6 +6,7 @@ import {
   agentCommand,
   deviceFlags,
   event,
+  meshRelayFlags,
   pollUntil,
   register,
   type RelayProc,
@@ -43,22 +44,9 @@ async function writeBigRegistry(dir: string, n: number): Promise<void> {
 
 /** Starts a mesh relay named `name` in `dir` dialing `peers`. */
 function meshRelay(root: string, name: string, peers: string[], logLevel: "debug" | "info") {
-  return startRelay(
-    `${root}/${name}`,
-    [
-      "--name",
-      name,
-      "--mesh-secret-file",
-      `${root}/mesh.secret`,
-      "--mesh-heartbeat",
-      "300ms",
-      "--mesh-timeout",
-      "2s",
-      ...peers.flatMap((p) => ["--peer", p]),
-    ],
-    "127.0.0.1:0",
-    { logLevel },
-  );
+  return startRelay(`${root}/${name}`, meshRelayFlags(root, name, peers), "127.0.0.1:0", {
+    logLevel,
+  });
 }
 
 /** Peak resident memory of a process, MiB (Linux). */

@@ -12,6 +12,7 @@ import {
   deviceFlags,
   event,
   type LogLine,
+  meshRelayFlags,
   pollUntil,
   register,
   type RelayProc,
@@ -36,17 +37,7 @@ async function stop(r: RelayProc): Promise<void> {
 
 /** Starts relay `rN` of the mesh in `root` again, on `address`, dialing `peers`. */
 function restart(root: string, name: string, address: string, peers: string[] = []) {
-  return startRelay(`${root}/${name}`, [
-    "--name",
-    name,
-    "--mesh-secret-file",
-    `${root}/mesh.secret`,
-    "--mesh-heartbeat",
-    "300ms",
-    "--mesh-timeout",
-    "2s",
-    ...peers.flatMap((p) => ["--peer", p]),
-  ], address);
+  return startRelay(`${root}/${name}`, meshRelayFlags(root, name, peers), address);
 }
 
 /** True when `id` logs in at `r` with the password in `pwFile` (a one-shot `list`). */
